@@ -1,0 +1,1 @@
+"""Access-token verification, keys, proof of possession."""
