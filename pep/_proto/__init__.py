@@ -1,0 +1,1 @@
+"""Generated code; regenerate with `make proto`, never edit."""

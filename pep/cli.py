@@ -1,0 +1,234 @@
+"""The `pep` command. Subcommands map error classes to exit codes:
+0 success, 1 a check failed (validation, a deny, a failing test), 2 usage or config error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+from pep.errors import ConfigError, PolicyLoadError
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+DEFAULT_DEV_DIR = ".pep/dev"
+DEV_ISSUER = "https://dev.pep.local"
+DEV_AUDIENCE = "pep"
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return EXIT_USAGE
+    try:
+        return int(args.func(args))
+    except ConfigError as e:
+        print(f"pep: config error: {e}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        return 130
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="pep",
+        description="pep: an authorization sidecar for AI agents (tokens, delegation chains, Cedar policies).",
+    )
+    sub = p.add_subparsers(title="commands", metavar="COMMAND")
+
+    s = sub.add_parser("serve", help="run the sidecar", description="Serve Authorize over gRPC.")
+    s.add_argument("--config", "-c", help="YAML config file (see README); flags override it")
+    s.add_argument("--listen", help="gRPC address: host:port or unix:///path")
+    s.add_argument("--metrics-listen", help="Prometheus metrics address host:port ('' to turn off)")
+    s.add_argument("--admin-listen", help="admin API address (local only)")
+    s.add_argument("--policies", help="policy directory")
+    s.add_argument("--mode", choices=("enforce", "dry_run"))
+    s.add_argument("--log-level", default="INFO", help="operational log level (default INFO)")
+    s.set_defaults(func=_cmd_serve)
+
+    v = sub.add_parser("validate", help="parse and schema-validate a policy directory")
+    v.add_argument("dir", help="policy directory")
+    v.set_defaults(func=_cmd_validate)
+
+    t = sub.add_parser(
+        "token",
+        help="mint a signed development token",
+        description="Mint a development access token signed by the local dev issuer "
+        f"({DEV_ISSUER}, audience {DEV_AUDIENCE!r}). `make run` trusts this issuer.",
+    )
+    t.add_argument("--init", action="store_true", help="only create the dev key and JWKS if missing, print nothing")
+    t.add_argument("--dev-dir", default=DEFAULT_DEV_DIR, help=f"where the dev key lives (default {DEFAULT_DEV_DIR})")
+    t.add_argument("--user", help="the user the agent acts for (token sub)")
+    t.add_argument("--agent", action="append", default=[], metavar="ID",
+                   help="an agent in the chain; repeat, current actor first")
+    t.add_argument("--scope", action="append", default=[], help="a scope; repeat for several")
+    t.add_argument("--group", action="append", default=[], help="a group of the user; repeat for several")
+    t.add_argument("--ttl", type=int, default=600, help="lifetime in seconds (default 600)")
+    t.add_argument("--dpop", action="store_true",
+                   help="bind the token to the dev DPoP key (pep authorize --dpop then sends proofs)")
+    t.add_argument("--claims", help="extra claims as a JSON object")
+    t.set_defaults(func=_cmd_token)
+
+    a = sub.add_parser(
+        "authorize",
+        help="call a running pep's Authorize over gRPC",
+        description="Send one Authorize call to a running pep and print the response as JSON.",
+    )
+    a.add_argument("--address", default="127.0.0.1:50051", help="pep's gRPC address (default 127.0.0.1:50051)")
+    a.add_argument("--token", required=True, help="the access token ('-' reads it from stdin)")
+    a.add_argument("--action", required=True)
+    a.add_argument("--resource", required=True, help='Type::"id"')
+    a.add_argument("--attributes", help="resource attributes as a JSON object")
+    a.add_argument("--context", help="request context as a JSON object")
+    a.add_argument("--dpop", action="store_true", help="send a fresh DPoP proof made with the dev DPoP key")
+    a.add_argument("--dev-dir", default=DEFAULT_DEV_DIR)
+    a.add_argument("--timeout", type=float, default=5.0)
+    a.set_defaults(func=_cmd_authorize)
+    return p
+
+
+def _cmd_serve(args: argparse.Namespace) -> int:
+    from pep.config import load_config
+    from pep.server import serve_forever
+
+    logging.basicConfig(
+        level=args.log_level.upper(), stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    overrides: dict[str, Any] = {}
+    for flag, key in (
+        ("listen", "listen"), ("metrics_listen", "metrics_listen"), ("admin_listen", "admin_listen"),
+        ("policies", "policies"), ("mode", "mode"),
+    ):
+        value = getattr(args, flag)
+        if value is not None:
+            overrides[key] = os.path.abspath(value) if key == "policies" else value
+    config = load_config(args.config, overrides)
+    return serve_forever(config)
+
+
+def _cmd_validate(args: argparse.Namespace) -> int:
+    from pep.policy.loader import load_snapshot
+
+    try:
+        snap = load_snapshot(args.dir)
+    except PolicyLoadError as e:
+        for problem in e.problems:
+            print(_prefixed(args.dir, str(problem)), file=sys.stderr)
+        print(f"{len(e.problems)} problem(s) found", file=sys.stderr)
+        return EXIT_FAILED
+    print(
+        f"ok: {snap.policy_count} policies, {len(snap.registry)} agents, version {snap.version}"
+        + ("" if snap.schema is not None else " (no schema: policies not validated)")
+    )
+    return EXIT_OK
+
+
+def _prefixed(directory: str, text: str) -> str:
+    return text if os.path.isabs(text) else os.path.join(directory, text)
+
+
+def _cmd_token(args: argparse.Namespace) -> int:
+    from pep import devtoken
+
+    key_path, _ = devtoken.ensure_dev_keys(args.dev_dir)
+    if args.init:
+        return EXIT_OK
+    chain = list(args.agent)
+    if not chain and not args.user:
+        print("pep token: give --agent (and --user when the agent acts for a user)", file=sys.stderr)
+        return EXIT_USAGE
+    extra: dict[str, Any] = json.loads(args.claims) if args.claims else {}
+    if args.group:
+        extra["groups"] = list(args.group)
+    jkt = None
+    if args.dpop:
+        _, jwk = _dev_dpop_key(args.dev_dir)
+        jkt = devtoken.jwk_thumbprint(jwk)
+    if args.user:
+        sub, act_chain, client_id = args.user, chain, (chain[0] if chain else None)
+    else:
+        sub, act_chain, client_id = chain[-1], chain[:-1], chain[0]
+    token = devtoken.mint_token(
+        key_path,
+        issuer=DEV_ISSUER,
+        audience=DEV_AUDIENCE,
+        sub=sub,
+        act_chain=act_chain,
+        client_id=client_id,
+        scopes=args.scope,
+        ttl_seconds=args.ttl,
+        extra_claims=extra,
+        dpop_jkt=jkt,
+    )
+    print(token)
+    return EXIT_OK
+
+
+def _dev_dpop_key(dev_dir: str) -> tuple[Any, dict[str, Any]]:
+    """A DPoP key kept beside the dev issuer key, so `token --dpop` and `authorize --dpop` agree."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    from pep import devtoken
+
+    path = os.path.join(dev_dir, "dpop-key.pem")
+    if not os.path.exists(path):
+        key, _ = devtoken.new_dpop_key()
+        os.makedirs(dev_dir, exist_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "wb") as f:
+            f.write(key.private_bytes(
+                serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+            ))
+    with open(path, "rb") as f:
+        key = serialization.load_pem_private_key(f.read(), password=None)
+    assert isinstance(key, ec.EllipticCurvePrivateKey)
+    return key, devtoken.public_jwk(key)
+
+
+def _cmd_authorize(args: argparse.Namespace) -> int:
+    import grpc
+    from google.protobuf import json_format, struct_pb2
+
+    from pep._proto.pep.v1 import authorizer_pb2 as pb
+    from pep._proto.pep.v1 import authorizer_pb2_grpc as pb_grpc
+
+    token = sys.stdin.read().strip() if args.token == "-" else args.token
+    rtype, sep, rid = args.resource.partition("::")
+    if not sep or not (rid.startswith('"') and rid.endswith('"')):
+        print('pep authorize: --resource must look like Type::"id"', file=sys.stderr)
+        return EXIT_USAGE
+    req = pb.AuthorizeRequest(token=token, action=args.action)
+    req.resource.type, req.resource.id = rtype, json.loads(rid)
+    if args.attributes:
+        req.resource.attributes.CopyFrom(json_format.ParseDict(json.loads(args.attributes), struct_pb2.Struct()))
+    if args.context:
+        req.context.CopyFrom(json_format.ParseDict(json.loads(args.context), struct_pb2.Struct()))
+    if args.dpop:
+        from pep import devtoken
+
+        key, jwk = _dev_dpop_key(args.dev_dir)
+        bare = token.split(" ", 1)[1] if " " in token else token
+        req.token = "DPoP " + bare
+        req.http_method, req.http_uri = "POST", f"https://{args.address}/pep.v1.Authorizer/Authorize"
+        req.dpop_proof = devtoken.mint_dpop_proof(key, jwk, htm=req.http_method, htu=req.http_uri, access_token=bare)
+    target = args.address
+    with grpc.insecure_channel(target) as channel:
+        stub = pb_grpc.AuthorizerStub(channel)
+        try:
+            resp = stub.Authorize(req, timeout=args.timeout)
+        except grpc.RpcError as e:
+            print(json.dumps({"error": e.code().name, "details": e.details()}, indent=2))
+            return EXIT_FAILED
+    print(json.dumps(json_format.MessageToDict(resp, preserving_proto_field_name=True), indent=2))
+    return EXIT_OK if resp.decision == pb.DECISION_ALLOW else EXIT_FAILED
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,77 @@
+"""Every Prometheus metric pep exports, in one place, with bounded labels (SPEC 4)."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
+from prometheus_client import ProcessCollector, PlatformCollector
+
+import pep
+
+# 50 µs to 1 s: sub-millisecond decisions land in their own buckets.
+DURATION_BUCKETS = (
+    0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
+)
+OTHER_ACTION = "other"
+
+
+class Metrics:
+    def __init__(self, registry: CollectorRegistry | None = None, *, process: bool = True) -> None:
+        self.registry = registry or CollectorRegistry()
+        r = self.registry
+        if process:
+            ProcessCollector(registry=r)
+            PlatformCollector(registry=r)
+        self.decisions = Counter(
+            "pep_decisions_total", "Decisions made, by decision, reason code and action.",
+            ["decision", "reason", "action"], registry=r,
+        )
+        self.decision_duration = Histogram(
+            "pep_decision_duration_seconds", "Time pep spent on one decision.",
+            buckets=DURATION_BUCKETS, registry=r,
+        )
+        self.reloads = Counter(
+            "pep_policy_reloads_total", "Policy set loads, by result (success or failure).", ["result"], registry=r
+        )
+        self.last_reload_success = Gauge(
+            "pep_policy_last_reload_success_timestamp_seconds",
+            "Unix time of the last successful policy load.", registry=r,
+        )
+        self.policy_info = Gauge(
+            "pep_policy_info", "The policy set being served (value 1), by content-hash version.",
+            ["version"], registry=r,
+        )
+        self.policies_loaded = Gauge("pep_policies_loaded", "Policies in the served set.", registry=r)
+        self.agents_registered = Gauge("pep_agents_registered", "Agents in the served registry.", registry=r)
+        self.log_dropped = Counter(
+            "pep_decision_log_dropped_total", "Decisions that could not be written to the decision log.",
+            registry=r,
+        )
+        self.jwks_refreshes = Counter(
+            "pep_jwks_refreshes_total", "JWKS fetches, by result (success or failure).", ["result"], registry=r
+        )
+        self.ready = Gauge("pep_ready", "1 when a valid policy set is loaded and pep serves decisions.", registry=r)
+        self.build = Info("pep_build", "pep build information.", registry=r)
+        self.build.info({"version": pep.__version__})
+        self._actions: frozenset[str] = frozenset()
+        for result in ("success", "failure"):
+            self.reloads.labels(result)
+            self.jwks_refreshes.labels(result)
+
+    def set_actions(self, actions: frozenset[str]) -> None:
+        """Actions named in the loaded schema; any other action is labelled `other`."""
+        self._actions = actions
+
+    def action_label(self, action: str) -> str:
+        return action if action in self._actions else OTHER_ACTION
+
+    def policy_loaded(self, version: str, policies: int, agents: int, at: float) -> None:
+        self.reloads.labels("success").inc()
+        self.last_reload_success.set(at)
+        self.policy_info.clear()
+        self.policy_info.labels(version).set(1)
+        self.policies_loaded.set(policies)
+        self.agents_registered.set(agents)
+        self.ready.set(1)
+
+    def policy_failed(self) -> None:
+        self.reloads.labels("failure").inc()

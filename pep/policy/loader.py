@@ -1,0 +1,319 @@
+"""Load a policy directory into one immutable, validated snapshot.
+
+Everything is parsed here, once: requests only ever use the prebuilt cedarpy handles.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import cedarpy
+
+from pep.errors import PolicyLoadError, SourceProblem
+from pep.policy.registry import Registry, agent_entities, parse_registry
+from pep.policy.source import SourceProblemError, Statement, line_of, load_yaml, split_statements
+
+SCHEMA_FILE = "schema.cedarschema"
+ENTITIES_FILE = "entities.json"
+AGENTS_FILE = "agents.yaml"
+LINKS_FILE = "links.yaml"
+# Folders whose .cedar files are not part of the live set.
+NON_LIVE_DIRS = ("shadow", "tests")
+
+
+@dataclass(frozen=True)
+class PolicyInfo:
+    id: str
+    path: str
+    line: int
+    effect: str
+    template: bool
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """One loaded policy set. Never mutated: a reload builds a new one."""
+
+    directory: str
+    version: str
+    policy_set: cedarpy.PolicySet
+    schema: cedarpy.Schema | None
+    entities: cedarpy.Entities
+    registry: Registry
+    policies: Mapping[str, PolicyInfo]
+    # Cedar JSON of every stored entity, keyed by (type, id): lets a request see what exists.
+    entity_uids: frozenset[tuple[str, str]]
+    actions: frozenset[str]
+    files: tuple[str, ...] = ()
+    loaded_at: float = 0.0
+    extra: Mapping[str, Any] = field(default_factory=dict)
+
+    @property
+    def policy_count(self) -> int:
+        """Policies that can decide: static ones and template links, not bare templates."""
+        return sum(1 for p in self.policies.values() if not p.template)
+
+
+def policy_files(directory: str) -> list[str]:
+    """Live `.cedar` files, relative to `directory`, sorted; hidden entries are skipped.
+
+    Skipping `..*` and `.*` entries keeps a ConfigMap mount's `..data` and timestamped
+    folders from being loaded twice beside the visible symlinks.
+    """
+    out = []
+    for root, dirs, files in os.walk(directory, followlinks=True):
+        rel_root = os.path.relpath(root, directory)
+        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+        if rel_root == ".":
+            dirs[:] = [d for d in dirs if d not in NON_LIVE_DIRS]
+        for name in sorted(files):
+            if name.endswith(".cedar") and not name.startswith("."):
+                out.append(os.path.normpath(os.path.join(rel_root, name)))
+    return sorted(out)
+
+
+def _read(directory: str, rel: str) -> str | None:
+    path = os.path.join(directory, rel)
+    try:
+        with open(path, encoding="utf-8") as f:
+            return f.read()
+    except FileNotFoundError:
+        return None
+
+
+_ANNOTATION_ID = re.compile(r'@id\s*\(\s*"((?:[^"\\]|\\.)*)"\s*\)')
+
+
+def load_snapshot(directory: str, *, loaded_at: float = 0.0) -> Snapshot:
+    """Build a snapshot of `directory`, or raise `PolicyLoadError` listing every problem."""
+    problems: list[SourceProblem] = []
+    if not os.path.isdir(directory):
+        raise PolicyLoadError([SourceProblem(directory, "policy directory does not exist")])
+    digest = hashlib.sha256()
+
+    def read(rel: str) -> str | None:
+        text = _read(directory, rel)
+        if text is not None:
+            digest.update(rel.encode() + b"\0" + text.encode() + b"\0")
+        return text
+
+    files = policy_files(directory)
+    sources = {rel: read(rel) or "" for rel in files}
+    schema_text = read(SCHEMA_FILE)
+    entities_text = read(ENTITIES_FILE)
+    agents_text = read(AGENTS_FILE)
+    links_text = read(LINKS_FILE)
+
+    schema = None
+    if schema_text is not None:
+        try:
+            schema = cedarpy.Schema.from_str(schema_text)
+        except ValueError as e:
+            problems.append(SourceProblem(SCHEMA_FILE, f"invalid schema: {e}"))
+
+    est, infos = _parse_policies(sources, problems)
+    if schema is not None:
+        for rel, text in sources.items():
+            _validate_file(rel, text, schema, problems)
+
+    registry = Registry({})
+    if agents_text is not None:
+        try:
+            registry, reg_problems = parse_registry(load_yaml(agents_text, AGENTS_FILE), AGENTS_FILE)
+            problems.extend(reg_problems)
+        except SourceProblemError as e:
+            problems.append(e.problem)
+
+    entities, uids = _build_entities(entities_text, registry, schema, problems)
+
+    policy_set = None
+    links = 0
+    if not problems:
+        try:
+            policy_set = cedarpy.PolicySet.from_json_str(json.dumps(est))
+        except ValueError as e:
+            problems.append(SourceProblem(directory, f"could not assemble the policy set: {e}"))
+    if links_text is not None and policy_set is not None:
+        policy_set, links = _link_templates(policy_set, links_text, infos, problems)
+    if problems:
+        raise PolicyLoadError(problems)
+    assert policy_set is not None and entities is not None
+    actions = _schema_actions(schema_text) if schema_text is not None else frozenset()
+    return Snapshot(
+        directory=directory,
+        version=digest.hexdigest()[:16],
+        policy_set=policy_set,
+        schema=schema,
+        entities=entities,
+        registry=registry,
+        policies=infos,
+        entity_uids=uids,
+        actions=actions,
+        files=tuple(files),
+        loaded_at=loaded_at,
+        extra={"links": links},
+    )
+
+
+def _parse_policies(
+    sources: Mapping[str, str], problems: list[SourceProblem]
+) -> tuple[dict[str, Any], dict[str, PolicyInfo]]:
+    """Parse each file, giving every policy its stable id (`@id`, else `<file>:<n>`)."""
+    est: dict[str, Any] = {"staticPolicies": {}, "templates": {}, "templateLinks": []}
+    infos: dict[str, PolicyInfo] = {}
+    for rel, text in sources.items():
+        statements = split_statements(text)
+        try:
+            parsed = json.loads(cedarpy.policies_to_json_str(text))
+        except ValueError as e:
+            problems.extend(_locate_parse_errors(rel, statements, str(e)))
+            continue
+        positional = {**parsed.get("staticPolicies", {}), **parsed.get("templates", {})}
+        for n, stmt in enumerate(statements):
+            body = positional.get(f"policy{n}")
+            if body is None:  # pragma: no cover - the splitter and Cedar disagree
+                problems.append(SourceProblem(rel, "could not match this statement to a policy", stmt.line, stmt.col))
+                continue
+            annotated = (body.get("annotations") or {}).get("id")
+            pid = annotated if annotated else f"{rel}:{n}"
+            if pid in infos:
+                other = infos[pid]
+                problems.append(
+                    SourceProblem(rel, f"duplicate policy id {pid!r} (also {other.path}:{other.line})", stmt.line)
+                )
+                continue
+            is_template = f"policy{n}" in parsed.get("templates", {})
+            est["templates" if is_template else "staticPolicies"][pid] = body
+            infos[pid] = PolicyInfo(pid, rel, stmt.line, body.get("effect", ""), is_template)
+    return est, infos
+
+
+def _locate_parse_errors(rel: str, statements: list[Statement], whole_error: str) -> list[SourceProblem]:
+    """Parse statement by statement to find which ones fail and where they start."""
+    found = []
+    for stmt in statements:
+        try:
+            cedarpy.policies_to_json_str(stmt.text)
+        except ValueError as e:
+            found.append(SourceProblem(rel, f"parse error: {e}", stmt.line, stmt.col))
+    return found or [SourceProblem(rel, f"parse error: {whole_error}")]
+
+
+def _validate_file(rel: str, text: str, schema: cedarpy.Schema, problems: list[SourceProblem]) -> None:
+    if not text.strip():
+        return
+    try:
+        result = cedarpy.validate_policies(text, schema)
+    except ValueError:
+        return  # a parse error, already reported
+    if result.validation_passed:
+        return
+    statements = split_statements(text)
+    for err in result.errors:
+        m = re.fullmatch(r"policy(\d+)", err.policy_id or "")
+        stmt = statements[int(m.group(1))] if m and int(m.group(1)) < len(statements) else None
+        problems.append(
+            SourceProblem(
+                rel, f"schema validation: {err.error}", stmt.line if stmt else 1, stmt.col if stmt else 1
+            )
+        )
+
+
+def _build_entities(
+    entities_text: str | None,
+    registry: Registry,
+    schema: cedarpy.Schema | None,
+    problems: list[SourceProblem],
+) -> tuple[cedarpy.Entities | None, frozenset[tuple[str, str]]]:
+    stored: list[Any] = []
+    if entities_text is not None:
+        try:
+            stored = json.loads(entities_text)
+        except json.JSONDecodeError as e:
+            problems.append(SourceProblem(ENTITIES_FILE, f"invalid JSON: {e.msg}", e.lineno, e.colno))
+            return None, frozenset()
+        if not isinstance(stored, list):
+            problems.append(SourceProblem(ENTITIES_FILE, "expected a JSON list of Cedar entities"))
+            return None, frozenset()
+    uids = set()
+    for i, ent in enumerate(stored):
+        uid = ent.get("uid") if isinstance(ent, dict) else None
+        if not isinstance(uid, dict) or not isinstance(uid.get("type"), str) or not isinstance(uid.get("id"), str):
+            problems.append(SourceProblem(ENTITIES_FILE, f"entity [{i}] needs a uid with a type and an id"))
+            continue
+        uids.add((uid["type"], uid["id"]))
+    clashes = [a for a in registry.agents if ("Agent", a) in uids]
+    for a in clashes:
+        problems.append(SourceProblem(ENTITIES_FILE, f'Agent::"{a}" is defined here and in {AGENTS_FILE}'))
+    agents = agent_entities(registry, uids)
+    uids.update((e["uid"]["type"], e["uid"]["id"]) for e in agents)
+    try:
+        handle = cedarpy.Entities.from_json_str(json.dumps(stored + agents), schema)
+    except (ValueError, TypeError) as e:
+        problems.append(SourceProblem(ENTITIES_FILE if entities_text else AGENTS_FILE, f"invalid entities: {e}"))
+        return None, frozenset()
+    return handle, frozenset(uids)
+
+
+def _link_templates(
+    policy_set: cedarpy.PolicySet,
+    links_text: str,
+    infos: dict[str, PolicyInfo],
+    problems: list[SourceProblem],
+) -> tuple[cedarpy.PolicySet, int]:
+    try:
+        data = load_yaml(links_text, LINKS_FILE)
+    except SourceProblemError as e:
+        problems.append(e.problem)
+        return policy_set, 0
+    entries = (data or {}).get("links") if isinstance(data, Mapping) else None
+    if data is not None and not isinstance(entries, list):
+        problems.append(SourceProblem(LINKS_FILE, "expected a mapping with a `links` list", line_of(data)))
+        return policy_set, 0
+    batch = []
+    for i, entry in enumerate(entries or []):
+        line = line_of(entry)
+        if not isinstance(entry, Mapping) or not {"template", "id", "values"} <= set(entry):
+            problems.append(SourceProblem(LINKS_FILE, f"links[{i}] needs template, id and values", line))
+            continue
+        template, new_id, values = entry["template"], entry["id"], entry["values"]
+        info = infos.get(template)
+        if info is None or not info.template:
+            problems.append(SourceProblem(LINKS_FILE, f"links[{i}]: no template with id {template!r}", line))
+            continue
+        if new_id in infos:
+            problems.append(SourceProblem(LINKS_FILE, f"links[{i}]: id {new_id!r} is already a policy id", line))
+            continue
+        if not isinstance(values, Mapping):
+            problems.append(SourceProblem(LINKS_FILE, f"links[{i}]: values must map ?principal/?resource", line))
+            continue
+        batch.append({"template_id": template, "new_id": new_id, "values": dict(values)})
+        infos[new_id] = PolicyInfo(new_id, LINKS_FILE, line, info.effect, False)
+    if problems:
+        return policy_set, 0
+    try:
+        return policy_set.with_linked_batch(batch), len(batch)
+    except (ValueError, KeyError) as e:
+        problems.append(SourceProblem(LINKS_FILE, f"could not link templates: {e}"))
+        return policy_set, 0
+
+
+_ACTION_DECL = re.compile(r"\baction\s+((?:\"(?:[^\"\\]|\\.)*\"|[A-Za-z_][A-Za-z0-9_]*)(?:\s*,\s*(?:\"(?:[^\"\\]|\\.)*\"|[A-Za-z_][A-Za-z0-9_]*))*)")
+
+
+def _schema_actions(schema_text: str) -> frozenset[str]:
+    """Action names the schema declares: the bounded set of metric `action` labels."""
+    names: set[str] = set()
+    text = "\n".join(line.split("//", 1)[0] for line in schema_text.splitlines())
+    for m in _ACTION_DECL.finditer(text):
+        for part in re.findall(r"\"((?:[^\"\\]|\\.)*)\"|([A-Za-z_][A-Za-z0-9_]*)", m.group(1)):
+            names.add(part[0] or part[1])
+    names.discard("in")
+    names.discard("appliesTo")
+    return frozenset(names)

@@ -1,0 +1,132 @@
+"""The agent registry (`agents.yaml`): who the agents are, who owns them, their state."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from pep.errors import SourceProblem
+from pep.policy.source import line_of
+
+STATUSES = ("active", "suspended", "decommissioned")
+_ENTRY_KEYS = {"id", "owner", "status", "expires", "groups", "attributes"}
+
+
+@dataclass(frozen=True)
+class AgentRecord:
+    id: str
+    owner: str
+    status: str = "active"
+    expires: dt.date | None = None
+    groups: tuple[str, ...] = ()
+    attributes: Mapping[str, Any] | None = None
+
+    def expired(self, today: dt.date) -> bool:
+        return self.expires is not None and today > self.expires
+
+
+@dataclass(frozen=True)
+class Registry:
+    agents: Mapping[str, AgentRecord]
+
+    def get(self, agent_id: str) -> AgentRecord | None:
+        return self.agents.get(agent_id)
+
+    def __len__(self) -> int:
+        return len(self.agents)
+
+    def __contains__(self, agent_id: object) -> bool:
+        return agent_id in self.agents
+
+
+def parse_registry(data: Any, path: str) -> tuple[Registry, list[SourceProblem]]:
+    """Check and build the registry; every problem found is returned, not just the first."""
+    problems: list[SourceProblem] = []
+    if data is None:
+        return Registry({}), problems
+    if not isinstance(data, Mapping) or set(data) - {"agents"}:
+        problems.append(SourceProblem(path, "expected a mapping with one key, `agents`", line_of(data)))
+        return Registry({}), problems
+    entries = data.get("agents") or []
+    if not isinstance(entries, list):
+        problems.append(SourceProblem(path, "`agents` must be a list", line_of(data)))
+        return Registry({}), problems
+    agents: dict[str, AgentRecord] = {}
+    for i, entry in enumerate(entries):
+        line = line_of(entry, line_of(data))
+        where = f"agents[{i}]"
+
+        def bad(msg: str, line: int = line, where: str = where) -> None:
+            problems.append(SourceProblem(path, f"{where}: {msg}", line))
+
+        if not isinstance(entry, Mapping):
+            bad("must be a mapping with id, owner, status, expires, groups, attributes")
+            continue
+        unknown = set(entry) - _ENTRY_KEYS
+        if unknown:
+            bad(f"unknown key {sorted(unknown)[0]!r} (known: {', '.join(sorted(_ENTRY_KEYS))})")
+        agent_id = entry.get("id")
+        if not isinstance(agent_id, str) or not agent_id:
+            bad("`id` must be a non-empty string")
+            continue
+        where = f"agents[{i}] ({agent_id})"
+        if agent_id in agents:
+            bad("duplicate agent id", where=where)
+        owner = entry.get("owner")
+        if not isinstance(owner, str) or not owner.strip():
+            bad("`owner` is required: every agent has an accountable owner", where=where)
+            owner = ""
+        status = entry.get("status", "active")
+        if status not in STATUSES:
+            bad(f"`status` must be one of {', '.join(STATUSES)}, got {status!r}", where=where)
+        expires = entry.get("expires")
+        if expires is not None:
+            if isinstance(expires, dt.datetime):
+                expires = expires.date()
+            elif isinstance(expires, str):
+                try:
+                    expires = dt.date.fromisoformat(expires)
+                except ValueError:
+                    bad(f"`expires` must be a date (YYYY-MM-DD), got {expires!r}", where=where)
+                    expires = None
+            elif not isinstance(expires, dt.date):
+                bad(f"`expires` must be a date (YYYY-MM-DD), got {expires!r}", where=where)
+                expires = None
+        groups = entry.get("groups") or []
+        if not isinstance(groups, list) or not all(isinstance(g, str) and g for g in groups):
+            bad("`groups` must be a list of group names", where=where)
+            groups = []
+        attributes = entry.get("attributes") or {}
+        if not isinstance(attributes, Mapping):
+            bad("`attributes` must be a mapping", where=where)
+            attributes = {}
+        agents[agent_id] = AgentRecord(
+            id=agent_id,
+            owner=owner,
+            status=status if status in STATUSES else "suspended",
+            expires=expires,
+            groups=tuple(groups),
+            attributes=dict(attributes),
+        )
+    return Registry(agents), problems
+
+
+def agent_entities(registry: Registry, defined: set[tuple[str, str]]) -> list[dict[str, Any]]:
+    """Cedar JSON for each agent, plus each named group that entities.json does not define."""
+    out: list[dict[str, Any]] = []
+    groups: set[str] = set()
+    for rec in registry.agents.values():
+        out.append(
+            {
+                "uid": {"type": "Agent", "id": rec.id},
+                "attrs": dict(rec.attributes or {}),
+                "parents": [{"type": "AgentGroup", "id": g} for g in rec.groups],
+            }
+        )
+        groups.update(rec.groups)
+    for g in sorted(groups):
+        if ("AgentGroup", g) not in defined:
+            out.append({"uid": {"type": "AgentGroup", "id": g}, "attrs": {}, "parents": []})
+    return out

@@ -1,0 +1,63 @@
+"""The policy store: holds the current snapshot and swaps in new ones atomically.
+
+Readers call `current()` once per request; replacing one attribute reference is atomic
+in CPython, so a reader sees the old set or the new one, never half of each.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+
+from pep.errors import PolicyLoadError
+from pep.metrics import Metrics
+from pep.policy.loader import Snapshot, load_snapshot
+
+log = logging.getLogger(__name__)
+
+
+class PolicyStore:
+    def __init__(self, directory: str, metrics: Metrics, *, clock: Callable[[], float] = time.time) -> None:
+        self.directory = directory
+        self._metrics = metrics
+        self._clock = clock
+        self._snapshot: Snapshot | None = None
+        self._lock = threading.Lock()  # one load at a time; readers never take it
+        self._listeners: list[Callable[[Snapshot], None]] = []
+        self.last_error: PolicyLoadError | None = None
+
+    def current(self) -> Snapshot | None:
+        return self._snapshot
+
+    def on_swap(self, listener: Callable[[Snapshot], None]) -> None:
+        self._listeners.append(listener)
+
+    def load(self) -> bool:
+        """Build and swap in a new snapshot; on failure keep the last good one."""
+        with self._lock:
+            now = self._clock()
+            try:
+                snapshot = load_snapshot(self.directory, loaded_at=now)
+            except PolicyLoadError as e:
+                self.last_error = e
+                self._metrics.policy_failed()
+                for problem in e.problems:
+                    log.error("policy load rejected: %s", problem)
+                if self._snapshot is not None:
+                    log.error("still serving policy version %s", self._snapshot.version)
+                return False
+            if self._snapshot is not None and snapshot.version == self._snapshot.version:
+                return True
+            self._snapshot = snapshot
+            self.last_error = None
+            self._metrics.set_actions(snapshot.actions)
+            self._metrics.policy_loaded(snapshot.version, snapshot.policy_count, len(snapshot.registry), now)
+            log.info(
+                "serving policy version %s: %d policies, %d agents",
+                snapshot.version, snapshot.policy_count, len(snapshot.registry),
+            )
+            for listener in self._listeners:
+                listener(snapshot)
+            return True

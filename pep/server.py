@@ -1,0 +1,169 @@
+"""The composition root: builds every component from config and runs the listeners."""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import threading
+import time
+from concurrent import futures
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from pep._proto.pep.v1 import authorizer_pb2, authorizer_pb2_grpc
+from pep.authorizer import Authorizer
+from pep.config import Config, split_address
+from pep.decision_log import DecisionLog, DecisionRecorder
+from pep.metrics import Metrics
+from pep.policy.store import PolicyStore
+from pep.service import AuthorizerService
+from pep.tokens.verifier import TokenVerifier
+
+log = logging.getLogger(__name__)
+SERVICE_NAME = authorizer_pb2.DESCRIPTOR.services_by_name["Authorizer"].full_name
+
+
+@dataclass
+class Server:
+    """A running pep: gRPC server, metrics endpoint, and the parts they share."""
+
+    config: Config
+    metrics: Metrics
+    store: PolicyStore
+    verifier: TokenVerifier
+    decision_log: DecisionLog
+    authorizer: Authorizer
+    grpc_server: grpc.Server
+    health: health.HealthServicer
+    # Actual bound addresses (port 0 in config resolves to a real port).
+    addresses: list[str] = field(default_factory=list)
+    metrics_http: ThreadingHTTPServer | None = None
+    metrics_address: str = ""
+    _stopped: threading.Event = field(default_factory=threading.Event)
+
+    def wait(self) -> None:
+        self._stopped.wait()
+
+    def stop(self, grace: float | None = None) -> None:
+        if self._stopped.is_set():
+            return
+        grace = self.config.shutdown_grace_seconds if grace is None else grace
+        self.health.enter_graceful_shutdown()
+        self.grpc_server.stop(grace).wait()
+        if self.metrics_http is not None:
+            self.metrics_http.shutdown()
+            self.metrics_http.server_close()
+        self.decision_log.close()
+        self.verifier.close()
+        self._stopped.set()
+
+
+def build_server(config: Config, *, metrics: Metrics | None = None, max_workers: int = 16) -> Server:
+    """Build and start pep from a checked config. Raises ConfigError before any port opens."""
+    metrics = metrics or Metrics()
+    verifier = TokenVerifier(config.issuers, config.tokens)  # may raise ConfigError
+    store = PolicyStore(config.policies, metrics)
+    decision_log = DecisionLog(config.decision_log, metrics)
+    recorder = DecisionRecorder(metrics, decision_log)
+    authorizer = Authorizer(config, store, verifier, recorder)
+
+    server = grpc.server(
+        futures.ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="pep-grpc"),
+        options=[("grpc.max_receive_message_length", 4 * 1024 * 1024)],
+    )
+    authorizer_pb2_grpc.add_AuthorizerServicer_to_server(AuthorizerService(authorizer), server)
+    health_servicer = health.HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    for name in ("", SERVICE_NAME):
+        health_servicer.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
+    reflection.enable_server_reflection(
+        (SERVICE_NAME, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME),
+        server,
+    )
+
+    def serving(_snapshot: Any) -> None:
+        for name in ("", SERVICE_NAME):
+            health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
+
+    store.on_swap(serving)
+    if not store.load():
+        log.error("no valid policy set in %s: health is NOT_SERVING until one loads", config.policies)
+
+    addresses = []
+    for address in (config.listen, *config.extra_listen):
+        if address.startswith("unix://"):
+            path = address[len("unix://"):]
+            os.makedirs(os.path.dirname(path) or "/", exist_ok=True)
+            if os.path.exists(path):
+                os.unlink(path)  # a stale socket from a previous run
+            server.add_insecure_port(address)
+            addresses.append(address)
+        else:
+            host, port = split_address(address)
+            bound = server.add_insecure_port(address)
+            if bound == 0:
+                raise OSError(f"could not listen on {address}")
+            addresses.append(f"{host}:{bound}" if ":" not in host else f"[{host}]:{bound}")
+    server.start()
+    srv = Server(config, metrics, store, verifier, decision_log, authorizer, server, health_servicer, addresses)
+    if config.metrics_listen:
+        srv.metrics_http, srv.metrics_address = _start_metrics_http(config.metrics_listen, srv)
+    log.info("pep serving on %s (metrics on %s)", ", ".join(addresses), srv.metrics_address or "off")
+    return srv
+
+
+def _start_metrics_http(address: str, srv: Server) -> tuple[ThreadingHTTPServer, str]:
+    registry = srv.metrics.registry
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # noqa: N802
+            path = self.path.split("?", 1)[0]
+            if path == "/metrics":
+                self._send(200, generate_latest(registry), CONTENT_TYPE_LATEST)
+            elif path == "/healthz":
+                self._send(200, b"ok\n")
+            elif path == "/readyz":
+                ready = srv.store.current() is not None
+                self._send(200 if ready else 503, b"ready\n" if ready else b"no valid policy set loaded\n")
+            else:
+                self._send(404, b"not found\n")
+
+        def _send(self, code: int, body: bytes, ctype: str = "text/plain; charset=utf-8") -> None:
+            self.send_response(code)
+            self.send_header("Content-Type", ctype)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
+            pass
+
+    host, port = split_address(address)
+    httpd = ThreadingHTTPServer((host, port), Handler)
+    httpd.daemon_threads = True
+    threading.Thread(target=httpd.serve_forever, name="pep-metrics", daemon=True).start()
+    return httpd, f"{host}:{httpd.server_address[1]}"
+
+
+def serve_forever(config: Config) -> int:
+    srv = build_server(config)
+
+    def on_signal(signum: int, _frame: Any) -> None:
+        log.info("signal %d: draining (grace %.1fs)", signum, config.shutdown_grace_seconds)
+        threading.Thread(target=srv.stop, daemon=True).start()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    try:
+        srv.wait()
+    except KeyboardInterrupt:
+        srv.stop()
+    time.sleep(0)
+    return 0
