@@ -14,6 +14,8 @@ from pep.decision import Decision, Fault
 from pep.policy.request import Check, ResourceRef
 from pep.tokens.verifier import Credentials
 
+MAX_BATCH = 1000
+
 _STATUS = {
     Fault.INVALID_ARGUMENT: grpc.StatusCode.INVALID_ARGUMENT,
     Fault.UNAVAILABLE: grpc.StatusCode.UNAVAILABLE,
@@ -100,6 +102,8 @@ class AuthorizerService(pb_grpc.AuthorizerServicer):
     ) -> pb.AuthorizeBatchResponse:
         if not request.checks:
             context.abort(grpc.StatusCode.INVALID_ARGUMENT, "checks must not be empty")
+        if len(request.checks) > MAX_BATCH:
+            context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"at most {MAX_BATCH} checks per batch")
         checks = [_check(c, request.request_id) for c in request.checks]
         decisions = self._authorizer.authorize(_credentials(request), checks, _traceparent(context))
         _abort_on_fault(decisions, context)
