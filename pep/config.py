@@ -45,6 +45,10 @@ class TokenConfig:
     dpop_future_skew_seconds: int = 30
     dpop_algorithms: tuple[str, ...] = ("ES256", "ES384", "ES512", "RS256", "PS256", "EdDSA", "Ed25519")
     dpop_replay_cache_size: int = 100_000
+    # jwks_uri issuers: refresh period when the JWKS response has no max-age, and the
+    # least time between refetches triggered by an unknown `kid`.
+    jwks_cache_seconds: int = 300
+    jwks_min_refetch_seconds: int = 30
 
 
 @dataclass(frozen=True)
