@@ -1,0 +1,303 @@
+"""Access-token verification: RFC 9068 / RFC 8725 checks plus proof of possession.
+
+Pipeline (first failure wins, one reason code each):
+
+1. scheme prefix (`Bearer ` / `DPoP `, any case), emptiness, size;
+2. verified-token cache, keyed on the whole token (time claims re-checked on a hit);
+3. strict compact JWS parse; forbidden headers (`crit`, `cty`, `jku`, `x5u`, `x5c`, `jwk`);
+4. `alg` never `none` or HMAC; `typ` is `at+jwt`;
+5. unverified `iss` -> configured issuer (only to pick the key set); `alg` on that
+   issuer's list; key by `kid` (one rate-limited refresh when unknown); header `alg`
+   equals the key's bound algorithm; signature;
+6. claims: JSON types, required claims, exp, nbf/iat, aud, lifetime, `cnf`;
+7. proof of possession, on every call: DPoP (`cnf.jkt`) or mTLS (`cnf["x5t#S256"]`).
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from types import MappingProxyType
+from typing import Any
+
+from pep.config import IssuerConfig, TokenConfig
+from pep.errors import ConfigError, TokenError
+from pep.reasons import Reason
+from pep.tokens.cache import ExpiringLRU
+from pep.tokens.claims import (
+    Binding,
+    binding_of,
+    check_audience,
+    check_lifetime,
+    check_required,
+    check_times,
+    check_types,
+    scopes_of,
+)
+from pep.tokens.dpop import DPoPVerifier
+from pep.tokens.jwk import alg_matches
+from pep.tokens.jwks import Fetcher, KeySet, KeySource, RefreshHook, RemoteKeySource, StaticKeySource
+from pep.tokens.jws import CompactJWS, MalformedJWS, is_forbidden_alg, parse_compact, verify_signature
+from pep.tokens.mtls import check_certificate_binding
+
+log = logging.getLogger("pep.tokens")
+
+_SCHEME = re.compile(r"^(bearer|dpop)(?:[ \t]+|$)", re.I)
+_AT_TYPES = frozenset({"at+jwt", "application/at+jwt"})
+_JWT_TYPES = frozenset({"jwt", "application/jwt"})
+_FORBIDDEN_HEADERS = ("jku", "x5u", "x5c", "jwk")
+MAX_KID_LENGTH = 256
+# Signature attempts for a token without `kid` (bounds the work a garbage token costs).
+MAX_KEY_CANDIDATES = 8
+# Tokens without `exp` (only possible if `exp` is dropped from required_claims).
+NO_EXP_CACHE_SECONDS = 60.0
+DEFAULT_CACHE_SIZE = 10_000
+
+
+@dataclass(frozen=True)
+class Credentials:
+    token: str
+    dpop_proof: str = ""
+    http_method: str = ""
+    http_uri: str = ""
+    client_cert_thumbprint: str = ""
+
+
+@dataclass(frozen=True)
+class VerifiedToken:
+    issuer: str
+    claims: Mapping[str, Any]
+    header: Mapping[str, Any]
+    binding: str
+    scopes: frozenset[str]
+    client_id: str
+    jti: str
+    issued_at: int
+    expires_at: int
+
+
+@dataclass(frozen=True)
+class _Entry:
+    """A cached verdict: private copies of the claims, the binding and the key set used."""
+
+    issuer: str
+    claims: dict[str, Any]
+    header: dict[str, Any]
+    binding: Binding
+    keys: KeySet
+
+
+def _json_copy(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _json_copy(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_json_copy(v) for v in value]
+    return value
+
+
+def _error(detail: str, reason: Reason) -> TokenError:
+    return TokenError(detail, reason)
+
+
+def split_scheme(raw: str) -> tuple[str, str]:
+    """("bearer" | "dpop" | "", token) from an Authorization-style value."""
+    text = raw.strip()
+    match = _SCHEME.match(text)
+    if match is None:
+        return "", text
+    return match.group(1).lower(), text[match.end() :].strip()
+
+
+class TokenVerifier:
+    """Verifies access tokens for the configured issuers. Thread-safe.
+
+    `jwks_fetch` and `on_jwks_refresh` serve `jwks_uri` issuers: a custom fetcher
+    (tests) and a hook told "success"/"failure" after each refresh (metrics).
+    """
+
+    def __init__(
+        self,
+        issuers: Sequence[IssuerConfig],
+        config: TokenConfig,
+        *,
+        clock: Callable[[], float] = time.time,
+        cache_size: int = DEFAULT_CACHE_SIZE,
+        jwks_fetch: Fetcher | None = None,
+        on_jwks_refresh: RefreshHook | None = None,
+        jwks_background_refresh: bool = True,
+    ) -> None:
+        self._config = config
+        self._clock = clock
+        self._cache: ExpiringLRU[_Entry] = ExpiringLRU(cache_size)
+        self._dpop = DPoPVerifier(config)
+        accepted = set(_AT_TYPES)
+        if config.accept_jwt_typ:
+            accepted |= _JWT_TYPES
+        self._types = frozenset(accepted)
+        self._issuers: dict[str, tuple[IssuerConfig, KeySource]] = {}
+        try:
+            for i, issuer in enumerate(issuers):
+                source: KeySource
+                if issuer.jwks_file:
+                    source = StaticKeySource.from_file(issuer.jwks_file, issuer.algorithms, f"issuers[{i}].jwks_file")
+                elif issuer.jwks_uri:
+                    source = RemoteKeySource(
+                        issuer.jwks_uri,
+                        issuer.algorithms,
+                        cache_seconds=config.jwks_cache_seconds,
+                        min_refetch_seconds=config.jwks_min_refetch_seconds,
+                        clock=clock,
+                        fetch=jwks_fetch,
+                        on_refresh=on_jwks_refresh,
+                        background=jwks_background_refresh,
+                    )
+                else:
+                    raise ConfigError(f"issuers[{i}]", "needs exactly one of jwks_file or jwks_uri")
+                self._issuers[issuer.issuer] = (issuer, source)
+        except BaseException:
+            self.close()
+            raise
+
+    def close(self) -> None:
+        for _, source in self._issuers.values():
+            source.close()
+
+    def verify(self, creds: Credentials) -> VerifiedToken:
+        """The verified token, or `TokenError` with the reason it was refused."""
+        try:
+            return self._verify(creds)
+        except TokenError:
+            raise
+        except Exception as e:  # fail closed, never leak other errors
+            log.warning("unexpected %s while verifying a token", type(e).__name__, exc_info=True)
+            raise _error("token could not be verified", Reason.TOKEN_MALFORMED) from None
+
+    def _verify(self, creds: Credentials) -> VerifiedToken:
+        limit = self._config.max_token_bytes
+        if len(creds.token) > limit + 64:
+            raise _error(f"token longer than {limit} bytes", Reason.TOKEN_MALFORMED)
+        scheme, token = split_scheme(creds.token)
+        if not token:
+            raise _error("no access token", Reason.TOKEN_MISSING)
+        if len(token) > limit:
+            raise _error(f"token longer than {limit} bytes", Reason.TOKEN_MALFORMED)
+        now = self._clock()
+        entry = self._cache.get(token, now)
+        if entry is not None and entry.keys is not self._issuers[entry.issuer][1].current():
+            entry = None  # the key set changed since: verify against the new one
+        if entry is not None:
+            check_times(entry.claims, now, self._config.leeway_seconds)
+            claims, header = _json_copy(entry.claims), _json_copy(entry.header)
+        else:
+            entry = self._verify_signed(token, now)
+            claims, header = entry.claims, entry.header
+            exp = claims.get("exp")
+            deadline = float(exp) if exp is not None else now + NO_EXP_CACHE_SECONDS
+            cached = _Entry(entry.issuer, _json_copy(claims), _json_copy(header), entry.binding, entry.keys)
+            self._cache.put(token, cached, deadline, now)
+        self._check_binding(scheme, token, entry.binding, creds, now)
+        return VerifiedToken(
+            issuer=entry.issuer,
+            claims=MappingProxyType(claims),
+            header=MappingProxyType(header),
+            binding=entry.binding.kind,
+            scopes=scopes_of(claims),
+            client_id=claims.get("client_id") or claims.get("azp") or "",
+            jti=claims.get("jti") or "",
+            issued_at=int(claims.get("iat", 0)),
+            expires_at=int(claims.get("exp", 0)),
+        )
+
+    def _verify_signed(self, token: str, now: float) -> _Entry:
+        try:
+            jws = parse_compact(token, self._config.max_token_bytes)
+        except MalformedJWS as e:
+            raise _error(f"token malformed: {e}", Reason.TOKEN_MALFORMED) from None
+        alg, kid = self._check_header(jws.header)
+        iss = jws.payload.get("iss")  # unverified: used only to choose the key set
+        if iss is None:
+            raise _error("required claim iss is missing", Reason.TOKEN_CLAIMS_MISSING)
+        if not isinstance(iss, str) or not iss:
+            raise _error("claim iss must be a non-empty string", Reason.TOKEN_CLAIMS_MISSING)
+        found = self._issuers.get(iss)
+        if found is None:
+            raise _error("issuer is not trusted", Reason.TOKEN_ISSUER_UNTRUSTED)
+        issuer, source = found
+        if alg not in issuer.algorithms:
+            raise _error(f"alg {alg} is not allowed for this issuer", Reason.TOKEN_ALGORITHM_REJECTED)
+        keys = self._check_signature(jws, alg, kid, source)
+        claims = jws.payload
+        cfg = self._config
+        check_types(claims)
+        check_required(claims, cfg.required_claims)
+        check_times(claims, now, cfg.leeway_seconds)
+        check_audience(claims, issuer.audiences)
+        check_lifetime(claims, now, cfg.max_lifetime_seconds)
+        binding = binding_of(claims)
+        return _Entry(iss, claims, jws.header, binding, keys)
+
+    def _check_header(self, header: Mapping[str, Any]) -> tuple[str, str | None]:
+        if "crit" in header:
+            raise _error("crit header is not supported", Reason.TOKEN_MALFORMED)
+        for name in _FORBIDDEN_HEADERS:
+            if name in header:
+                raise _error(f"header {name} is not allowed in an access token", Reason.TOKEN_MALFORMED)
+        if "cty" in header:
+            raise _error("nested or typed content (cty) is not supported", Reason.TOKEN_MALFORMED)
+        alg = header.get("alg")
+        if not isinstance(alg, str) or not alg:
+            raise _error("alg header missing", Reason.TOKEN_MALFORMED)
+        if is_forbidden_alg(alg):
+            raise _error("alg none and HMAC algorithms are never accepted", Reason.TOKEN_ALGORITHM_REJECTED)
+        typ = header.get("typ")
+        if not isinstance(typ, str) or typ.lower() not in self._types:
+            raise _error("typ must be at+jwt", Reason.TOKEN_TYPE_INVALID)
+        kid = header.get("kid")
+        if kid is not None and (not isinstance(kid, str) or not kid or len(kid) > MAX_KID_LENGTH):
+            raise _error("kid must be a short non-empty string", Reason.TOKEN_MALFORMED)
+        return alg, kid
+
+    def _check_signature(self, jws: CompactJWS, alg: str, kid: str | None, source: KeySource) -> KeySet:
+        """Verify with the issuer's key; return the key set that verified it."""
+        keys = source.current()
+        if kid is not None:
+            candidates = keys.by_kid.get(kid)
+            if not candidates:
+                keys = source.refresh_for_unknown_kid()
+                candidates = keys.by_kid.get(kid)
+            if not candidates:
+                raise _error("no key of this issuer has the token's kid", Reason.TOKEN_SIGNATURE_INVALID)
+        else:
+            if not keys.keys:
+                keys = source.refresh_for_unknown_kid()
+            if not keys.keys:
+                raise _error("no keys available for this issuer", Reason.TOKEN_SIGNATURE_INVALID)
+            candidates = keys.keys
+        matching = [k for k in candidates if alg_matches(k, alg)]
+        if not matching:
+            raise _error("alg does not match the key's algorithm", Reason.TOKEN_ALGORITHM_REJECTED)
+        for key in matching[:MAX_KEY_CANDIDATES]:
+            if verify_signature(alg, key.key, jws.signing_input, jws.signature):
+                return keys
+        raise _error("signature does not verify", Reason.TOKEN_SIGNATURE_INVALID)
+
+    def _check_binding(self, scheme: str, token: str, binding: Binding, creds: Credentials, now: float) -> None:
+        if binding.kind == "dpop":
+            if scheme == "bearer":
+                raise _error("DPoP-bound token presented as a Bearer token", Reason.POP_BINDING_MISMATCH)
+            self._dpop.check(
+                creds.dpop_proof,
+                access_token=token,
+                method=creds.http_method,
+                uri=creds.http_uri,
+                jkt=binding.jkt,
+                now=now,
+            )
+            return
+        if scheme == "dpop":
+            raise _error("token presented with the DPoP scheme is not DPoP-bound", Reason.POP_BINDING_MISMATCH)
+        if binding.kind == "mtls":
+            check_certificate_binding(binding.x5t_digest, creds.client_cert_thumbprint)
