@@ -139,7 +139,7 @@ class Authorizer:
         try:
             token = self._verifier.verify(creds)
             identity = resolve_identity(token, snapshot.registry, self._config.delegation, self._config.identity)
-            check_lifecycle(identity.chain, snapshot.registry, dt.date.fromtimestamp(self._clock(), dt.UTC))
+            check_lifecycle(identity.chain, snapshot.registry, dt.datetime.fromtimestamp(self._clock(), dt.UTC).date())
             base = base_context(identity, token)
             user = user_entity(identity)
             if user is not None and ("User", user["uid"]["id"]) in snapshot.entity_uids:

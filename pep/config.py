@@ -177,7 +177,7 @@ def _check_semantics(cfg: Config) -> None:
         raise ConfigError("delegation.max_depth", "must be at least 1")
     if cfg.decision_log.queue_size < 1:
         raise ConfigError("decision_log.queue_size", "must be at least 1")
-    if cfg.admin_listen == cfg.listen:
+    if cfg.admin_listen == cfg.listen and not cfg.listen.endswith(":0"):
         raise ConfigError("admin_listen", "must differ from listen: the admin API never shares the public port")
 
 
