@@ -56,6 +56,16 @@ def _parser() -> argparse.ArgumentParser:
     v.add_argument("dir", help="policy directory")
     v.set_defaults(func=_cmd_validate)
 
+    ts = sub.add_parser(
+        "test",
+        help="run the policy test suites in DIR/tests/",
+        description="Run the YAML suites in DIR/tests/ (SPEC 8). Token cases go through the whole pipeline.",
+    )
+    ts.add_argument("dir", help="policy directory")
+    ts.add_argument("--filter", "-k", help="only cases whose name contains this text")
+    ts.add_argument("--verbose", "-v", action="store_true", help="list passing cases too")
+    ts.set_defaults(func=_cmd_test)
+
     t = sub.add_parser(
         "token",
         help="mint a signed development token",
@@ -127,6 +137,36 @@ def _cmd_validate(args: argparse.Namespace) -> int:
         + ("" if snap.schema is not None else " (no schema: policies not validated)")
     )
     return EXIT_OK
+
+
+def _cmd_test(args: argparse.Namespace) -> int:
+    from pep.policy.testsuite import SuiteRunner, summarize
+
+    try:
+        runner = SuiteRunner(args.dir)
+    except PolicyLoadError as e:
+        for problem in e.problems:
+            print(_prefixed(args.dir, str(problem)), file=sys.stderr)
+        return EXIT_FAILED
+    results = []
+    try:
+        for result in runner.run(args.filter):
+            results.append(result)
+            if not result.passed:
+                print(result.describe())
+            elif args.verbose:
+                print(f"ok   {result.suite}:{result.line}: {result.name}")
+    except PolicyLoadError as e:
+        for problem in e.problems:
+            print(_prefixed(args.dir, str(problem)), file=sys.stderr)
+        return EXIT_FAILED
+    finally:
+        runner.close()
+    if not results:
+        print(f"no test cases found in {os.path.join(args.dir, 'tests')}", file=sys.stderr)
+        return EXIT_FAILED
+    print(summarize(results))
+    return EXIT_OK if all(r.passed for r in results) else EXIT_FAILED
 
 
 def _prefixed(directory: str, text: str) -> str:

@@ -1,0 +1,260 @@
+"""Policy test suites (SPEC 8): YAML cases run against a policy directory.
+
+A case names a `principal` (a direct Cedar query with a complete context) or `token`
+claims, which are minted by a throwaway issuer and run through the whole pipeline:
+token checks, chain rules, lifecycle, delegation grants, then the policies.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import secrets
+import tempfile
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import cedarpy
+
+from pep.authorizer import Authorizer, outcome_of
+from pep.config import Config, IssuerConfig
+from pep.decision import Decision
+from pep.errors import PolicyLoadError, SourceProblem
+from pep.policy.loader import Snapshot, load_snapshot
+from pep.policy.request import Check, ResourceRef, entity_delta, resource_entity
+from pep.policy.source import SourceProblemError, line_of, load_yaml
+from pep.tokens.jws import b64url_encode
+from pep.tokens.verifier import Credentials, TokenVerifier
+
+TESTS_DIR = "tests"
+_ISSUER = "https://pep-test.invalid"
+_AUDIENCE = "pep-test"
+_HTU = "https://pep.invalid/pep.v1.Authorizer/Authorize"
+
+
+@dataclass(frozen=True)
+class CaseResult:
+    suite: str
+    name: str
+    line: int
+    passed: bool
+    expected: str
+    decided: str
+    reason: str = ""
+    policies: tuple[str, ...] = ()
+    errors: tuple[str, ...] = ()
+    problems: tuple[str, ...] = ()
+
+    def describe(self) -> str:
+        head = f"FAIL {self.suite}:{self.line}: {self.name}"
+        lines = [head, f"  expected {self.expected}, decided {self.decided} (reason {self.reason or '-'})"]
+        lines += [f"  {p}" for p in self.problems]
+        lines.append(f"  determining policies: {', '.join(self.policies) or '(none)'}")
+        lines += [f"  error: {e}" for e in self.errors]
+        return "\n".join(lines)
+
+
+def parse_uid(value: Any, what: str) -> tuple[str, str]:
+    """`Type::"id"` or `{type, id}` to (type, id)."""
+    if isinstance(value, Mapping) and isinstance(value.get("type"), str) and isinstance(value.get("id"), str):
+        return value["type"], value["id"]
+    if isinstance(value, str):
+        type_, sep, quoted = value.rpartition("::")
+        if sep and type_ and quoted.startswith('"') and quoted.endswith('"') and len(quoted) >= 2:
+            try:
+                return type_, json.loads(quoted)
+            except json.JSONDecodeError:
+                pass
+    raise ValueError(f'{what} must be Type::"id" or {{type, id}}, got {value!r}')
+
+
+def _action(value: Any) -> str:
+    if isinstance(value, str) and "::" not in value:
+        return value
+    type_, id_ = parse_uid(value, "action")
+    if type_ != "Action" and not type_.endswith("::Action"):
+        raise ValueError(f"action must be an Action, got {type_}")
+    return id_
+
+
+def _resource(value: Any) -> ResourceRef:
+    if isinstance(value, Mapping) and ("attributes" in value or "parents" in value):
+        type_, id_ = parse_uid({"type": value.get("type"), "id": value.get("id")}, "resource")
+        parents = tuple(parse_uid(p, "resource parent") for p in value.get("parents") or ())
+        return ResourceRef(type_, id_, dict(value.get("attributes") or {}), parents)
+    type_, id_ = parse_uid(value, "resource")
+    return ResourceRef(type_, id_)
+
+
+class _Fixed:
+    def __init__(self, snapshot: Snapshot) -> None:
+        self._snapshot = snapshot
+
+    def current(self) -> Snapshot:
+        return self._snapshot
+
+
+class _Discard:
+    def record(self, decision: Decision) -> bool:
+        return True
+
+
+class SuiteRunner:
+    """Runs every suite of a directory; owns a throwaway issuer for token cases."""
+
+    def __init__(self, directory: str, config: Config | None = None) -> None:
+        from pep import devtoken
+
+        self.directory = directory
+        self.snapshot = load_snapshot(directory)
+        self._tmp = tempfile.TemporaryDirectory(prefix="pep-test-")
+        self._key_path, jwks_path = devtoken.ensure_dev_keys(self._tmp.name)
+        base = config or Config()
+        issuer = IssuerConfig(_ISSUER, (_AUDIENCE,), ("ES256",), jwks_file=jwks_path)
+        self._config = dataclasses.replace(base, issuers=(issuer,), policies=directory)
+        self._verifier = TokenVerifier(self._config.issuers, self._config.tokens)
+
+    def close(self) -> None:
+        self._verifier.close()
+        self._tmp.cleanup()
+
+    def suites(self) -> list[str]:
+        root = os.path.join(self.directory, TESTS_DIR)
+        if not os.path.isdir(root):
+            return []
+        return sorted(
+            os.path.join(TESTS_DIR, n) for n in os.listdir(root) if n.endswith((".yaml", ".yml")) and not n.startswith(".")
+        )
+
+    def run(self, name_filter: str | None = None) -> Iterator[CaseResult]:
+        for rel in self.suites():
+            yield from self.run_suite(rel, name_filter)
+
+    def run_suite(self, rel: str, name_filter: str | None = None) -> Iterator[CaseResult]:
+        with open(os.path.join(self.directory, rel), encoding="utf-8") as f:
+            text = f.read()
+        try:
+            data = load_yaml(text, rel)
+        except SourceProblemError as e:
+            raise PolicyLoadError([e.problem]) from None
+        if not isinstance(data, Mapping) or not isinstance(data.get("cases"), list):
+            raise PolicyLoadError([SourceProblem(rel, "a suite needs a `cases` list", line_of(data))])
+        snapshot = self.snapshot
+        extra = data.get("entities")
+        if extra:
+            try:
+                entities = snapshot.entities.with_added_json_str(json.dumps(extra), snapshot.schema)
+            except ValueError as e:
+                raise PolicyLoadError([SourceProblem(rel, f"suite entities: {e}", line_of(data))]) from None
+            uids = snapshot.entity_uids | {(e["uid"]["type"], e["uid"]["id"]) for e in extra}
+            snapshot = dataclasses.replace(snapshot, entities=entities, entity_uids=uids)
+        authorizer = Authorizer(self._config, _Fixed(snapshot), self._verifier, _Discard())
+        for i, case in enumerate(data["cases"]):
+            name = str(case.get("name", f"case {i}")) if isinstance(case, Mapping) else f"case {i}"
+            if name_filter and name_filter.lower() not in name.lower():
+                continue
+            yield self._run_case(rel, name, case, snapshot, authorizer)
+
+    def _run_case(
+        self, rel: str, name: str, case: Any, snapshot: Snapshot, authorizer: Authorizer
+    ) -> CaseResult:
+        line = line_of(case)
+        try:
+            if not isinstance(case, Mapping):
+                raise ValueError("a case must be a mapping")
+            expected = case.get("expect")
+            if expected not in ("allow", "deny"):
+                raise ValueError("`expect` must be allow or deny")
+            if ("principal" in case) == ("token" in case):
+                raise ValueError("a case gives exactly one of `principal` or `token`")
+            action = _action(case.get("action"))
+            resource = _resource(case.get("resource"))
+            context = case.get("context") or {}
+            if not isinstance(context, Mapping):
+                raise ValueError("`context` must be a mapping")
+            if "principal" in case:
+                allowed, reason, policies, errors = self._direct(snapshot, case["principal"], action, resource, context)
+            else:
+                allowed, reason, policies, errors = self._through_pipeline(
+                    authorizer, case["token"], Check(action, resource, dict(context))
+                )
+        except (ValueError, TypeError, KeyError) as e:
+            return CaseResult(rel, name, line, False, str(case.get("expect", "?")) if isinstance(case, Mapping) else "?",
+                              "error", problems=(f"invalid case: {e}",))
+        decided = "allow" if allowed else "deny"
+        problems = []
+        if decided != expected:
+            problems.append(f"decision: expected {expected}, got {decided}")
+        want_reason = case.get("expect_reason")
+        if want_reason is not None and want_reason != reason:
+            problems.append(f"reason: expected {want_reason}, got {reason}")
+        want_policies = case.get("expect_policies")
+        if want_policies is not None and set(want_policies) != set(policies):
+            problems.append(f"policies: expected {sorted(want_policies)}, got {sorted(policies)}")
+        return CaseResult(rel, name, line, not problems, str(expected), decided, reason, policies, errors, tuple(problems))
+
+    def _direct(
+        self, snapshot: Snapshot, principal: Any, action: str, resource: ResourceRef, context: Mapping[str, Any]
+    ) -> tuple[bool, str, tuple[str, ...], tuple[str, ...]]:
+        ptype, pid = parse_uid(principal, "principal")
+        entities = snapshot.entities
+        delta = entity_delta([resource_entity(resource, snapshot.entity_uids)])
+        if delta is not None:
+            entities = entities.with_added_json_str(delta, snapshot.schema)
+        request = {
+            "principal": {"type": ptype, "id": pid},
+            "action": {"type": "Action", "id": action},
+            "resource": {"type": resource.type, "id": resource.id},
+            "context": dict(context),
+        }
+        out = outcome_of(cedarpy.is_authorized(request, snapshot.policy_set, entities, snapshot.schema))
+        return out.allowed, out.reason.value, out.policies, out.errors
+
+    def _through_pipeline(
+        self, authorizer: Authorizer, spec: Any, check: Check
+    ) -> tuple[bool, str, tuple[str, ...], tuple[str, ...]]:
+        from pep import devtoken
+
+        if not isinstance(spec, Mapping) or not isinstance(spec.get("sub"), str):
+            raise ValueError("`token` needs at least `sub`")
+        chain = tuple(spec.get("act_chain") or ())
+        binding = spec.get("binding", "bearer")
+        if binding not in ("bearer", "dpop", "mtls"):
+            raise ValueError("`token.binding` must be bearer, dpop or mtls")
+        extra: dict[str, Any] = dict(spec.get("claims") or {})
+        if "groups" in spec:
+            extra["groups"] = list(spec["groups"])
+        dpop_key = jwk = None
+        thumbprint = ""
+        if binding == "dpop":
+            dpop_key, jwk = devtoken.new_dpop_key()
+        elif binding == "mtls":
+            thumbprint = b64url_encode(secrets.token_bytes(32))
+        token = devtoken.mint_token(
+            self._key_path,
+            issuer=_ISSUER,
+            audience=_AUDIENCE,
+            sub=spec["sub"],
+            act_chain=chain,
+            client_id=spec.get("client_id"),
+            scopes=list(spec.get("scopes") or ()),
+            extra_claims=extra,
+            dpop_jkt=devtoken.jwk_thumbprint(jwk) if jwk is not None else None,
+            x5t_s256=thumbprint or None,
+        )
+        creds = Credentials(token=token, client_cert_thumbprint=thumbprint)
+        if dpop_key is not None and jwk is not None:
+            proof = devtoken.mint_dpop_proof(dpop_key, jwk, htm="POST", htu=_HTU, access_token=token)
+            creds = Credentials("DPoP " + token, proof, "POST", _HTU)
+        decision = authorizer.authorize(creds, [check])[0]
+        if decision.fault is not None:
+            raise ValueError(f"malformed request: {'; '.join(decision.errors)}")
+        return decision.allowed, decision.reason.value, decision.policies, decision.errors
+
+
+def summarize(results: Sequence[CaseResult]) -> str:
+    passed = sum(1 for r in results if r.passed)
+    return f"{passed} passed, {len(results) - passed} failed"
+
