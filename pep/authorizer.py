@@ -12,6 +12,7 @@ import time
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
+from itertools import pairwise
 from typing import Any, Protocol
 
 import cedarpy
@@ -24,8 +25,8 @@ from pep.policy.loader import Snapshot
 from pep.policy.request import (
     Check,
     base_context,
-    check_request_shape,
     cedar_value,
+    check_request_shape,
     entity_delta,
     resource_entity,
     user_entity,
@@ -130,9 +131,15 @@ class Authorizer:
             for check in checks:
                 check_request_shape(check)
         except RequestError as e:
-            return [_Outcome(False, e.reason, errors=(e.detail,), fault=Fault.INVALID_ARGUMENT)] * len(checks), None, None
+            return (
+                [_Outcome(False, e.reason, errors=(e.detail,), fault=Fault.INVALID_ARGUMENT)] * len(checks),
+                None,
+                None,
+            )
         if snapshot is None:
-            out = _Outcome(False, Reason.POLICY_UNAVAILABLE, errors=("no valid policy set is loaded",), fault=Fault.UNAVAILABLE)
+            out = _Outcome(
+                False, Reason.POLICY_UNAVAILABLE, errors=("no valid policy set is loaded",), fault=Fault.UNAVAILABLE
+            )
             return [out] * len(checks), None, None
         token: VerifiedToken | None = None
         identity: Identity | None = None
@@ -158,7 +165,7 @@ class Authorizer:
         chain = list(reversed(identity.chain))  # first actor first
         if identity.on_behalf_of is not None:
             hops.append(({"type": "User", "id": identity.on_behalf_of}, chain[0]))
-        for delegator, delegate in zip(chain, chain[1:], strict=False):
+        for delegator, delegate in pairwise(chain):
             hops.append(({"type": "Agent", "id": delegator}, delegate))
         if not hops:
             return

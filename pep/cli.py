@@ -31,6 +31,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as e:
         print(f"pep: config error: {e}", file=sys.stderr)
         return EXIT_USAGE
+    except OSError as e:
+        print(f"pep: {e}", file=sys.stderr)
+        return EXIT_USAGE
     except KeyboardInterrupt:
         return 130
 
@@ -75,13 +78,17 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument("--init", action="store_true", help="only create the dev key and JWKS if missing, print nothing")
     t.add_argument("--dev-dir", default=DEFAULT_DEV_DIR, help=f"where the dev key lives (default {DEFAULT_DEV_DIR})")
     t.add_argument("--user", help="the user the agent acts for (token sub)")
-    t.add_argument("--agent", action="append", default=[], metavar="ID",
-                   help="an agent in the chain; repeat, current actor first")
+    t.add_argument(
+        "--agent", action="append", default=[], metavar="ID", help="an agent in the chain; repeat, current actor first"
+    )
     t.add_argument("--scope", action="append", default=[], help="a scope; repeat for several")
     t.add_argument("--group", action="append", default=[], help="a group of the user; repeat for several")
     t.add_argument("--ttl", type=int, default=600, help="lifetime in seconds (default 600)")
-    t.add_argument("--dpop", action="store_true",
-                   help="bind the token to the dev DPoP key (pep authorize --dpop then sends proofs)")
+    t.add_argument(
+        "--dpop",
+        action="store_true",
+        help="bind the token to the dev DPoP key (pep authorize --dpop then sends proofs)",
+    )
     t.add_argument("--claims", help="extra claims as a JSON object")
     t.set_defaults(func=_cmd_token)
 
@@ -112,8 +119,11 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     )
     overrides: dict[str, Any] = {}
     for flag, key in (
-        ("listen", "listen"), ("metrics_listen", "metrics_listen"), ("admin_listen", "admin_listen"),
-        ("policies", "policies"), ("mode", "mode"),
+        ("listen", "listen"),
+        ("metrics_listen", "metrics_listen"),
+        ("admin_listen", "admin_listen"),
+        ("policies", "policies"),
+        ("mode", "mode"),
     ):
         value = getattr(args, flag)
         if value is not None:
@@ -223,13 +233,16 @@ def _dev_dpop_key(dev_dir: str) -> tuple[Any, dict[str, Any]]:
         os.makedirs(dev_dir, exist_ok=True)
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         with os.fdopen(fd, "wb") as f:
-            f.write(key.private_bytes(
-                serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-            ))
+            f.write(
+                key.private_bytes(
+                    serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+                )
+            )
     with open(path, "rb") as f:
-        key = serialization.load_pem_private_key(f.read(), password=None)
-    assert isinstance(key, ec.EllipticCurvePrivateKey)
-    return key, devtoken.public_jwk(key)
+        loaded = serialization.load_pem_private_key(f.read(), password=None)
+    if not isinstance(loaded, ec.EllipticCurvePrivateKey):
+        raise ConfigError(path, "the dev DPoP key must be an EC key; delete it to make a new one")
+    return loaded, devtoken.public_jwk(loaded)
 
 
 def _cmd_authorize(args: argparse.Namespace) -> int:

@@ -297,14 +297,14 @@ def _address(value: Any, key: str) -> str:
     """Check a listen address: `host:port` (port 0 picks a free one) or `unix:///path`."""
     text = _str(value, key)
     if text.startswith("unix://"):
-        if not text[len("unix://"):].startswith("/"):
+        if not text[len("unix://") :].startswith("/"):
             raise ConfigError(key, f"a Unix socket address must be absolute: unix:///path, got {text!r}")
         return text
     host, sep, port = text.rpartition(":")
     if not sep or not port.isdigit() or not 0 <= int(port) <= 65535:
         raise ConfigError(key, f"must be host:port or unix:///path, got {text!r}")
     host = host.strip("[]")
-    if host not in ("", "localhost", "0.0.0.0", "::"):
+    if host not in ("", "localhost", "0.0.0.0", "::"):  # noqa: S104 - parsing, not binding
         try:
             ipaddress.ip_address(host)
         except ValueError:
@@ -315,7 +315,7 @@ def _address(value: Any, key: str) -> str:
 def split_address(address: str) -> tuple[str, int]:
     """`host:port` to (host, port), with brackets removed from IPv6 hosts."""
     host, _, port = address.rpartition(":")
-    return host.strip("[]") or "0.0.0.0", int(port)
+    return host.strip("[]") or "0.0.0.0", int(port)  # noqa: S104 - parsing, not binding
 
 
 def is_local_address(address: str) -> bool:

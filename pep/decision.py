@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from enum import Enum
+from enum import StrEnum
 from typing import Protocol
 
 from pep.reasons import Reason
 
 
-class Fault(str, Enum):
+class Fault(StrEnum):
     """Outcomes answered as a gRPC error rather than a decision (SPEC 1, outcome contract)."""
 
     INVALID_ARGUMENT = "invalid_argument"

@@ -70,7 +70,7 @@ class _Sink:
 
     def _open(self) -> None:
         os.makedirs(os.path.dirname(os.path.abspath(self._cfg.sink)), exist_ok=True)
-        self._file = open(self._cfg.sink, "a", encoding="utf-8")  # noqa: SIM115 - held open by design
+        self._file = open(self._cfg.sink, "a", encoding="utf-8")
 
     def write(self, line: str) -> None:
         if self._file is None:

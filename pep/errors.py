@@ -67,7 +67,7 @@ class PolicyLoadError(Exception):
 class SourceProblem:
     """A problem located in a file: rendered `file:line:col: message`."""
 
-    __slots__ = ("path", "line", "col", "message")
+    __slots__ = ("col", "line", "message", "path")
 
     def __init__(self, path: str, message: str, line: int = 1, col: int = 1) -> None:
         self.path = path

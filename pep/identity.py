@@ -78,9 +78,7 @@ def resolve_identity(
     elif token.client_id and token.client_id in registry:
         actors, user = [token.client_id], sub  # the agent acting directly for the user
     else:
-        raise ChainError(
-            "no registered agent in the token (act, sub, client_id/azp)", Reason.CHAIN_UNKNOWN_AGENT
-        )
+        raise ChainError("no registered agent in the token (act, sub, client_id/azp)", Reason.CHAIN_UNKNOWN_AGENT)
     check_chain(actors, registry, delegation)
     _check_may_act(claims, actors[0])
     groups: tuple[str, ...] = ()
@@ -127,9 +125,7 @@ def _check_may_act(claims: Mapping[str, Any], current: str) -> None:
         raise TokenError("`may_act` must be a JSON object", Reason.TOKEN_CLAIMS_MISSING)
     allowed = may_act.get("sub")
     if allowed != current:
-        raise ChainError(
-            f"may_act does not admit the current actor {current!r}", Reason.CHAIN_DELEGATION_FORBIDDEN
-        )
+        raise ChainError(f"may_act does not admit the current actor {current!r}", Reason.CHAIN_DELEGATION_FORBIDDEN)
 
 
 def _groups(value: Any) -> tuple[str, ...]:

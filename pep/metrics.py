@@ -2,14 +2,26 @@
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
-from prometheus_client import ProcessCollector, PlatformCollector
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info, PlatformCollector, ProcessCollector
 
 import pep
 
 # 50 µs to 1 s: sub-millisecond decisions land in their own buckets.
 DURATION_BUCKETS = (
-    0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
+    0.00005,
+    0.0001,
+    0.00025,
+    0.0005,
+    0.001,
+    0.0025,
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1.0,
 )
 OTHER_ACTION = "other"
 
@@ -22,28 +34,36 @@ class Metrics:
             ProcessCollector(registry=r)
             PlatformCollector(registry=r)
         self.decisions = Counter(
-            "pep_decisions_total", "Decisions made, by decision, reason code and action.",
-            ["decision", "reason", "action"], registry=r,
+            "pep_decisions_total",
+            "Decisions made, by decision, reason code and action.",
+            ["decision", "reason", "action"],
+            registry=r,
         )
         self.decision_duration = Histogram(
-            "pep_decision_duration_seconds", "Time pep spent on one decision.",
-            buckets=DURATION_BUCKETS, registry=r,
+            "pep_decision_duration_seconds",
+            "Time pep spent on one decision.",
+            buckets=DURATION_BUCKETS,
+            registry=r,
         )
         self.reloads = Counter(
             "pep_policy_reloads_total", "Policy set loads, by result (success or failure).", ["result"], registry=r
         )
         self.last_reload_success = Gauge(
             "pep_policy_last_reload_success_timestamp_seconds",
-            "Unix time of the last successful policy load.", registry=r,
+            "Unix time of the last successful policy load.",
+            registry=r,
         )
         self.policy_info = Gauge(
-            "pep_policy_info", "The policy set being served (value 1), by content-hash version.",
-            ["version"], registry=r,
+            "pep_policy_info",
+            "The policy set being served (value 1), by content-hash version.",
+            ["version"],
+            registry=r,
         )
         self.policies_loaded = Gauge("pep_policies_loaded", "Policies in the served set.", registry=r)
         self.agents_registered = Gauge("pep_agents_registered", "Agents in the served registry.", registry=r)
         self.log_dropped = Counter(
-            "pep_decision_log_dropped_total", "Decisions that could not be written to the decision log.",
+            "pep_decision_log_dropped_total",
+            "Decisions that could not be written to the decision log.",
             registry=r,
         )
         self.jwks_refreshes = Counter(

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from enum import Enum
+from enum import StrEnum
 
 
-class Reason(str, Enum):
+class Reason(StrEnum):
     ALLOWED = "allowed"
     POLICY_FORBID = "policy_forbid"
     POLICY_NO_PERMIT = "policy_no_permit"
@@ -34,9 +34,6 @@ class Reason(str, Enum):
     RATE_LIMITED = "rate_limited"
     POLICY_UNAVAILABLE = "policy_unavailable"
     INTERNAL_ERROR = "internal_error"
-
-    def __str__(self) -> str:
-        return self.value
 
 
 ALL_REASONS: tuple[str, ...] = tuple(r.value for r in Reason)

@@ -99,17 +99,15 @@ def build_server(config: Config, *, metrics: Metrics | None = None, max_workers:
     addresses = []
     for address in (config.listen, *config.extra_listen):
         if address.startswith("unix://"):
-            path = address[len("unix://"):]
+            path = address[len("unix://") :]
             os.makedirs(os.path.dirname(path) or "/", exist_ok=True)
             if os.path.exists(path):
                 os.unlink(path)  # a stale socket from a previous run
-            server.add_insecure_port(address)
+            _listen(server, address)
             addresses.append(address)
         else:
-            host, port = split_address(address)
-            bound = server.add_insecure_port(address)
-            if bound == 0:
-                raise OSError(f"could not listen on {address}")
+            host, _ = split_address(address)
+            bound = _listen(server, address)
             addresses.append(f"{host}:{bound}" if ":" not in host else f"[{host}]:{bound}")
     server.start()
     srv = Server(config, metrics, store, verifier, decision_log, authorizer, server, health_servicer, addresses)
@@ -119,11 +117,26 @@ def build_server(config: Config, *, metrics: Metrics | None = None, max_workers:
     return srv
 
 
+def _listen(server: grpc.Server, address: str) -> int:
+    try:
+        bound = server.add_insecure_port(address)
+    except RuntimeError as e:
+        raise ListenError(address, str(e)) from None
+    if bound == 0:
+        raise ListenError(address, "the address is in use or not available")
+    return bound
+
+
+class ListenError(OSError):
+    def __init__(self, address: str, problem: str) -> None:
+        super().__init__(f"cannot listen on {address}: {problem}")
+
+
 def _start_metrics_http(address: str, srv: Server) -> tuple[ThreadingHTTPServer, str]:
     registry = srv.metrics.registry
 
     class Handler(BaseHTTPRequestHandler):
-        def do_GET(self) -> None:  # noqa: N802
+        def do_GET(self) -> None:
             path = self.path.split("?", 1)[0]
             if path == "/metrics":
                 self._send(200, generate_latest(registry), CONTENT_TYPE_LATEST)
@@ -142,11 +155,14 @@ def _start_metrics_http(address: str, srv: Server) -> tuple[ThreadingHTTPServer,
             self.end_headers()
             self.wfile.write(body)
 
-        def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
+        def log_message(self, format: str, *args: Any) -> None:
             pass
 
     host, port = split_address(address)
-    httpd = ThreadingHTTPServer((host, port), Handler)
+    try:
+        httpd = ThreadingHTTPServer((host, port), Handler)
+    except OSError as e:
+        raise ListenError(address, e.strerror or str(e)) from None
     httpd.daemon_threads = True
     threading.Thread(target=httpd.serve_forever, name="pep-metrics", daemon=True).start()
     return httpd, f"{host}:{httpd.server_address[1]}"

@@ -90,14 +90,12 @@ class AuthorizerService(pb_grpc.AuthorizerServicer):
     def __init__(self, authorizer: Authorizer) -> None:
         self._authorizer = authorizer
 
-    def Authorize(self, request: pb.AuthorizeRequest, context: grpc.ServicerContext) -> pb.AuthorizeResponse:  # noqa: N802
-        decisions = self._authorizer.authorize(
-            _credentials(request), [_check(request, "")], _traceparent(context)
-        )
+    def Authorize(self, request: pb.AuthorizeRequest, context: grpc.ServicerContext) -> pb.AuthorizeResponse:
+        decisions = self._authorizer.authorize(_credentials(request), [_check(request, "")], _traceparent(context))
         _abort_on_fault(decisions, context)
         return to_response(decisions[0])
 
-    def AuthorizeBatch(  # noqa: N802
+    def AuthorizeBatch(
         self, request: pb.AuthorizeBatchRequest, context: grpc.ServicerContext
     ) -> pb.AuthorizeBatchResponse:
         if not request.checks:

@@ -219,9 +219,7 @@ def _validate_file(rel: str, text: str, schema: cedarpy.Schema, problems: list[S
         m = re.fullmatch(r"policy(\d+)", err.policy_id or "")
         stmt = statements[int(m.group(1))] if m and int(m.group(1)) < len(statements) else None
         problems.append(
-            SourceProblem(
-                rel, f"schema validation: {err.error}", stmt.line if stmt else 1, stmt.col if stmt else 1
-            )
+            SourceProblem(rel, f"schema validation: {err.error}", stmt.line if stmt else 1, stmt.col if stmt else 1)
         )
 
 
@@ -304,7 +302,9 @@ def _link_templates(
         return policy_set, 0
 
 
-_ACTION_DECL = re.compile(r"\baction\s+((?:\"(?:[^\"\\]|\\.)*\"|[A-Za-z_][A-Za-z0-9_]*)(?:\s*,\s*(?:\"(?:[^\"\\]|\\.)*\"|[A-Za-z_][A-Za-z0-9_]*))*)")
+_ACTION_DECL = re.compile(
+    r"\baction\s+((?:\"(?:[^\"\\]|\\.)*\"|[A-Za-z_][A-Za-z0-9_]*)(?:\s*,\s*(?:\"(?:[^\"\\]|\\.)*\"|[A-Za-z_][A-Za-z0-9_]*))*)"
+)
 
 
 def _schema_actions(schema_text: str) -> frozenset[str]:

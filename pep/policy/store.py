@@ -56,7 +56,9 @@ class PolicyStore:
             self._metrics.policy_loaded(snapshot.version, snapshot.policy_count, len(snapshot.registry), now)
             log.info(
                 "serving policy version %s: %d policies, %d agents",
-                snapshot.version, snapshot.policy_count, len(snapshot.registry),
+                snapshot.version,
+                snapshot.policy_count,
+                len(snapshot.registry),
             )
             for listener in self._listeners:
                 listener(snapshot)

@@ -125,7 +125,9 @@ class SuiteRunner:
         if not os.path.isdir(root):
             return []
         return sorted(
-            os.path.join(TESTS_DIR, n) for n in os.listdir(root) if n.endswith((".yaml", ".yml")) and not n.startswith(".")
+            os.path.join(TESTS_DIR, n)
+            for n in os.listdir(root)
+            if n.endswith((".yaml", ".yml")) and not n.startswith(".")
         )
 
     def run(self, name_filter: str | None = None) -> Iterator[CaseResult]:
@@ -157,9 +159,7 @@ class SuiteRunner:
                 continue
             yield self._run_case(rel, name, case, snapshot, authorizer)
 
-    def _run_case(
-        self, rel: str, name: str, case: Any, snapshot: Snapshot, authorizer: Authorizer
-    ) -> CaseResult:
+    def _run_case(self, rel: str, name: str, case: Any, snapshot: Snapshot, authorizer: Authorizer) -> CaseResult:
         line = line_of(case)
         try:
             if not isinstance(case, Mapping):
@@ -181,8 +181,15 @@ class SuiteRunner:
                     authorizer, case["token"], Check(action, resource, dict(context))
                 )
         except (ValueError, TypeError, KeyError) as e:
-            return CaseResult(rel, name, line, False, str(case.get("expect", "?")) if isinstance(case, Mapping) else "?",
-                              "error", problems=(f"invalid case: {e}",))
+            return CaseResult(
+                rel,
+                name,
+                line,
+                False,
+                str(case.get("expect", "?")) if isinstance(case, Mapping) else "?",
+                "error",
+                problems=(f"invalid case: {e}",),
+            )
         decided = "allow" if allowed else "deny"
         problems = []
         if decided != expected:
@@ -193,7 +200,9 @@ class SuiteRunner:
         want_policies = case.get("expect_policies")
         if want_policies is not None and set(want_policies) != set(policies):
             problems.append(f"policies: expected {sorted(want_policies)}, got {sorted(policies)}")
-        return CaseResult(rel, name, line, not problems, str(expected), decided, reason, policies, errors, tuple(problems))
+        return CaseResult(
+            rel, name, line, not problems, str(expected), decided, reason, policies, errors, tuple(problems)
+        )
 
     def _direct(
         self, snapshot: Snapshot, principal: Any, action: str, resource: ResourceRef, context: Mapping[str, Any]
@@ -257,4 +266,3 @@ class SuiteRunner:
 def summarize(results: Sequence[CaseResult]) -> str:
     passed = sum(1 for r in results if r.passed)
     return f"{passed} passed, {len(results) - passed} failed"
-

@@ -135,9 +135,10 @@ class DPoPVerifier:
         self._allowed = frozenset(a for a in config.dpop_algorithms if a in ALGORITHMS)
         self._replay = ReplayCache(config.dpop_replay_cache_size)
 
-    def check(self, proof: str, *, access_token: str, method: str, uri: str, jkt: str, now: float) -> None:
+    def check(self, proof: str, *, access_token: str | None, method: str, uri: str, jkt: str, now: float) -> None:
         """Raise `TokenError` unless `proof` is a fresh, valid proof for this request,
-        made with the key whose thumbprint is `jkt`."""
+        made with the key whose thumbprint is `jkt`. With an `access_token` (always, at
+        a resource server) the proof's `ath` must be its hash; None skips that check."""
         proof = proof.strip()
         if not proof:
             raise TokenError("DPoP-bound token presented without a DPoP proof", Reason.DPOP_PROOF_MISSING)
@@ -183,7 +184,7 @@ class DPoPVerifier:
         return jwk
 
     def _check_claims(
-        self, claims: Mapping[str, Any], *, access_token: str, method: str, uri: str, now: float
+        self, claims: Mapping[str, Any], *, access_token: str | None, method: str, uri: str, now: float
     ) -> tuple[str, float, str]:
         jti = claims.get("jti")
         if not isinstance(jti, str) or not jti or len(jti.encode("utf-8")) > MAX_JTI_BYTES:
@@ -203,10 +204,11 @@ class DPoPVerifier:
             raise _invalid("proof is too old (iat)")
         if iat > now + self._config.dpop_future_skew_seconds:
             raise _invalid("proof is issued in the future (iat)")
-        ath = claims.get("ath")
-        if not isinstance(ath, str):
-            raise _invalid("ath missing")
-        expected = access_token_hash(access_token)
-        if not hmac.compare_digest(ath.encode("utf-8"), expected.encode("ascii")):
-            raise _invalid("ath does not match the access token")
+        if access_token is not None:
+            ath = claims.get("ath")
+            if not isinstance(ath, str):
+                raise _invalid("ath missing")
+            expected = access_token_hash(access_token)
+            if not hmac.compare_digest(ath.encode("utf-8"), expected.encode("ascii")):
+                raise _invalid("ath does not match the access token")
         return request_uri, float(iat), jti

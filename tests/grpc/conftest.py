@@ -54,8 +54,11 @@ class Harness:
     def log_lines(self, wait_for: int = 1) -> list[dict[str, Any]]:
         deadline = time.monotonic() + 5
         while True:
-            lines = [json.loads(x) for x in self.log_path.read_text().splitlines() if x.strip()] \
-                if self.log_path.exists() else []
+            lines = (
+                [json.loads(x) for x in self.log_path.read_text().splitlines() if x.strip()]
+                if self.log_path.exists()
+                else []
+            )
             if len(lines) >= wait_for or time.monotonic() > deadline:
                 return lines
             time.sleep(0.02)
@@ -108,8 +111,9 @@ def harness_factory(tmp_path: Path) -> Iterator[Callable[..., Harness]]:
         server = start(tmp_path, policies, **overrides)
         channel = grpc.insecure_channel(server.addresses[0])
         key_path, jwks_path = devtoken.ensure_dev_keys(str(tmp_path / "keys"))
-        h = Harness(server, channel, pb_grpc.AuthorizerStub(channel), key_path, jwks_path,
-                    tmp_path / "decisions.log", policies)
+        h = Harness(
+            server, channel, pb_grpc.AuthorizerStub(channel), key_path, jwks_path, tmp_path / "decisions.log", policies
+        )
         made.append(h)
         return h
 

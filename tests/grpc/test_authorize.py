@@ -25,7 +25,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from pep import devtoken
 from pep._proto.pep.v1 import authorizer_pb2 as pb
 from pep._proto.pep.v1 import authorizer_pb2_grpc as pb_grpc
-from tests.grpc.conftest import AUDIENCE, ISSUER, Harness, request, struct
+from tests.grpc.conftest import ISSUER, Harness, request, struct
 
 ALLOW, DENY = pb.DECISION_ALLOW, pb.DECISION_DENY
 
@@ -113,8 +113,12 @@ TOKEN_CASES: dict[str, tuple[Callable[[Harness], str], str]] = {
     "wrong-issuer": (lambda h: h.token(issuer="https://evil.test"), "token_issuer_untrusted"),
     "wrong-audience": (lambda h: h.token(audience="someone-else"), "token_audience_invalid"),
     "alg-none": (
-        lambda h: b64(json.dumps({"alg": "none", "typ": "at+jwt"}).encode()) + "."
-        + b64(json.dumps(_claims(h)).encode()) + ".",
+        lambda h: (
+            b64(json.dumps({"alg": "none", "typ": "at+jwt"}).encode())
+            + "."
+            + b64(json.dumps(_claims(h)).encode())
+            + "."
+        ),
         "token_algorithm_rejected",
     ),
     "hs256-with-public-key": (lambda h: _hmac_with_public_key(h), "token_algorithm_rejected"),
@@ -138,8 +142,10 @@ def _public_pem(h: Harness) -> bytes:
 def _hmac_with_public_key(h: Harness) -> str:
     """RFC 8725 2.1: an RS/ES token re-signed with HMAC keyed by the issuer's public key."""
     kid = json.loads(Path(h.jwks_path).read_text())["keys"][0]["kid"]
-    signing_input = b64(json.dumps({"alg": "HS256", "typ": "at+jwt", "kid": kid}).encode()) + "." + b64(
-        json.dumps(_claims(h)).encode()
+    signing_input = (
+        b64(json.dumps({"alg": "HS256", "typ": "at+jwt", "kid": kid}).encode())
+        + "."
+        + b64(json.dumps(_claims(h)).encode())
     )
     mac = hmac.new(_public_pem(h), signing_input.encode(), hashlib.sha256).digest()
     return signing_input + "." + b64(mac)
@@ -377,8 +383,23 @@ def test_decision_log_line_has_the_fields_and_no_secrets(pep: Harness) -> None:
     r = pep.stub.Authorize(request(token, request_id="req-1"), metadata=md, timeout=10)
     line = pep.log_lines(1)[0]
     expected_keys = {
-        "ts", "decision_id", "request_id", "decision", "reason", "policies", "errors", "agent", "on_behalf_of",
-        "delegation_chain", "action", "resource", "token", "binding", "policy_version", "mode", "duration_us",
+        "ts",
+        "decision_id",
+        "request_id",
+        "decision",
+        "reason",
+        "policies",
+        "errors",
+        "agent",
+        "on_behalf_of",
+        "delegation_chain",
+        "action",
+        "resource",
+        "token",
+        "binding",
+        "policy_version",
+        "mode",
+        "duration_us",
     }
     assert expected_keys <= set(line)
     assert line["decision_id"] == r.decision_id
@@ -408,4 +429,3 @@ def test_unknown_actions_are_labelled_other(pep: Harness) -> None:
     with urllib.request.urlopen(f"http://{pep.server.metrics_address}/metrics") as resp:
         text = resp.read().decode()
     assert 'action="other"' in text and "x" * 50 not in text
-

@@ -38,13 +38,17 @@ def write(root: Path, files: dict[str, str]) -> Path:
 
 
 def test_ids_are_annotation_or_file_and_position(tmp_path: Path) -> None:
-    write(tmp_path, {
-        "schema.cedarschema": SCHEMA,
-        "agents.yaml": AGENTS,
-        "a.cedar": '@id("read-public")\npermit(principal, action == Action::"read", resource) when { resource.public };\n'
-                   'forbid(principal, action, resource) when { principal has sandboxed && principal.sandboxed };\n',
-        "sub/b.cedar": 'permit(principal in AgentGroup::"helpers", action, resource);',
-    })
+    write(
+        tmp_path,
+        {
+            "schema.cedarschema": SCHEMA,
+            "agents.yaml": AGENTS,
+            "a.cedar": '@id("read-public")\n'
+            'permit(principal, action == Action::"read", resource) when { resource.public };\n'
+            "forbid(principal, action, resource) when { principal has sandboxed && principal.sandboxed };\n",
+            "sub/b.cedar": 'permit(principal in AgentGroup::"helpers", action, resource);',
+        },
+    )
     snap = load_snapshot(str(tmp_path))
     assert set(snap.policies) == {"read-public", "a.cedar:1", "sub/b.cedar:0"}
     assert snap.policies["a.cedar:1"].line == 3
@@ -62,14 +66,17 @@ def test_version_is_a_content_hash(tmp_path: Path) -> None:
 
 
 def test_every_problem_is_reported_with_file_and_line(tmp_path: Path) -> None:
-    write(tmp_path, {
-        "schema.cedarschema": SCHEMA,
-        "good.cedar": "permit(principal, action, resource);\n",
-        "bad.cedar": "permit(principal, action, resource);\n\n// a comment; with a semicolon\n"
-                     "permit(principal, action, resource) when { ;\n",
-        "invalid.cedar": '\n\npermit(principal, action == Action::"read", resource) when { resource.nope };\n',
-        "agents.yaml": "agents:\n  - id: bot\n    status: sleeping\n",
-    })
+    write(
+        tmp_path,
+        {
+            "schema.cedarschema": SCHEMA,
+            "good.cedar": "permit(principal, action, resource);\n",
+            "bad.cedar": "permit(principal, action, resource);\n\n// a comment; with a semicolon\n"
+            "permit(principal, action, resource) when { ;\n",
+            "invalid.cedar": '\n\npermit(principal, action == Action::"read", resource) when { resource.nope };\n',
+            "agents.yaml": "agents:\n  - id: bot\n    status: sleeping\n",
+        },
+    )
     with pytest.raises(PolicyLoadError) as info:
         load_snapshot(str(tmp_path))
     rendered = [str(p) for p in info.value.problems]
@@ -80,52 +87,68 @@ def test_every_problem_is_reported_with_file_and_line(tmp_path: Path) -> None:
 
 
 def test_duplicate_ids_are_rejected(tmp_path: Path) -> None:
-    write(tmp_path, {
-        "a.cedar": '@id("x")\npermit(principal, action, resource);',
-        "b.cedar": '\n@id("x")\nforbid(principal, action, resource);',
-    })
+    write(
+        tmp_path,
+        {
+            "a.cedar": '@id("x")\npermit(principal, action, resource);',
+            "b.cedar": '\n@id("x")\nforbid(principal, action, resource);',
+        },
+    )
     with pytest.raises(PolicyLoadError, match=r"b.cedar:2:1: duplicate policy id 'x' \(also a.cedar:1\)"):
         load_snapshot(str(tmp_path))
 
 
 def test_shadow_tests_and_hidden_entries_are_not_live(tmp_path: Path) -> None:
-    write(tmp_path, {
-        "live.cedar": "permit(principal, action, resource);",
-        "shadow/s.cedar": "forbid(principal, action, resource);",
-        "tests/t.cedar": "forbid(principal, action, resource);",
-        "..data/live.cedar": "forbid(principal, action, resource);",
-        ".git/x.cedar": "forbid(principal, action, resource);",
-    })
+    write(
+        tmp_path,
+        {
+            "live.cedar": "permit(principal, action, resource);",
+            "shadow/s.cedar": "forbid(principal, action, resource);",
+            "tests/t.cedar": "forbid(principal, action, resource);",
+            "..data/live.cedar": "forbid(principal, action, resource);",
+            ".git/x.cedar": "forbid(principal, action, resource);",
+        },
+    )
     assert policy_files(str(tmp_path)) == ["live.cedar"]
 
 
 def test_templates_are_linked_from_links_yaml(tmp_path: Path) -> None:
-    write(tmp_path, {
-        "schema.cedarschema": SCHEMA,
-        "agents.yaml": AGENTS,
-        "t.cedar": '@id("may-read")\npermit(principal == ?principal, action == Action::"read", resource);',
-        "links.yaml": 'links:\n  - template: may-read\n    id: bot-reads\n    values: {"?principal": \'Agent::"bot"\'}\n',
-    })
+    write(
+        tmp_path,
+        {
+            "schema.cedarschema": SCHEMA,
+            "agents.yaml": AGENTS,
+            "t.cedar": '@id("may-read")\npermit(principal == ?principal, action == Action::"read", resource);',
+            "links.yaml": "links:\n  - template: may-read\n    id: bot-reads\n"
+            "    values: {\"?principal\": 'Agent::\"bot\"'}\n",
+        },
+    )
     snap = load_snapshot(str(tmp_path))
     assert "bot-reads" in snap.policies
     assert snap.policy_count == 1
 
 
 def test_links_to_unknown_templates_fail(tmp_path: Path) -> None:
-    write(tmp_path, {
-        "t.cedar": "permit(principal, action, resource);",
-        "links.yaml": "links:\n  - template: nope\n    id: l1\n    values: {}\n",
-    })
+    write(
+        tmp_path,
+        {
+            "t.cedar": "permit(principal, action, resource);",
+            "links.yaml": "links:\n  - template: nope\n    id: l1\n    values: {}\n",
+        },
+    )
     with pytest.raises(PolicyLoadError, match=r"links.yaml:2:\d+: links\[0\]: no template with id 'nope'"):
         load_snapshot(str(tmp_path))
 
 
 def test_entities_that_break_the_schema_fail(tmp_path: Path) -> None:
-    write(tmp_path, {
-        "schema.cedarschema": SCHEMA,
-        "entities.json": '[{"uid": {"type": "Doc", "id": "d"}, "attrs": {"public": "yes"}, "parents": []}]',
-    })
-    with pytest.raises(PolicyLoadError, match="entities.json"):
+    write(
+        tmp_path,
+        {
+            "schema.cedarschema": SCHEMA,
+            "entities.json": '[{"uid": {"type": "Doc", "id": "d"}, "attrs": {"public": "yes"}, "parents": []}]',
+        },
+    )
+    with pytest.raises(PolicyLoadError, match=r"entities\.json"):
         load_snapshot(str(tmp_path))
 
 
@@ -138,7 +161,11 @@ def test_missing_directory_fails(tmp_path: Path) -> None:
     ("text", "lines"),
     [
         ("permit(principal, action, resource);", [1]),
-        ('\n\n  @id("a;b")\npermit(principal, action, resource)\nwhen { "x;\\"y" == "z" };\n// c;\nforbid(principal, action, resource);', [3, 7]),
+        (
+            '\n\n  @id("a;b")\npermit(principal, action, resource)\nwhen { "x;\\"y" == "z" };\n'
+            "// c;\nforbid(principal, action, resource);",
+            [3, 7],
+        ),
         ("permit(principal, action, resource)", [1]),
         ("// only a comment;\n", []),
     ],
