@@ -73,8 +73,8 @@ def certificate_digest(value: str) -> bytes:
     ValueError for anything else.
     """
     text = value.strip()
-    if "-----BEGIN" not in text and "%2D%2D%2D%2D%2DBEGIN" in text.upper():
-        text = unquote(text)
+    if "%" in text:  # no thumbprint or PEM body contains '%': this is URL-encoded
+        text = unquote(text).strip()
     if "-----BEGIN" in text:
         match = _PEM_CERT.search(text)
         if match is None:

@@ -1,0 +1,113 @@
+"""Strict compact JWS parsing, and the published negative vectors (RFC 7515, 8693, 9449)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from pep.errors import TokenError
+from pep.reasons import Reason
+from pep.tokens.jws import MAX_JSON_DEPTH, MalformedJWS, b64url_decode, b64url_encode, parse_compact, parse_json_object
+from pep.tokens.verifier import Credentials
+from tests.tokens.conftest import Env
+
+# RFC 7515 Appendix A.1 (HS256, valid MAC) and A.5 (unsecured).
+RFC7515_A1 = (
+    "eyJ0eXAiOiJKV1QiLA0KICJhbGciOiJIUzI1NiJ9"
+    ".eyJpc3MiOiJqb2UiLA0KICJleHAiOjEzMDA4MTkzODAsDQogImh0dHA6Ly9leGFtcGxlLmNvbS9pc19yb290Ijp0cnVlfQ"
+    ".dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXk"
+)
+RFC7515_A5 = (
+    "eyJhbGciOiJub25lIn0"
+    ".eyJpc3MiOiJqb2UiLA0KICJleHAiOjEzMDA4MTkzODAsDQogImh0dHA6Ly9leGFtcGxlLmNvbS9pc19yb290Ijp0cnVlfQ."
+)
+# RFC 8693 A.2.4 delegated token (no typ) and RFC 9449 6.1 DPoP-bound token (no typ).
+RFC8693_DELEGATED = (
+    "eyJhbGciOiJFUzI1NiIsImtpZCI6IjcyIn0.eyJhdWQiOiJ1cm46ZXhhbXBsZTpjb29wZXJhdGlvbi1jb250ZXh0IiwiaXNzIjoiaHR0cHM6Ly9h"
+    "cy5leGFtcGxlLmNvbSIsImV4cCI6MTQ0MTkxMzYxMCwic2NvcGUiOiJzdGF0dXMgZmVlZCIsInN1YiI6InVzZXJAZXhhbXBsZS5uZXQiLCJhY3Qi"
+    "Onsic3ViIjoiYWRtaW5AZXhhbXBsZS5uZXQifX0.3paKl9UySKYB5ng6_cUtQ2qlO8Rc_y7Mea7IwEXTcYbNdwG9-G1EKCFe5fW3H0hwX-MSZ49W"
+    "pcb1SiAZaOQBtw"
+)
+RFC9449_BOUND = (
+    "eyJhbGciOiJFUzI1NiIsImtpZCI6IkJlQUxrYiJ9.eyJzdWIiOiJzb21lb25lQGV4YW1wbGUuY29tIiwiaXNzIjoiaHR0cHM6Ly9zZXJ2ZXIuZXhh"
+    "bXBsZS5jb20iLCJuYmYiOjE1NjIyNjI2MTEsImV4cCI6MTU2MjI2NjIxNiwiY25mIjp7ImprdCI6IjBaY09DT1JaTll5LURXcHFxMzBqWnlKR0hU"
+    "TjBkMkhnbEJWM3VpZ3VBNEkifX0.3Tyo8VTcn6u_PboUmAOYUY1kfAavomW_YwYMkmRNizLJoQzWy2fCo79Zi5yObpIzjWb5xW4OGld7ESZrh0fsrA"
+)
+
+
+def _reason(env: Env, token: str, **config: Any) -> Reason:
+    with pytest.raises(TokenError) as info:
+        env.verifier(**config).verify(Credentials(token))
+    return info.value.reason
+
+
+def test_rfc7515_a1_hs256_is_rejected_even_with_a_valid_mac(env: Env) -> None:
+    parsed = parse_compact(RFC7515_A1, 8192)
+    assert parsed.header == {"typ": "JWT", "alg": "HS256"}  # CRLF whitespace is valid JSON
+    assert _reason(env, RFC7515_A1) == Reason.TOKEN_ALGORITHM_REJECTED
+    assert _reason(env, RFC7515_A1, accept_jwt_typ=True) == Reason.TOKEN_ALGORITHM_REJECTED
+
+
+def test_rfc7515_a5_unsecured_is_rejected(env: Env) -> None:
+    assert _reason(env, RFC7515_A5) == Reason.TOKEN_MALFORMED  # empty signature: not compact JWS
+
+
+def test_rfc8693_delegated_token_has_no_typ(env: Env) -> None:
+    assert _reason(env, RFC8693_DELEGATED) == Reason.TOKEN_TYPE_INVALID
+
+
+def test_rfc9449_bound_token_has_no_typ(env: Env) -> None:
+    assert _reason(env, RFC9449_BOUND) == Reason.TOKEN_TYPE_INVALID
+    assert _reason(env, RFC9449_BOUND, accept_jwt_typ=True) == Reason.TOKEN_TYPE_INVALID
+
+
+@pytest.mark.parametrize("data", [b"", b"f", b"fo", b"foo", b"\x00\xff\xfe", bytes(range(256))])
+def test_b64url_round_trip(data: bytes) -> None:
+    assert b64url_decode(b64url_encode(data)) == data
+
+
+@pytest.mark.parametrize("text", ["Zg==", "Zg=", "Z", "Zh", "a+b/", "ab cd", "é", "AAA=", "Zm9vYg=="])
+def test_b64url_rejects(text: str) -> None:
+    with pytest.raises(MalformedJWS):
+        b64url_decode(text)
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        b"[]",
+        b"1",
+        b"null",
+        b'{"a":1,"a":2}',
+        b'{"a":{"b":1,"b":1}}',
+        b'{"a":NaN}',
+        b'{"a":-Infinity}',
+        b'{"a":1e400}',
+        b'{"a":"\\udc00"}',
+        b"\xef\xbb\xbf{}",
+        b'{"a":"\xc3"}',
+        b'{"a":1}{}',
+        b"{'a':1}",
+        b'{"a":' + b"[" * 100000 + b"]" * 100000 + b"}",
+    ],
+)
+def test_parse_json_object_rejects(data: bytes) -> None:
+    with pytest.raises(MalformedJWS):
+        parse_json_object(data, "payload")
+
+
+def test_json_depth_limit() -> None:
+    def nested(depth: int) -> bytes:
+        return b'{"a":' * (depth - 1) + b"{}" + b"}" * (depth - 1)
+
+    assert parse_json_object(nested(MAX_JSON_DEPTH), "x")
+    with pytest.raises(MalformedJWS):
+        parse_json_object(nested(MAX_JSON_DEPTH + 1), "x")
+
+
+def test_parse_compact_limits() -> None:
+    with pytest.raises(MalformedJWS, match="longer"):
+        parse_compact("a.b.c" + "A" * 100, 50)
+    with pytest.raises(MalformedJWS, match="JWE"):
+        parse_compact("a.b.c.d.e", 8192)
