@@ -66,6 +66,16 @@ class IdentityConfig:
 
 
 @dataclass(frozen=True)
+class ReloadConfig:
+    # Quiet time after the last file event before a reload: one reload per burst of writes.
+    settle_seconds: float = 0.15
+    # Content-hash check that catches any event the watcher missed.
+    poll_seconds: float = 5.0
+    # Turn the filesystem watcher off (the periodic check still runs).
+    watch: bool = True
+
+
+@dataclass(frozen=True)
 class DecisionLogConfig:
     sink: str = "stdout"
     required: bool = False
@@ -88,6 +98,7 @@ class Config:
     delegation: DelegationConfig = field(default_factory=DelegationConfig)
     identity: IdentityConfig = field(default_factory=IdentityConfig)
     decision_log: DecisionLogConfig = field(default_factory=DecisionLogConfig)
+    reload: ReloadConfig = field(default_factory=ReloadConfig)
     # Extra listeners (e.g. a Unix socket beside TCP), each like `listen`.
     extra_listen: tuple[str, ...] = ()
     # Seconds to let in-flight calls finish on SIGTERM.
@@ -127,7 +138,7 @@ def _set_dotted(raw: dict[str, Any], dotted: str, value: Any) -> None:
 
 def parse_config(raw: Mapping[str, Any], base_dir: str = ".") -> Config:
     """Build a `Config` from plain data. Relative paths resolve against `base_dir`."""
-    _check_keys(raw, Config, "", {"issuers", "tokens", "delegation", "identity", "decision_log"})
+    _check_keys(raw, Config, "", {"issuers", "tokens", "delegation", "identity", "decision_log", "reload"})
     cfg = Config()
     values: dict[str, Any] = {}
     for key in ("listen", "metrics_listen", "admin_listen"):
@@ -153,6 +164,7 @@ def parse_config(raw: Mapping[str, Any], base_dir: str = ".") -> Config:
     values["tokens"] = _section(raw, "tokens", TokenConfig)
     values["delegation"] = _section(raw, "delegation", DelegationConfig)
     values["identity"] = _section(raw, "identity", IdentityConfig)
+    values["reload"] = _section(raw, "reload", ReloadConfig)
     log = _section(raw, "decision_log", DecisionLogConfig)
     if log.sink != "stdout":
         log = replace(log, sink=_path(log.sink, base_dir))
@@ -175,6 +187,8 @@ def _check_semantics(cfg: Config) -> None:
         raise ConfigError("tokens.leeway_seconds", "must be at most 300 (RFC 9068: a few minutes at most)")
     if cfg.delegation.max_depth < 1:
         raise ConfigError("delegation.max_depth", "must be at least 1")
+    if cfg.reload.settle_seconds > 10 or cfg.reload.poll_seconds <= 0:
+        raise ConfigError("reload", "settle_seconds must be at most 10 and poll_seconds positive")
     if cfg.decision_log.queue_size < 1:
         raise ConfigError("decision_log.queue_size", "must be at least 1")
     if cfg.admin_listen == cfg.listen and not cfg.listen.endswith(":0"):

@@ -23,6 +23,7 @@ from pep.config import Config, split_address
 from pep.decision_log import DecisionLog, DecisionRecorder
 from pep.metrics import Metrics
 from pep.policy.store import PolicyStore
+from pep.policy.watcher import PolicyWatcher
 from pep.service import AuthorizerService
 from pep.tokens.verifier import TokenVerifier
 
@@ -44,6 +45,7 @@ class Server:
     health: health.HealthServicer
     # Actual bound addresses (port 0 in config resolves to a real port).
     addresses: list[str] = field(default_factory=list)
+    watcher: PolicyWatcher | None = None
     metrics_http: ThreadingHTTPServer | None = None
     metrics_address: str = ""
     _stopped: threading.Event = field(default_factory=threading.Event)
@@ -56,6 +58,8 @@ class Server:
             return
         grace = self.config.shutdown_grace_seconds if grace is None else grace
         self.health.enter_graceful_shutdown()
+        if self.watcher is not None:
+            self.watcher.stop()
         self.grpc_server.stop(grace).wait()
         if self.metrics_http is not None:
             self.metrics_http.shutdown()
@@ -111,6 +115,8 @@ def build_server(config: Config, *, metrics: Metrics | None = None, max_workers:
             addresses.append(f"{host}:{bound}" if ":" not in host else f"[{host}]:{bound}")
     server.start()
     srv = Server(config, metrics, store, verifier, decision_log, authorizer, server, health_servicer, addresses)
+    srv.watcher = PolicyWatcher(store, config.reload)
+    srv.watcher.start()
     if config.metrics_listen:
         srv.metrics_http, srv.metrics_address = _start_metrics_http(config.metrics_listen, srv)
     log.info("pep serving on %s (metrics on %s)", ", ".join(addresses), srv.metrics_address or "off")

@@ -23,6 +23,7 @@ SCHEMA_FILE = "schema.cedarschema"
 ENTITIES_FILE = "entities.json"
 AGENTS_FILE = "agents.yaml"
 LINKS_FILE = "links.yaml"
+KNOWN_FILES = (SCHEMA_FILE, ENTITIES_FILE, AGENTS_FILE, LINKS_FILE)
 # Folders whose .cedar files are not part of the live set.
 NON_LIVE_DIRS = ("shadow", "tests")
 
@@ -85,30 +86,69 @@ def _read(directory: str, rel: str) -> str | None:
             return f.read()
     except FileNotFoundError:
         return None
+    except (OSError, UnicodeDecodeError) as e:
+        raise PolicyLoadError([SourceProblem(rel, f"cannot read: {e}")]) from None
 
 
-_ANNOTATION_ID = re.compile(r'@id\s*\(\s*"((?:[^"\\]|\\.)*)"\s*\)')
+def resolve_base(directory: str) -> str:
+    """The real folder to read one consistent version from.
+
+    git-sync swaps a symlink to the whole tree, and a ConfigMap mount swaps its `..data`
+    symlink; resolving once before reading means a swap mid-load cannot mix versions.
+    """
+    data = os.path.join(directory, "..data")
+    if os.path.islink(data):
+        return os.path.realpath(data)
+    return os.path.realpath(directory)
 
 
-def load_snapshot(directory: str, *, loaded_at: float = 0.0) -> Snapshot:
-    """Build a snapshot of `directory`, or raise `PolicyLoadError` listing every problem."""
-    problems: list[SourceProblem] = []
-    if not os.path.isdir(directory):
+def read_sources(directory: str) -> tuple[dict[str, str], dict[str, str | None], str]:
+    """(policy file texts, other known files' texts or None, content version)."""
+    base = resolve_base(directory)
+    if not os.path.isdir(base):
         raise PolicyLoadError([SourceProblem(directory, "policy directory does not exist")])
     digest = hashlib.sha256()
 
     def read(rel: str) -> str | None:
-        text = _read(directory, rel)
+        text = _read(base, rel)
         if text is not None:
             digest.update(rel.encode() + b"\0" + text.encode() + b"\0")
         return text
 
-    files = policy_files(directory)
-    sources = {rel: read(rel) or "" for rel in files}
-    schema_text = read(SCHEMA_FILE)
-    entities_text = read(ENTITIES_FILE)
-    agents_text = read(AGENTS_FILE)
-    links_text = read(LINKS_FILE)
+    sources = {rel: read(rel) or "" for rel in policy_files(base)}
+    others = {rel: read(rel) for rel in KNOWN_FILES}
+    return sources, others, digest.hexdigest()[:16]
+
+
+def content_version(directory: str) -> str | None:
+    """The version `load_snapshot` would give the directory now, without parsing; None if unreadable."""
+    try:
+        return read_sources(directory)[2]
+    except PolicyLoadError:
+        return None
+
+
+def load_snapshot(
+    directory: str,
+    *,
+    loaded_at: float = 0.0,
+    validate_policies: bool = True,
+    schema_for_entities: bool = True,
+) -> Snapshot:
+    """Build a snapshot of `directory`, or raise `PolicyLoadError` listing every problem.
+
+    `validate_policies=False` skips validating the policies against the schema, and
+    `schema_for_entities=False` parses `entities.json` without it (the schema is still
+    loaded and kept on the snapshot). Both exist for tooling that needs Cedar's
+    unvalidated semantics; serving and `pep validate` use the defaults.
+    """
+    problems: list[SourceProblem] = []
+    sources, others, version = read_sources(directory)
+    files = list(sources)
+    schema_text = others[SCHEMA_FILE]
+    entities_text = others[ENTITIES_FILE]
+    agents_text = others[AGENTS_FILE]
+    links_text = others[LINKS_FILE]
 
     schema = None
     if schema_text is not None:
@@ -118,7 +158,7 @@ def load_snapshot(directory: str, *, loaded_at: float = 0.0) -> Snapshot:
             problems.append(SourceProblem(SCHEMA_FILE, f"invalid schema: {e}"))
 
     est, infos = _parse_policies(sources, problems)
-    if schema is not None:
+    if schema is not None and validate_policies:
         for rel, text in sources.items():
             _validate_file(rel, text, schema, problems)
 
@@ -130,7 +170,7 @@ def load_snapshot(directory: str, *, loaded_at: float = 0.0) -> Snapshot:
         except SourceProblemError as e:
             problems.append(e.problem)
 
-    entities, uids = _build_entities(entities_text, registry, schema, problems)
+    entities, uids = _build_entities(entities_text, registry, schema if schema_for_entities else None, problems)
 
     policy_set = None
     links = 0
@@ -147,7 +187,7 @@ def load_snapshot(directory: str, *, loaded_at: float = 0.0) -> Snapshot:
     actions = _schema_actions(schema_text) if schema_text is not None else frozenset()
     return Snapshot(
         directory=directory,
-        version=digest.hexdigest()[:16],
+        version=version,
         policy_set=policy_set,
         schema=schema,
         entities=entities,
@@ -223,6 +263,15 @@ def _validate_file(rel: str, text: str, schema: cedarpy.Schema, problems: list[S
         )
 
 
+def _entity_uid(value: Any) -> tuple[str, str] | None:
+    """(type, id) of a Cedar JSON entity uid: `{type, id}` or the `{"__entity": {type, id}}` escape."""
+    if isinstance(value, dict) and set(value) == {"__entity"}:
+        value = value["__entity"]
+    if isinstance(value, dict) and isinstance(value.get("type"), str) and isinstance(value.get("id"), str):
+        return value["type"], value["id"]
+    return None
+
+
 def _build_entities(
     entities_text: str | None,
     registry: Registry,
@@ -241,11 +290,11 @@ def _build_entities(
             return None, frozenset()
     uids = set()
     for i, ent in enumerate(stored):
-        uid = ent.get("uid") if isinstance(ent, dict) else None
-        if not isinstance(uid, dict) or not isinstance(uid.get("type"), str) or not isinstance(uid.get("id"), str):
+        uid = _entity_uid(ent.get("uid") if isinstance(ent, dict) else None)
+        if uid is None:
             problems.append(SourceProblem(ENTITIES_FILE, f"entity [{i}] needs a uid with a type and an id"))
             continue
-        uids.add((uid["type"], uid["id"]))
+        uids.add(uid)
     clashes = [a for a in registry.agents if ("Agent", a) in uids]
     for a in clashes:
         problems.append(SourceProblem(ENTITIES_FILE, f'Agent::"{a}" is defined here and in {AGENTS_FILE}'))

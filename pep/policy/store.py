@@ -13,7 +13,7 @@ from collections.abc import Callable
 
 from pep.errors import PolicyLoadError
 from pep.metrics import Metrics
-from pep.policy.loader import Snapshot, load_snapshot
+from pep.policy.loader import Snapshot, content_version, load_snapshot
 
 log = logging.getLogger(__name__)
 
@@ -27,12 +27,24 @@ class PolicyStore:
         self._lock = threading.Lock()  # one load at a time; readers never take it
         self._listeners: list[Callable[[Snapshot], None]] = []
         self.last_error: PolicyLoadError | None = None
+        # The content version last rejected: not retried until the files change again.
+        self._failed_version: str | None = None
 
     def current(self) -> Snapshot | None:
         return self._snapshot
 
     def on_swap(self, listener: Callable[[Snapshot], None]) -> None:
         self._listeners.append(listener)
+
+    def reload_if_changed(self) -> bool | None:
+        """Reload when the content differs from what is served (or last failed); None if unchanged."""
+        version = content_version(self.directory)
+        current = self._snapshot.version if self._snapshot is not None else None
+        if version is None and current is None and self.last_error is not None:
+            return None  # still missing; already reported
+        if version is not None and version in (current, self._failed_version):
+            return None
+        return self.load()
 
     def load(self) -> bool:
         """Build and swap in a new snapshot; on failure keep the last good one."""
@@ -42,6 +54,7 @@ class PolicyStore:
                 snapshot = load_snapshot(self.directory, loaded_at=now)
             except PolicyLoadError as e:
                 self.last_error = e
+                self._failed_version = content_version(self.directory)
                 self._metrics.policy_failed()
                 for problem in e.problems:
                     log.error("policy load rejected: %s", problem)
@@ -52,6 +65,7 @@ class PolicyStore:
                 return True
             self._snapshot = snapshot
             self.last_error = None
+            self._failed_version = None
             self._metrics.set_actions(snapshot.actions)
             self._metrics.policy_loaded(snapshot.version, snapshot.policy_count, len(snapshot.registry), now)
             log.info(
