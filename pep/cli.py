@@ -59,6 +59,32 @@ def _parser() -> argparse.ArgumentParser:
     v.add_argument("dir", help="policy directory")
     v.set_defaults(func=_cmd_validate)
 
+    f = sub.add_parser("fmt", help="format the .cedar files of a policy directory with Cedar's formatter")
+    f.add_argument("dir", help="policy directory")
+    f.add_argument("--check", action="store_true", help="change nothing; exit 1 if any file is not formatted")
+    f.set_defaults(func=_cmd_fmt)
+
+    ck = sub.add_parser(
+        "check",
+        help="one decision from the command line, explained",
+        description="Evaluate one request against a policy directory and explain the decision: "
+        "the reason, the determining policies and where they are. Give --principal for a direct "
+        "Cedar query, or --token-claims to run claims through the whole pipeline.",
+    )
+    ck.add_argument("--policies", "-p", default="./policies", help="policy directory (default ./policies)")
+    who = ck.add_mutually_exclusive_group(required=True)
+    who.add_argument("--principal", help='Type::"id" (a direct Cedar query; give the full --context)')
+    who.add_argument(
+        "--token-claims",
+        help='claims as JSON, e.g. \'{"sub": "alice", "act_chain": ["assistant"], "scopes": ["files:read"]}\'',
+    )
+    ck.add_argument("--action", required=True, help='a name or Action::"name"')
+    ck.add_argument("--resource", required=True, help='Type::"id"')
+    ck.add_argument("--attributes", help="resource attributes as a JSON object")
+    ck.add_argument("--context", help="context as a JSON object (Cedar JSON forms allowed)")
+    ck.add_argument("--json", action="store_true", help="print the result as JSON")
+    ck.set_defaults(func=_cmd_check)
+
     ts = sub.add_parser(
         "test",
         help="run the policy test suites in DIR/tests/",
@@ -147,6 +173,96 @@ def _cmd_validate(args: argparse.Namespace) -> int:
         + ("" if snap.schema is not None else " (no schema: policies not validated)")
     )
     return EXIT_OK
+
+
+def _cmd_fmt(args: argparse.Namespace) -> int:
+    from pep.policy.fmt import format_directory
+
+    if not os.path.isdir(args.dir):
+        print(f"pep fmt: {args.dir}: not a directory", file=sys.stderr)
+        return EXIT_USAGE
+    results = format_directory(args.dir, write=not args.check)
+    failed = False
+    for r in results:
+        if r.problem is not None:
+            print(_prefixed(args.dir, str(r.problem)), file=sys.stderr)
+            failed = True
+        elif r.changed:
+            print(f"{'would reformat' if args.check else 'formatted'} {os.path.join(args.dir, r.path)}")
+            failed = failed or args.check
+    changed = sum(1 for r in results if r.changed)
+    print(f"{len(results)} file(s), {changed} {'to reformat' if args.check else 'reformatted'}", file=sys.stderr)
+    return EXIT_FAILED if failed else EXIT_OK
+
+
+def _cmd_check(args: argparse.Namespace) -> int:
+    from pep.policy.testsuite import SuiteRunner
+
+    try:
+        runner = SuiteRunner(args.policies)
+    except PolicyLoadError as e:
+        for problem in e.problems:
+            print(_prefixed(args.policies, str(problem)), file=sys.stderr)
+        return EXIT_FAILED
+    try:
+        case: dict[str, Any] = {"action": args.action, "expect": "allow"}
+        resource: Any = args.resource
+        if args.attributes:
+            from pep.policy.testsuite import parse_uid
+
+            rtype, rid = parse_uid(args.resource, "--resource")
+            resource = {"type": rtype, "id": rid, "attributes": json.loads(args.attributes)}
+        case["resource"] = resource
+        if args.context:
+            case["context"] = json.loads(args.context)
+        if args.principal:
+            case["principal"] = args.principal
+        else:
+            case["token"] = json.loads(args.token_claims)
+        result = runner.check(case)
+        snapshot = runner.snapshot
+    except (ValueError, json.JSONDecodeError) as e:
+        print(f"pep check: {e}", file=sys.stderr)
+        return EXIT_USAGE
+    finally:
+        runner.close()
+    if result.decided == "error":
+        print(f"pep check: {'; '.join(result.problems)}", file=sys.stderr)
+        return EXIT_USAGE
+    located = []
+    for pid in result.policies:
+        info = snapshot.policies.get(pid)
+        located.append(
+            {"id": pid, "source": f"{info.path}:{info.line}" if info else "", "effect": info.effect if info else ""}
+        )
+    if args.json:
+        print(
+            json.dumps(
+                {
+                    "decision": result.decided,
+                    "reason": result.reason,
+                    "policies": located,
+                    "errors": list(result.errors),
+                    "policy_version": snapshot.version,
+                },
+                indent=2,
+            )
+        )
+    else:
+        print(f"decision: {result.decided}")
+        print(f"reason:   {result.reason}")
+        if located:
+            print("determining policies:")
+            for p in located:
+                print(f"  {p['id']} ({p['effect']}) at {_prefixed(args.policies, p['source'])}")
+        else:
+            print(
+                "determining policies: none" + (" (no permit matched)" if result.reason == "policy_no_permit" else "")
+            )
+        for e in result.errors:
+            print(f"error:    {e}")
+        print(f"policy version: {snapshot.version}")
+    return EXIT_OK if result.decided == "allow" else EXIT_FAILED
 
 
 def _cmd_test(args: argparse.Namespace) -> int:

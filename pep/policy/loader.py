@@ -159,8 +159,10 @@ def load_snapshot(
 
     est, infos = _parse_policies(sources, problems)
     if schema is not None and validate_policies:
+        unparsed = {p.path for p in problems}
         for rel, text in sources.items():
-            _validate_file(rel, text, schema, problems)
+            if rel not in unparsed:  # a parse error is already reported once
+                _validate_file(rel, text, schema, problems)
 
     registry = Registry({})
     if agents_text is not None:

@@ -159,6 +159,11 @@ class SuiteRunner:
                 continue
             yield self._run_case(rel, name, case, snapshot, authorizer)
 
+    def check(self, case: Mapping[str, Any]) -> CaseResult:
+        """One ad-hoc case against the directory (what `pep check` runs)."""
+        authorizer = Authorizer(self._config, _Fixed(self.snapshot), self._verifier, _Discard())
+        return self._run_case("<check>", "check", case, self.snapshot, authorizer)
+
     def _run_case(self, rel: str, name: str, case: Any, snapshot: Snapshot, authorizer: Authorizer) -> CaseResult:
         line = line_of(case)
         try:
