@@ -259,8 +259,8 @@ def _cmd_check(args: argparse.Namespace) -> int:
             print(
                 "determining policies: none" + (" (no permit matched)" if result.reason == "policy_no_permit" else "")
             )
-        for e in result.errors:
-            print(f"error:    {e}")
+        for err in result.errors:
+            print(f"error:    {err}")
         print(f"policy version: {snapshot.version}")
     return EXIT_OK if result.decided == "allow" else EXIT_FAILED
 

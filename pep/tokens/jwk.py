@@ -70,6 +70,8 @@ def _b64(jwk: Mapping[str, Any], name: str) -> bytes:
 
 def public_key_from_jwk(jwk: Mapping[str, Any]) -> PublicKey:
     """Build a public key from a JWK, refusing private members and invalid points."""
+    if jwk.get("kty") == "oct":
+        raise UnsupportedKey("symmetric keys are never used")  # HMAC is refused outright
     private = PRIVATE_MEMBERS.intersection(jwk)
     if private:
         raise JWKError("contains private key members")

@@ -172,3 +172,41 @@ def test_missing_directory_fails(tmp_path: Path) -> None:
 )
 def test_split_statements(text: str, lines: list[int]) -> None:
     assert [s.line for s in split_statements(text)] == lines
+
+
+def test_entity_uids_may_use_the_entity_escape(tmp_path: Path) -> None:
+    # Cedar's entity JSON accepts `{"__entity": {type, id}}` for a uid (cedar-examples'
+    # github_example uses it); the loader used to reject every such entity.
+    write(
+        tmp_path,
+        {
+            "p.cedar": 'permit(principal in Group::"g", action, resource);',
+            "entities.json": '[{"uid": {"__entity": {"type": "User", "id": "u"}}, "attrs": {},'
+            ' "parents": [{"__entity": {"type": "Group", "id": "g"}}]},'
+            ' {"uid": {"type": "Group", "id": "g"}, "attrs": {}, "parents": []}]',
+        },
+    )
+    snap = load_snapshot(str(tmp_path))
+    assert snap.entity_uids == frozenset({("User", "u"), ("Group", "g")})
+
+
+def test_validation_and_entity_schema_checks_can_be_turned_off(tmp_path: Path) -> None:
+    write(
+        tmp_path,
+        {
+            "schema.cedarschema": SCHEMA,
+            "p.cedar": 'permit(principal, action == Action::"read", resource) when { resource.nope };',
+            "entities.json": '[{"uid": {"type": "Doc", "id": "d"}, "attrs": {"public": "yes"}, "parents": []}]',
+        },
+    )
+    with pytest.raises(PolicyLoadError) as info:
+        load_snapshot(str(tmp_path))
+    rendered = [str(p) for p in info.value.problems]
+    assert any("schema validation" in r for r in rendered) and any("entities.json" in r for r in rendered)
+    with pytest.raises(PolicyLoadError, match=r"entities\.json") as info:
+        load_snapshot(str(tmp_path), validate_policies=False)
+    assert not any("schema validation" in str(p) for p in info.value.problems)
+    with pytest.raises(PolicyLoadError, match="schema validation"):
+        load_snapshot(str(tmp_path), schema_for_entities=False)
+    snap = load_snapshot(str(tmp_path), validate_policies=False, schema_for_entities=False)
+    assert snap.schema is not None and snap.policy_count == 1
