@@ -21,16 +21,26 @@ from pep.config import ReloadConfig
 from pep.policy.store import PolicyStore
 
 log = logging.getLogger(__name__)
+MAX_SETTLE_FACTOR = 5
 
 
 class _Nudge(FileSystemEventHandler):
-    def __init__(self, watcher: PolicyWatcher) -> None:
+    def __init__(self, watcher: PolicyWatcher, only: str | None = None) -> None:
         self._watcher = watcher
+        self._only = only
 
     def on_any_event(self, event: FileSystemEvent) -> None:
         if event.event_type in ("opened", "closed_no_write"):
             return  # reads (our own included) change nothing
+        if self._only is not None:
+            paths = {_text(event.src_path), _text(getattr(event, "dest_path", ""))}
+            if self._only not in paths:
+                return  # another entry of the parent folder
         self._watcher.nudge()
+
+
+def _text(path: str | bytes) -> str:
+    return os.fsdecode(path) if path else ""
 
 
 class PolicyWatcher:
@@ -52,7 +62,7 @@ class PolicyWatcher:
             parent = os.path.dirname(self._directory)
             if os.path.isdir(parent):
                 # The parent sees a swap of the directory's own symlink (git-sync).
-                self._observer.schedule(_Nudge(self), parent, recursive=False)
+                self._observer.schedule(_Nudge(self, only=self._directory), parent, recursive=False)
             self._rewatch_tree()
             self._observer.start()
         self._thread.start()
@@ -94,12 +104,16 @@ class PolicyWatcher:
             if self._stop.is_set():
                 return
             if woke:
-                # Wait until writes have been quiet for `settle` seconds.
+                # Wait until writes have been quiet for `settle` seconds, but never more
+                # than MAX_SETTLE_FACTOR times that: a writer that never stops cannot
+                # hold a reload back forever.
+                give_up = time.monotonic() + settle * MAX_SETTLE_FACTOR
                 while True:
-                    quiet_for = time.monotonic() - self._last_event
-                    if quiet_for >= settle:
+                    now = time.monotonic()
+                    quiet_for = now - self._last_event
+                    if quiet_for >= settle or now >= give_up:
                         break
-                    time.sleep(settle - quiet_for)
+                    time.sleep(min(settle - quiet_for, give_up - now))
                 self._event.clear()
             try:
                 self._store.reload_if_changed()
