@@ -44,7 +44,7 @@ class SnapshotSource(Protocol):
 
 
 @dataclass(frozen=True)
-class _Outcome:
+class Outcome:
     allowed: bool
     reason: Reason
     policies: tuple[str, ...] = ()
@@ -79,7 +79,7 @@ class Authorizer:
             outcomes, identity, token = self._decide(creds, checks, snapshot)
         except Exception:  # a bug must deny, never escape as an allow
             log.exception("internal error while deciding")
-            outcomes = [_Outcome(False, Reason.INTERNAL_ERROR, fault=Fault.INTERNAL)] * len(checks)
+            outcomes = [Outcome(False, Reason.INTERNAL_ERROR, fault=Fault.INTERNAL)] * len(checks)
             identity, token = None, None
         elapsed_us = int((time.perf_counter() - started) * 1e6)
         per_check_us = elapsed_us // max(1, len(checks))
@@ -126,18 +126,18 @@ class Authorizer:
 
     def _decide(
         self, creds: Credentials, checks: Sequence[Check], snapshot: Snapshot | None
-    ) -> tuple[list[_Outcome], Identity | None, VerifiedToken | None]:
+    ) -> tuple[list[Outcome], Identity | None, VerifiedToken | None]:
         try:
             for check in checks:
                 check_request_shape(check)
         except RequestError as e:
             return (
-                [_Outcome(False, e.reason, errors=(e.detail,), fault=Fault.INVALID_ARGUMENT)] * len(checks),
+                [Outcome(False, e.reason, errors=(e.detail,), fault=Fault.INVALID_ARGUMENT)] * len(checks),
                 None,
                 None,
             )
         if snapshot is None:
-            out = _Outcome(
+            out = Outcome(
                 False, Reason.POLICY_UNAVAILABLE, errors=("no valid policy set is loaded",), fault=Fault.UNAVAILABLE
             )
             return [out] * len(checks), None, None
@@ -154,7 +154,7 @@ class Authorizer:
             if self._config.delegation.require_grants:
                 self._check_grants(snapshot, identity, base, user)
         except PepError as e:
-            return [_Outcome(False, e.reason, errors=(e.detail,))] * len(checks), identity, token
+            return [Outcome(False, e.reason, errors=(e.detail,))] * len(checks), identity, token
         return [self._evaluate(snapshot, identity, base, user, c) for c in checks], identity, token
 
     def _check_grants(
@@ -198,18 +198,18 @@ class Authorizer:
         base: dict[str, Any],
         user: dict[str, Any] | None,
         check: Check,
-    ) -> _Outcome:
+    ) -> Outcome:
         try:
             context = {**cedar_value(dict(check.context), "context"), **base}
             delta = entity_delta([user, resource_entity(check.resource, snapshot.entity_uids)])
         except RequestError as e:
-            return _Outcome(False, e.reason, errors=(e.detail,), fault=Fault.INVALID_ARGUMENT)
+            return Outcome(False, e.reason, errors=(e.detail,), fault=Fault.INVALID_ARGUMENT)
         entities = snapshot.entities
         if delta is not None:
             try:
                 entities = entities.with_added_json_str(delta, snapshot.schema)
             except ValueError as e:
-                return _Outcome(False, Reason.INVALID_REQUEST, errors=(f"request entities: {e}",))
+                return Outcome(False, Reason.INVALID_REQUEST, errors=(f"request entities: {e}",))
         request = {
             "principal": {"type": "Agent", "id": identity.agent},
             "action": {"type": "Action", "id": check.action},
@@ -220,20 +220,20 @@ class Authorizer:
         return outcome_of(result, strict=self._strict)
 
 
-def outcome_of(result: cedarpy.AuthzResult, *, strict: bool = True) -> _Outcome:
+def outcome_of(result: cedarpy.AuthzResult, *, strict: bool = True) -> Outcome:
     """Map a Cedar answer to a reason code."""
     reasons = tuple(result.diagnostics.reasons)
     errors = tuple(result.diagnostics.errors)
     if result.decision == cedarpy.Decision.NoDecision:
         # Cedar could not build the request: it does not fit the schema.
-        return _Outcome(False, Reason.INVALID_REQUEST, errors=errors)
+        return Outcome(False, Reason.INVALID_REQUEST, errors=errors)
     if errors and strict:
-        return _Outcome(False, Reason.EVALUATION_ERROR, policies=reasons, errors=errors)
+        return Outcome(False, Reason.EVALUATION_ERROR, policies=reasons, errors=errors)
     if result.allowed:
-        return _Outcome(True, Reason.ALLOWED, policies=reasons, errors=errors)
+        return Outcome(True, Reason.ALLOWED, policies=reasons, errors=errors)
     if reasons:
-        return _Outcome(False, Reason.POLICY_FORBID, policies=reasons, errors=errors)
-    return _Outcome(False, Reason.POLICY_NO_PERMIT, errors=errors)
+        return Outcome(False, Reason.POLICY_FORBID, policies=reasons, errors=errors)
+    return Outcome(False, Reason.POLICY_NO_PERMIT, errors=errors)
 
 
 def _summary(token: VerifiedToken | None) -> TokenSummary:

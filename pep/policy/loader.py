@@ -265,7 +265,7 @@ def _validate_file(rel: str, text: str, schema: cedarpy.Schema, problems: list[S
         )
 
 
-def _entity_uid(value: Any) -> tuple[str, str] | None:
+def entity_uid(value: Any) -> tuple[str, str] | None:
     """(type, id) of a Cedar JSON entity uid: `{type, id}` or the `{"__entity": {type, id}}` escape."""
     if isinstance(value, dict) and set(value) == {"__entity"}:
         value = value["__entity"]
@@ -292,7 +292,7 @@ def _build_entities(
             return None, frozenset()
     uids = set()
     for i, ent in enumerate(stored):
-        uid = _entity_uid(ent.get("uid") if isinstance(ent, dict) else None)
+        uid = entity_uid(ent.get("uid") if isinstance(ent, dict) else None)
         if uid is None:
             problems.append(SourceProblem(ENTITIES_FILE, f"entity [{i}] needs a uid with a type and an id"))
             continue

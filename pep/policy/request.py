@@ -117,13 +117,19 @@ def user_entity(identity: Identity) -> dict[str, Any] | None:
 
 
 def resource_entity(resource: ResourceRef, stored: frozenset[tuple[str, str]]) -> dict[str, Any] | None:
-    """The resource as a request entity, or None when the entity store already holds it."""
+    """The resource as a request entity, or None when the store holds it or nothing is known.
+
+    A resource sent without attributes or parents is left out, as Cedar does with an
+    absent entity: `resource has x` is false rather than the request being refused.
+    """
     if (resource.type, resource.id) in stored:
         if resource.attributes or resource.parents:
             raise RequestError(
                 f'resource {resource.type}::"{resource.id}" is in the entity store; '
                 "its attributes and parents come from there"
             )
+        return None
+    if not resource.attributes and not resource.parents:
         return None
     return {
         "uid": _entity(resource.type, resource.id),

@@ -18,11 +18,11 @@ from typing import Any
 
 import cedarpy
 
-from pep.authorizer import Authorizer, outcome_of
+from pep.authorizer import Authorizer, Outcome, outcome_of
 from pep.config import Config, IssuerConfig
 from pep.decision import Decision
 from pep.errors import PolicyLoadError, SourceProblem
-from pep.policy.loader import Snapshot, load_snapshot
+from pep.policy.loader import Snapshot, entity_uid, load_snapshot
 from pep.policy.request import Check, ResourceRef, entity_delta, resource_entity
 from pep.policy.source import SourceProblemError, line_of, load_yaml
 from pep.tokens.jws import b64url_encode
@@ -70,13 +70,37 @@ def parse_uid(value: Any, what: str) -> tuple[str, str]:
     raise ValueError(f'{what} must be Type::"id" or {{type, id}}, got {value!r}')
 
 
-def _action(value: Any) -> str:
-    if isinstance(value, str) and "::" not in value:
-        return value
+def _action(value: Any) -> tuple[str, str]:
+    """(type, id) of an action: a bare name, `Action::"x"`, `App::Action::"x"` or {type, id}."""
+    if isinstance(value, str) and "::" not in value and value:
+        return "Action", value
     type_, id_ = parse_uid(value, "action")
     if type_ != "Action" and not type_.endswith("::Action"):
         raise ValueError(f"action must be an Action, got {type_}")
-    return id_
+    return type_, id_
+
+
+def evaluate_principal(
+    snapshot: Snapshot,
+    principal: tuple[str, str],
+    action: tuple[str, str],
+    resource: ResourceRef,
+    context: Mapping[str, Any],
+    *,
+    strict: bool = True,
+) -> Outcome:
+    """A direct Cedar query against a snapshot: what a principal-style case asks."""
+    entities = snapshot.entities
+    delta = entity_delta([resource_entity(resource, snapshot.entity_uids)])
+    if delta is not None:
+        entities = entities.with_added_json_str(delta, snapshot.schema)
+    request = {
+        "principal": {"type": principal[0], "id": principal[1]},
+        "action": {"type": action[0], "id": action[1]},
+        "resource": {"type": resource.type, "id": resource.id},
+        "context": dict(context),
+    }
+    return outcome_of(cedarpy.is_authorized(request, snapshot.policy_set, entities, snapshot.schema), strict=strict)
 
 
 def _resource(value: Any) -> ResourceRef:
@@ -150,7 +174,7 @@ class SuiteRunner:
                 entities = snapshot.entities.with_added_json_str(json.dumps(extra), snapshot.schema)
             except ValueError as e:
                 raise PolicyLoadError([SourceProblem(rel, f"suite entities: {e}", line_of(data))]) from None
-            uids = snapshot.entity_uids | {(e["uid"]["type"], e["uid"]["id"]) for e in extra}
+            uids = snapshot.entity_uids | {u for e in extra if (u := entity_uid(e.get("uid"))) is not None}
             snapshot = dataclasses.replace(snapshot, entities=entities, entity_uids=uids)
         authorizer = Authorizer(self._config, _Fixed(snapshot), self._verifier, _Discard())
         for i, case in enumerate(data["cases"]):
@@ -180,10 +204,13 @@ class SuiteRunner:
             if not isinstance(context, Mapping):
                 raise ValueError("`context` must be a mapping")
             if "principal" in case:
-                allowed, reason, policies, errors = self._direct(snapshot, case["principal"], action, resource, context)
+                out = evaluate_principal(snapshot, parse_uid(case["principal"], "principal"), action, resource, context)
+                allowed, reason, policies, errors = out.allowed, out.reason.value, out.policies, out.errors
             else:
+                if action[0] != "Action":
+                    raise ValueError("token cases take actions of type Action, as the gRPC API does")
                 allowed, reason, policies, errors = self._through_pipeline(
-                    authorizer, case["token"], Check(action, resource, dict(context))
+                    authorizer, case["token"], Check(action[1], resource, dict(context))
                 )
         except (ValueError, TypeError, KeyError) as e:
             return CaseResult(
@@ -208,23 +235,6 @@ class SuiteRunner:
         return CaseResult(
             rel, name, line, not problems, str(expected), decided, reason, policies, errors, tuple(problems)
         )
-
-    def _direct(
-        self, snapshot: Snapshot, principal: Any, action: str, resource: ResourceRef, context: Mapping[str, Any]
-    ) -> tuple[bool, str, tuple[str, ...], tuple[str, ...]]:
-        ptype, pid = parse_uid(principal, "principal")
-        entities = snapshot.entities
-        delta = entity_delta([resource_entity(resource, snapshot.entity_uids)])
-        if delta is not None:
-            entities = entities.with_added_json_str(delta, snapshot.schema)
-        request = {
-            "principal": {"type": ptype, "id": pid},
-            "action": {"type": "Action", "id": action},
-            "resource": {"type": resource.type, "id": resource.id},
-            "context": dict(context),
-        }
-        out = outcome_of(cedarpy.is_authorized(request, snapshot.policy_set, entities, snapshot.schema))
-        return out.allowed, out.reason.value, out.policies, out.errors
 
     def _through_pipeline(
         self, authorizer: Authorizer, spec: Any, check: Check

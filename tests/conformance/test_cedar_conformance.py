@@ -4,15 +4,9 @@ The corpus (`<repo>/../shared/conformance/cedar`, see its README) is a manifest 
 from cedar-integration-tests and cedar-examples: a policy file, a schema, entities,
 optional template links, and requests with Cedar's expected decision, determining
 policies and erroring policies. Each case is laid out as a pep policy directory, loaded
-with `load_snapshot`, and every request is answered the way `pep test` answers a
-principal-style case (`SuiteRunner._direct`): the resource is described to Cedar by
-`resource_entity`/`entity_delta` when the entity store lacks it, the prebuilt handles
-are queried, and `outcome_of` maps the answer. Evaluation is non-strict here, as in
+with `load_snapshot`, and every request is answered by `evaluate_principal`, the call
+`pep test` makes for a principal-style case. Evaluation is non-strict here, as in
 Cedar: an erroring policy is skipped rather than turned into a deny.
-
-`SuiteRunner._direct` itself is not called: it is always strict and always sends the
-action as a bare `Action` (so namespaced actions such as `A::Action::"x"` cannot be
-expressed through it); `_evaluate` below repeats its steps with the action's own type.
 """
 
 from __future__ import annotations
@@ -24,14 +18,13 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
-import cedarpy
 import pytest
 import yaml
 
-from pep.authorizer import outcome_of
 from pep.errors import PolicyLoadError, RequestError
 from pep.policy.loader import ENTITIES_FILE, LINKS_FILE, SCHEMA_FILE, Snapshot, load_snapshot
-from pep.policy.request import ResourceRef, entity_delta, resource_entity
+from pep.policy.request import ResourceRef
+from pep.policy.testsuite import evaluate_principal
 from pep.reasons import Reason
 
 REPO = Path(__file__).resolve().parents[2]
@@ -47,24 +40,6 @@ CASES: list[dict[str, Any]] = json.loads(MANIFEST.read_text(encoding="utf-8")) i
 PARAMS = [pytest.param(c, id=c["id"]) for c in CASES] or [
     pytest.param(None, id="corpus-absent", marks=pytest.mark.skip(reason=MISSING))
 ]
-
-# Cases where pep deliberately answers differently from Cedar. Each one is still run:
-# the test fails if the divergence changes shape or disappears.
-#
-# Absent resource: the request's resource is not in entities.json and the schema gives its
-# type required attributes. pep describes a resource the store lacks to Cedar as an entity
-# built from the request (`pep.policy.request.resource_entity`: no attributes here) and
-# adding it under the schema fails, so pep refuses the request (INVALID_REQUEST in the
-# service, "invalid case" in `pep test`) where Cedar evaluates with the entity missing.
-_ABSENT_RESOURCE = "refused: resource is absent from the store and pep's attribute-less description breaks the schema"
-KNOWN_DIVERGENCES: dict[str, str] = {
-    "cit/tests/decimal/1": _ABSENT_RESOURCE,
-    "cit/tests/decimal/2": _ABSENT_RESOURCE,
-    "corpus/0d83e5b26ff6f74615eca006f9ae00f38d060da0": _ABSENT_RESOURCE,
-    "corpus/43d3e6f06191e6756c031219d7ccc800474df3a2": _ABSENT_RESOURCE,
-    "corpus/94461714d8a0f4ba2741fd28df9148123718847e": _ABSENT_RESOURCE,
-    "corpus/aa2b88065db52a2f2412c337f416d7d4538fce15": _ABSENT_RESOURCE,
-}
 
 _POSITIONAL = re.compile(r"policy(\d+)")
 _ERROR_PREFIX = "error while evaluating policy `"
@@ -120,24 +95,19 @@ def write_case(case: Mapping[str, Any], directory: Path) -> None:
         (directory / LINKS_FILE).write_text(yaml.safe_dump({"links": entries}, sort_keys=False), encoding="utf-8")
 
 
-def _evaluate(snapshot: Snapshot, request: Mapping[str, Any], *, describe_resource: bool = True) -> Answer:
-    """`SuiteRunner._direct`'s steps, non-strict, with the request's own action type."""
-    resource = ResourceRef(request["resource"]["type"], request["resource"]["id"])
-    entities = snapshot.entities
-    if describe_resource:
-        try:
-            delta = entity_delta([resource_entity(resource, snapshot.entity_uids)])
-            if delta is not None:
-                entities = entities.with_added_json_str(delta, snapshot.schema)
-        except (RequestError, ValueError) as e:
-            return Answer(refused=f"request entities: {e}")
-    query = {
-        "principal": dict(request["principal"]),
-        "action": dict(request["action"]),
-        "resource": {"type": resource.type, "id": resource.id},
-        "context": dict(request.get("context") or {}),
-    }
-    out = outcome_of(cedarpy.is_authorized(query, snapshot.policy_set, entities, snapshot.schema), strict=False)
+def _evaluate(snapshot: Snapshot, request: Mapping[str, Any]) -> Answer:
+    principal, action = request["principal"], request["action"]
+    try:
+        out = evaluate_principal(
+            snapshot,
+            (principal["type"], principal["id"]),
+            (action["type"], action["id"]),
+            ResourceRef(request["resource"]["type"], request["resource"]["id"]),
+            request.get("context") or {},
+            strict=False,
+        )
+    except (RequestError, ValueError) as e:
+        return Answer(refused=str(e))
     errors = frozenset(erroring_policy(e, snapshot.policies) for e in out.errors)
     return Answer(out.allowed, out.reason, frozenset(out.policies), errors)
 
@@ -210,22 +180,7 @@ def _describe(case_id: str, failures: list[tuple[str, list[str]]], total: int) -
 def test_cedar_conformance(case: dict[str, Any], tmp_path: Path) -> None:
     results = list(_run_case(case, tmp_path))
     failures = [(what, problems) for what, problems in results if problems]
-    divergence = KNOWN_DIVERGENCES.get(case["id"])
-    if divergence is None:
-        assert not failures, _describe(case["id"], failures, len(results))
-        return
-    assert failures, f"{case['id']} now agrees with Cedar: remove it from KNOWN_DIVERGENCES"
-    unexpected = [(w, p) for w, p in failures if not all(m.startswith("refused: request entities") for m in p)]
-    assert not unexpected, _describe(case["id"], unexpected, len(results))
-    # The refusal is the only difference: asked without the resource description, pep's
-    # snapshot gives exactly Cedar's answers.
-    loaded, rejection = _load(tmp_path, validate_policies=False, schema_for_entities=case["authorize_with_schema"])
-    assert loaded is not None, rejection
-    for request in case["requests"]:
-        with_schema = case["authorize_with_schema"] and request["validate_request"]
-        snapshot = loaded if with_schema else dataclasses.replace(loaded, schema=None)
-        assert not _mismatches(case, request, _evaluate(snapshot, request, describe_resource=False))
-    pytest.xfail(f"{len(failures)} of {len(case['requests'])} requests {divergence}")
+    assert not failures, _describe(case["id"], failures, len(results))
 
 
 @needs_corpus
@@ -237,7 +192,6 @@ def test_corpus_covers_what_it_claims() -> None:
     assert any(c["policy_ids"] == "annotation" for c in CASES)
     assert any(not c["authorize_with_schema"] for c in CASES)
     assert {"Allow", "Deny"} <= {r["decision"] for r in requests}
-    assert set(KNOWN_DIVERGENCES) <= {c["id"] for c in CASES}
 
 
 def test_an_erroring_policy_is_skipped_not_a_deny(tmp_path: Path) -> None:
