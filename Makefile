@@ -6,6 +6,7 @@ PEP    := $(VENV)/bin/pep
 STAMP  := $(VENV)/.installed
 DEV    := .pep/dev
 PROTO_OUT := pep/_proto
+PROTOS    := proto/pep/v1/authorizer.proto proto/pep/v1/admin.proto
 
 .PHONY: run test lint typecheck proto proto-check install clean token
 
@@ -36,14 +37,14 @@ typecheck: $(STAMP)
 ## proto: regenerate pep/_proto from proto/
 proto: $(STAMP)
 	$(PY) -m grpc_tools.protoc -Iproto --python_out=$(PROTO_OUT) --pyi_out=$(PROTO_OUT) \
-		--grpc_python_out=$(PROTO_OUT) proto/pep/v1/authorizer.proto
+		--grpc_python_out=$(PROTO_OUT) $(PROTOS)
 	$(PY) scripts/fix_proto_imports.py $(PROTO_OUT)
 
 ## proto-check: fail if the committed generated code differs from a fresh generation
 proto-check: $(STAMP)
 	@tmp=$$(mktemp -d) && \
 	$(PY) -m grpc_tools.protoc -Iproto --python_out=$$tmp --pyi_out=$$tmp --grpc_python_out=$$tmp \
-		proto/pep/v1/authorizer.proto && \
+		$(PROTOS) && \
 	$(PY) scripts/fix_proto_imports.py $$tmp && \
 	diff -r -x __pycache__ -x __init__.py $$tmp/pep $(PROTO_OUT)/pep && echo "proto: generated code is up to date" ; \
 	rc=$$?; rm -rf $$tmp; exit $$rc

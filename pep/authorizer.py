@@ -18,7 +18,9 @@ from typing import Any, Protocol
 import cedarpy
 
 from pep.config import Config
-from pep.decision import Decision, Fault, Recorder, TokenSummary
+from pep.controls.killswitch import RuntimeKills, check_kill
+from pep.controls.ratelimit import RateLimiter
+from pep.decision import Decision, Fault, Recorder, ShadowSummary, TokenSummary
 from pep.errors import PepError, RequestError
 from pep.identity import Identity, check_lifecycle, resolve_identity
 from pep.policy.loader import Snapshot
@@ -50,6 +52,8 @@ class Outcome:
     policies: tuple[str, ...] = ()
     errors: tuple[str, ...] = ()
     fault: Fault | None = None
+    # What the shadow policies would have answered, when they exist.
+    shadow: Outcome | None = None
 
 
 class Authorizer:
@@ -62,8 +66,12 @@ class Authorizer:
         *,
         clock: Callable[[], float] = time.time,
         strict: bool = True,
+        kills: RuntimeKills | None = None,
+        limiter: RateLimiter | None = None,
     ) -> None:
         self._config = config
+        self._kills = kills if kills is not None else RuntimeKills()
+        self._limiter = limiter if limiter is not None else RateLimiter()
         self._store = store
         self._verifier = verifier
         self._recorder = recorder
@@ -111,6 +119,7 @@ class Authorizer:
                 duration_us=per_check_us,
                 fault=outcome.fault,
                 traceparent=traceparent,
+                shadow=_shadow_summary(outcome),
             )
             if not self._recorder.record(decision) and self._log_required and decision.answer_allowed:
                 # An unlogged action is worse than a refused one in this mode.
@@ -143,9 +152,19 @@ class Authorizer:
             return [out] * len(checks), None, None
         token: VerifiedToken | None = None
         identity: Identity | None = None
+        kills, registry = self._kills.view(), snapshot.registry
         try:
+            check_kill(snapshot.killswitch, kills)  # `all` first: it stops even a bad token
             token = self._verifier.verify(creds)
-            identity = resolve_identity(token, snapshot.registry, self._config.delegation, self._config.identity)
+            check_kill(snapshot.killswitch, kills, issuer=token.issuer)
+            identity = resolve_identity(token, registry, self._config.delegation, self._config.identity)
+            check_kill(
+                snapshot.killswitch,
+                kills,
+                chain=identity.chain,
+                groups_of=lambda a: rec.groups if (rec := registry.get(a)) else (),
+                user=identity.on_behalf_of,
+            )
             check_lifecycle(identity.chain, snapshot.registry, dt.datetime.fromtimestamp(self._clock(), dt.UTC).date())
             base = base_context(identity, token)
             user = user_entity(identity)
@@ -200,6 +219,11 @@ class Authorizer:
         check: Check,
     ) -> Outcome:
         try:
+            rec = snapshot.registry.get(identity.agent)
+            self._limiter.take(snapshot.limits, identity.agent, rec.groups if rec else (), check.action)
+        except PepError as e:
+            return Outcome(False, e.reason, errors=(e.detail,))
+        try:
             context = {**cedar_value(dict(check.context), "context"), **base}
             delta = entity_delta([user, resource_entity(check.resource, snapshot.entity_uids)])
         except RequestError as e:
@@ -217,7 +241,11 @@ class Authorizer:
             "context": context,
         }
         result = cedarpy.is_authorized(request, snapshot.policy_set, entities, snapshot.schema)
-        return outcome_of(result, strict=self._strict)
+        outcome = outcome_of(result, strict=self._strict)
+        if snapshot.shadow_policy_set is not None:
+            shadow = cedarpy.is_authorized(request, snapshot.shadow_policy_set, entities, snapshot.schema)
+            outcome = replace(outcome, shadow=outcome_of(shadow, strict=self._strict))
+        return outcome
 
 
 def outcome_of(result: cedarpy.AuthzResult, *, strict: bool = True) -> Outcome:
@@ -234,6 +262,13 @@ def outcome_of(result: cedarpy.AuthzResult, *, strict: bool = True) -> Outcome:
     if reasons:
         return Outcome(False, Reason.POLICY_FORBID, policies=reasons, errors=errors)
     return Outcome(False, Reason.POLICY_NO_PERMIT, errors=errors)
+
+
+def _shadow_summary(outcome: Outcome) -> ShadowSummary | None:
+    shadow = outcome.shadow
+    if shadow is None:
+        return None
+    return ShadowSummary(shadow.allowed, shadow.reason, shadow.policies, shadow.errors)
 
 
 def _summary(token: VerifiedToken | None) -> TokenSummary:

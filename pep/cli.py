@@ -55,6 +55,43 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--log-level", default="INFO", help="operational log level (default INFO)")
     s.set_defaults(func=_cmd_serve)
 
+    ad = sub.add_parser(
+        "admin",
+        help="flip the kill switch of a running pep now",
+        description="Talk to a running pep's admin API (admin_listen): disable or enable an agent, agent "
+        "group, user or issuer immediately, or show what is disabled. Takes effect on the next decision "
+        "and survives policy reloads until lifted.",
+    )
+    ad.add_argument("--config", "-c", help="pep's config file; its admin_listen is the address")
+    ad.add_argument("--address", help="admin address (overrides --config; default 127.0.0.1:50052)")
+    ad.add_argument("--timeout", type=float, default=5.0)
+    ad_sub = ad.add_subparsers(title="admin commands", metavar="ACTION", required=True)
+    kinds = ("agent", "agent_group", "user", "issuer", "all")
+    dis = ad_sub.add_parser("disable", help="disable now")
+    dis.add_argument("kind", choices=kinds)
+    dis.add_argument("id", nargs="?", default="", help="the id (not for `all`)")
+    dis.add_argument("--reason", required=True, help="why; recorded in the decision log")
+    dis.add_argument("--actor", default=os.environ.get("USER", ""), help="who is asking (default $USER)")
+    dis.set_defaults(func=_cmd_admin, admin_action="disable")
+    en = ad_sub.add_parser("enable", help="lift a disable made through the admin API")
+    en.add_argument("kind", choices=kinds)
+    en.add_argument("id", nargs="?", default="")
+    en.add_argument("--actor", default=os.environ.get("USER", ""))
+    en.set_defaults(func=_cmd_admin, admin_action="enable")
+    st = ad_sub.add_parser("status", help="what is disabled, from the admin API and killswitch.yaml")
+    st.set_defaults(func=_cmd_admin, admin_action="status")
+
+    ag = sub.add_parser(
+        "agents",
+        help="the agent inventory: owner, status, days to expiry, and what needs attention",
+        description="List the agents of a registry (DIR/agents.yaml) with owner, status and days to expiry, "
+        "flagging agents that expired, expire soon, or have no owner.",
+    )
+    ag.add_argument("dir", nargs="?", default="./policies", help="policy directory (default ./policies)")
+    ag.add_argument("--soon", type=int, default=30, help="flag agents expiring within this many days (default 30)")
+    ag.add_argument("--json", action="store_true", help="print JSON")
+    ag.set_defaults(func=_cmd_agents)
+
     v = sub.add_parser("validate", help="parse and schema-validate a policy directory")
     v.add_argument("dir", help="policy directory")
     v.set_defaults(func=_cmd_validate)
@@ -156,6 +193,127 @@ def _cmd_serve(args: argparse.Namespace) -> int:
             overrides[key] = os.path.abspath(value) if key == "policies" else value
     config = load_config(args.config, overrides)
     return serve_forever(config)
+
+
+def _cmd_admin(args: argparse.Namespace) -> int:
+    import grpc
+
+    from pep._proto.pep.v1 import admin_pb2 as pb
+    from pep._proto.pep.v1 import admin_pb2_grpc as pb_grpc
+    from pep.admin import KIND_VALUES
+    from pep.config import load_config
+
+    address = args.address
+    if address is None:
+        address = load_config(args.config).admin_listen if args.config else "127.0.0.1:50052"
+    if not address:
+        print("pep admin: the admin API is turned off in this config (admin_listen is empty)", file=sys.stderr)
+        return EXIT_USAGE
+    action = args.admin_action
+    with grpc.insecure_channel(address) as channel:
+        stub = pb_grpc.AdminStub(channel)
+        try:
+            if action == "status":
+                status = stub.Status(pb.StatusRequest(), timeout=args.timeout)
+                changed = None
+            else:
+                if args.kind != "all" and not args.id:
+                    print(f"pep admin: {action} {args.kind} needs an id", file=sys.stderr)
+                    return EXIT_USAGE
+                kind = KIND_VALUES[args.kind]
+                if action == "disable":
+                    req = pb.DisableRequest(kind=kind, id=args.id, reason=args.reason, actor=args.actor)
+                    resp = stub.Disable(req, timeout=args.timeout)
+                else:
+                    resp = stub.Enable(pb.EnableRequest(kind=kind, id=args.id, actor=args.actor), timeout=args.timeout)
+                status, changed = resp.status, resp.changed
+        except grpc.RpcError as e:
+            print(f"pep admin: {address}: {e.code().name}: {e.details()}", file=sys.stderr)
+            return EXIT_FAILED
+    if changed is not None:
+        what = f"{args.kind} {args.id}".strip()
+        print(f"{action}d {what}" if changed else f"no change: {what} was already {action}d")
+    names = {v: k for k, v in KIND_VALUES.items()}
+    if not status.entries:
+        print("nothing is disabled")
+    for entry in status.entries:
+        since = f" since {_iso(entry.since)}" if entry.since else ""
+        by = f" by {entry.actor}" if entry.actor else ""
+        print(f"disabled {names.get(entry.kind, '?')} {entry.id or '*'} ({entry.source}{since}{by}): {entry.reason}")
+    print(f"policy version: {status.policy_version or '(none loaded)'}")
+    return EXIT_OK
+
+
+def _iso(ts: float) -> str:
+    import datetime as dt
+
+    return dt.datetime.fromtimestamp(ts, dt.UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+
+
+def _cmd_agents(args: argparse.Namespace) -> int:
+    import datetime as dt
+
+    from pep.policy.loader import AGENTS_FILE
+    from pep.policy.registry import parse_registry
+    from pep.policy.source import SourceProblemError, load_yaml
+
+    path = os.path.join(args.dir, AGENTS_FILE)
+    try:
+        with open(path, encoding="utf-8") as f:
+            registry, problems = parse_registry(load_yaml(f.read(), AGENTS_FILE), AGENTS_FILE)
+    except FileNotFoundError:
+        print(f"pep agents: {path}: no agent registry", file=sys.stderr)
+        return EXIT_USAGE
+    except SourceProblemError as e:
+        print(_prefixed(args.dir, str(e.problem)), file=sys.stderr)
+        return EXIT_FAILED
+    for problem in problems:
+        print(f"warning: {_prefixed(args.dir, str(problem))}", file=sys.stderr)
+    today = dt.datetime.now(dt.UTC).date()
+    rows: list[dict[str, Any]] = []
+    for rec in sorted(registry.agents.values(), key=lambda r: r.id):
+        days = (rec.expires - today).days if rec.expires else None
+        flags = []
+        if not rec.owner:
+            flags.append("no owner")
+        if rec.status != "active":
+            flags.append(rec.status)
+        if days is not None and days < 0:
+            flags.append("expired")
+        elif days is not None and days <= args.soon:
+            flags.append("expires soon")
+        rows.append(
+            {
+                "id": rec.id,
+                "owner": rec.owner,
+                "status": rec.status,
+                "expires": rec.expires.isoformat() if rec.expires else None,
+                "days_to_expiry": days,
+                "groups": list(rec.groups),
+                "flags": flags,
+            }
+        )
+    if args.json:
+        print(json.dumps(rows, indent=2))
+    else:
+        head = ("AGENT", "OWNER", "STATUS", "EXPIRES", "DAYS", "ATTENTION")
+        table = [head] + [
+            (
+                r["id"],
+                r["owner"] or "-",
+                r["status"],
+                r["expires"] or "-",
+                "-" if r["days_to_expiry"] is None else str(r["days_to_expiry"]),
+                ", ".join(r["flags"]),
+            )
+            for r in rows
+        ]
+        widths = [max(len(row[i]) for row in table) for i in range(len(head))]
+        for row in table:
+            print("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip())
+        flagged = sum(1 for r in rows if r["flags"])
+        print(f"{len(rows)} agents, {flagged} need attention")
+    return EXIT_FAILED if problems else EXIT_OK
 
 
 def _cmd_validate(args: argparse.Namespace) -> int:

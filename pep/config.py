@@ -91,6 +91,8 @@ class Config:
     listen: str = "127.0.0.1:50051"
     metrics_listen: str = "127.0.0.1:9464"
     admin_listen: str = "127.0.0.1:50052"
+    # The admin API may listen beyond loopback only when this says so.
+    admin_allow_remote: bool = False
     policies: str = "./policies"
     mode: str = "enforce"
     issuers: tuple[IssuerConfig, ...] = ()
@@ -143,7 +145,11 @@ def parse_config(raw: Mapping[str, Any], base_dir: str = ".") -> Config:
     values: dict[str, Any] = {}
     for key in ("listen", "metrics_listen", "admin_listen"):
         if key in raw:
-            values[key] = _address(raw[key], key)
+            # An empty metrics or admin address turns that listener off.
+            off = key != "listen" and raw[key] in ("", None)
+            values[key] = "" if off else _address(raw[key], key)
+    if "admin_allow_remote" in raw:
+        values["admin_allow_remote"] = _like(raw["admin_allow_remote"], False, "admin_allow_remote")
     if "extra_listen" in raw:
         values["extra_listen"] = tuple(
             _address(v, f"extra_listen[{i}]") for i, v in enumerate(_list(raw["extra_listen"], "extra_listen"))
@@ -193,6 +199,12 @@ def _check_semantics(cfg: Config) -> None:
         raise ConfigError("decision_log.queue_size", "must be at least 1")
     if cfg.admin_listen == cfg.listen and not cfg.listen.endswith(":0"):
         raise ConfigError("admin_listen", "must differ from listen: the admin API never shares the public port")
+    if cfg.admin_listen and not cfg.admin_allow_remote and not is_local_address(cfg.admin_listen):
+        raise ConfigError(
+            "admin_listen",
+            f"{cfg.admin_listen} is not a loopback address or Unix socket; the kill switch API is local only "
+            "unless admin_allow_remote: true",
+        )
 
 
 def _issuers(value: Any, base_dir: str) -> tuple[IssuerConfig, ...]:

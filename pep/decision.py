@@ -28,6 +28,16 @@ class TokenSummary:
 
 
 @dataclass(frozen=True)
+class ShadowSummary:
+    """What the shadow policies decided for the same request."""
+
+    allowed: bool
+    reason: Reason
+    policies: tuple[str, ...] = ()
+    errors: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
 class Decision:
     decision_id: str
     # The real outcome of evaluation; `answer_allowed` is what the caller is told.
@@ -51,6 +61,11 @@ class Decision:
     duration_us: int = 0
     fault: Fault | None = None
     traceparent: str = ""
+    shadow: ShadowSummary | None = None
+
+    @property
+    def shadow_diverged(self) -> bool:
+        return self.shadow is not None and self.shadow.allowed != self.allowed
 
 
 class Recorder(Protocol):

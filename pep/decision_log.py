@@ -56,6 +56,13 @@ def log_entry(d: Decision) -> dict[str, Any]:
         entry["answered"] = "allow" if d.answer_allowed else "deny"
     if d.traceparent:
         entry["traceparent"] = d.traceparent
+    if d.shadow_diverged and d.shadow is not None:
+        entry["shadow"] = {
+            "decision": "allow" if d.shadow.allowed else "deny",
+            "reason": d.shadow.reason.value,
+            "policies": list(d.shadow.policies),
+            "errors": list(d.shadow.errors),
+        }
     return entry
 
 
@@ -188,6 +195,8 @@ class DecisionRecorder:
                 m.action_label(decision.action),
             ).inc()
             m.decision_duration.observe(decision.duration_us / 1e6)
+            if decision.shadow_diverged:
+                m.shadow_divergences.labels(m.action_label(decision.action)).inc()
             return self._log.record(decision) if self._log is not None else True
         except Exception:
             log.exception("could not record a decision")

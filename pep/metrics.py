@@ -70,6 +70,18 @@ class Metrics:
             "pep_jwks_refreshes_total", "JWKS fetches, by result (success or failure).", ["result"], registry=r
         )
         self.ready = Gauge("pep_ready", "1 when a valid policy set is loaded and pep serves decisions.", registry=r)
+        self.shadow_divergences = Counter(
+            "pep_shadow_divergences_total",
+            "Decisions where the shadow policies would have answered differently, by action.",
+            ["action"],
+            registry=r,
+        )
+        self.killswitch_entries = Gauge(
+            "pep_killswitch_entries",
+            "What the kill switch disables now, by kind and source (file or admin).",
+            ["kind", "source"],
+            registry=r,
+        )
         self.build = Info("pep_build", "pep build information.", registry=r)
         self.build.info({"version": pep.__version__})
         self._actions: frozenset[str] = frozenset()

@@ -17,9 +17,12 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from pep._proto.pep.v1 import authorizer_pb2, authorizer_pb2_grpc
+from pep._proto.pep.v1 import admin_pb2_grpc, authorizer_pb2, authorizer_pb2_grpc
+from pep.admin import AdminService, update_kill_gauge
 from pep.authorizer import Authorizer
 from pep.config import Config, split_address
+from pep.controls.killswitch import RuntimeKills
+from pep.controls.ratelimit import RateLimiter
 from pep.decision_log import DecisionLog, DecisionRecorder
 from pep.metrics import Metrics
 from pep.policy.store import PolicyStore
@@ -46,6 +49,8 @@ class Server:
     # Actual bound addresses (port 0 in config resolves to a real port).
     addresses: list[str] = field(default_factory=list)
     watcher: PolicyWatcher | None = None
+    admin_server: grpc.Server | None = None
+    admin_address: str = ""
     metrics_http: ThreadingHTTPServer | None = None
     metrics_address: str = ""
     _stopped: threading.Event = field(default_factory=threading.Event)
@@ -60,6 +65,8 @@ class Server:
         self.health.enter_graceful_shutdown()
         if self.watcher is not None:
             self.watcher.stop()
+        if self.admin_server is not None:
+            self.admin_server.stop(0)
         self.grpc_server.stop(grace).wait()
         if self.metrics_http is not None:
             self.metrics_http.shutdown()
@@ -76,7 +83,9 @@ def build_server(config: Config, *, metrics: Metrics | None = None, max_workers:
     store = PolicyStore(config.policies, metrics)
     decision_log = DecisionLog(config.decision_log, metrics)
     recorder = DecisionRecorder(metrics, decision_log)
-    authorizer = Authorizer(config, store, verifier, recorder)
+    kills = RuntimeKills()
+    authorizer = Authorizer(config, store, verifier, recorder, kills=kills, limiter=RateLimiter())
+    store.on_swap(lambda snapshot: update_kill_gauge(metrics, kills, snapshot))
 
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="pep-grpc"),
@@ -117,6 +126,18 @@ def build_server(config: Config, *, metrics: Metrics | None = None, max_workers:
     srv = Server(config, metrics, store, verifier, decision_log, authorizer, server, health_servicer, addresses)
     srv.watcher = PolicyWatcher(store, config.reload)
     srv.watcher.start()
+    if config.admin_listen:
+        srv.admin_server = grpc.server(futures.ThreadPoolExecutor(max_workers=2, thread_name_prefix="pep-admin"))
+        admin_pb2_grpc.add_AdminServicer_to_server(
+            AdminService(kills, store.current, metrics, decision_log.write_event), srv.admin_server
+        )
+        bound = _listen(srv.admin_server, config.admin_listen)
+        srv.admin_address = (
+            config.admin_listen
+            if config.admin_listen.startswith("unix://")
+            else f"{split_address(config.admin_listen)[0]}:{bound}"
+        )
+        srv.admin_server.start()
     if config.metrics_listen:
         srv.metrics_http, srv.metrics_address = _start_metrics_http(config.metrics_listen, srv)
     log.info("pep serving on %s (metrics on %s)", ", ".join(addresses), srv.metrics_address or "off")

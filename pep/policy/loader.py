@@ -9,21 +9,27 @@ import hashlib
 import json
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 import cedarpy
 
+from pep.controls.killswitch import KillList, parse_killswitch
+from pep.controls.ratelimit import Limits, parse_limits
 from pep.errors import PolicyLoadError, SourceProblem
 from pep.policy.registry import Registry, agent_entities, parse_registry
 from pep.policy.source import SourceProblemError, Statement, line_of, load_yaml, split_statements
 
+T = TypeVar("T")
 SCHEMA_FILE = "schema.cedarschema"
 ENTITIES_FILE = "entities.json"
 AGENTS_FILE = "agents.yaml"
 LINKS_FILE = "links.yaml"
-KNOWN_FILES = (SCHEMA_FILE, ENTITIES_FILE, AGENTS_FILE, LINKS_FILE)
+KILLSWITCH_FILE = "killswitch.yaml"
+LIMITS_FILE = "limits.yaml"
+KNOWN_FILES = (SCHEMA_FILE, ENTITIES_FILE, AGENTS_FILE, LINKS_FILE, KILLSWITCH_FILE, LIMITS_FILE)
+SHADOW_DIR = "shadow"
 # Folders whose .cedar files are not part of the live set.
 NON_LIVE_DIRS = ("shadow", "tests")
 
@@ -53,6 +59,11 @@ class Snapshot:
     actions: frozenset[str]
     files: tuple[str, ...] = ()
     loaded_at: float = 0.0
+    # Shadow policies (shadow/): evaluated beside the live set, never enforced.
+    shadow_policy_set: cedarpy.PolicySet | None = None
+    shadow_policies: Mapping[str, PolicyInfo] = field(default_factory=dict)
+    killswitch: KillList = field(default_factory=KillList)
+    limits: Limits = field(default_factory=Limits)
     extra: Mapping[str, Any] = field(default_factory=dict)
 
     @property
@@ -61,17 +72,22 @@ class Snapshot:
         return sum(1 for p in self.policies.values() if not p.template)
 
 
-def policy_files(directory: str) -> list[str]:
-    """Live `.cedar` files, relative to `directory`, sorted; hidden entries are skipped.
+def policy_files(directory: str, subdir: str | None = None) -> list[str]:
+    """`.cedar` files relative to `directory`, sorted; hidden entries are skipped.
 
-    Skipping `..*` and `.*` entries keeps a ConfigMap mount's `..data` and timestamped
-    folders from being loaded twice beside the visible symlinks.
+    With no `subdir`, the live set (everything outside shadow/ and tests/); with
+    `subdir="shadow"`, the shadow set. Skipping `..*` and `.*` entries keeps a ConfigMap
+    mount's `..data` and timestamped folders from being loaded twice beside the visible
+    symlinks.
     """
     out = []
-    for root, dirs, files in os.walk(directory, followlinks=True):
+    top = os.path.join(directory, subdir) if subdir else directory
+    if not os.path.isdir(top):
+        return []
+    for root, dirs, files in os.walk(top, followlinks=True):
         rel_root = os.path.relpath(root, directory)
         dirs[:] = sorted(d for d in dirs if not d.startswith("."))
-        if rel_root == ".":
+        if rel_root == "." and subdir is None:
             dirs[:] = [d for d in dirs if d not in NON_LIVE_DIRS]
         for name in sorted(files):
             if name.endswith(".cedar") and not name.startswith("."):
@@ -102,8 +118,17 @@ def resolve_base(directory: str) -> str:
     return os.path.realpath(directory)
 
 
-def read_sources(directory: str) -> tuple[dict[str, str], dict[str, str | None], str]:
-    """(policy file texts, other known files' texts or None, content version)."""
+@dataclass(frozen=True)
+class Sources:
+    live: dict[str, str]
+    shadow: dict[str, str]
+    # Each of KNOWN_FILES: its text, or None when absent.
+    others: dict[str, str | None]
+    version: str
+
+
+def read_sources(directory: str) -> Sources:
+    """Every file a snapshot is built from, read from one resolved base, and their version."""
     base = resolve_base(directory)
     if not os.path.isdir(base):
         raise PolicyLoadError([SourceProblem(directory, "policy directory does not exist")])
@@ -115,15 +140,16 @@ def read_sources(directory: str) -> tuple[dict[str, str], dict[str, str | None],
             digest.update(rel.encode() + b"\0" + text.encode() + b"\0")
         return text
 
-    sources = {rel: read(rel) or "" for rel in policy_files(base)}
+    live = {rel: read(rel) or "" for rel in policy_files(base)}
+    shadow = {rel: read(rel) or "" for rel in policy_files(base, SHADOW_DIR)}
     others = {rel: read(rel) for rel in KNOWN_FILES}
-    return sources, others, digest.hexdigest()[:16]
+    return Sources(live, shadow, others, digest.hexdigest()[:16])
 
 
 def content_version(directory: str) -> str | None:
     """The version `load_snapshot` would give the directory now, without parsing; None if unreadable."""
     try:
-        return read_sources(directory)[2]
+        return read_sources(directory).version
     except PolicyLoadError:
         return None
 
@@ -143,7 +169,8 @@ def load_snapshot(
     unvalidated semantics; serving and `pep validate` use the defaults.
     """
     problems: list[SourceProblem] = []
-    sources, others, version = read_sources(directory)
+    read = read_sources(directory)
+    sources, others, version = read.live, read.others, read.version
     files = list(sources)
     schema_text = others[SCHEMA_FILE]
     entities_text = others[ENTITIES_FILE]
@@ -158,11 +185,14 @@ def load_snapshot(
             problems.append(SourceProblem(SCHEMA_FILE, f"invalid schema: {e}"))
 
     est, infos = _parse_policies(sources, problems)
+    shadow_est, shadow_infos = _parse_policies(read.shadow, problems)
     if schema is not None and validate_policies:
         unparsed = {p.path for p in problems}
-        for rel, text in sources.items():
+        for rel, text in (*sources.items(), *read.shadow.items()):
             if rel not in unparsed:  # a parse error is already reported once
                 _validate_file(rel, text, schema, problems)
+    killswitch = _parse_optional(others[KILLSWITCH_FILE], KILLSWITCH_FILE, parse_killswitch, KillList(), problems)
+    limits = _parse_optional(others[LIMITS_FILE], LIMITS_FILE, parse_limits, Limits(), problems)
 
     registry = Registry({})
     if agents_text is not None:
@@ -174,11 +204,13 @@ def load_snapshot(
 
     entities, uids = _build_entities(entities_text, registry, schema if schema_for_entities else None, problems)
 
-    policy_set = None
+    policy_set = shadow_set = None
     links = 0
     if not problems:
         try:
             policy_set = cedarpy.PolicySet.from_json_str(json.dumps(est))
+            if read.shadow:
+                shadow_set = cedarpy.PolicySet.from_json_str(json.dumps(shadow_est))
         except ValueError as e:
             problems.append(SourceProblem(directory, f"could not assemble the policy set: {e}"))
     if links_text is not None and policy_set is not None:
@@ -199,8 +231,30 @@ def load_snapshot(
         actions=actions,
         files=tuple(files),
         loaded_at=loaded_at,
+        shadow_policy_set=shadow_set,
+        shadow_policies=shadow_infos,
+        killswitch=killswitch,
+        limits=limits,
         extra={"links": links},
     )
+
+
+def _parse_optional(
+    text: str | None,
+    path: str,
+    parse: Callable[[Any, str], tuple[T, list[SourceProblem]]],
+    default: T,
+    problems: list[SourceProblem],
+) -> T:
+    if text is None:
+        return default
+    try:
+        value, found = parse(load_yaml(text, path), path)
+    except SourceProblemError as e:
+        problems.append(e.problem)
+        return default
+    problems.extend(found)
+    return value
 
 
 def _parse_policies(

@@ -1,0 +1,124 @@
+"""The admin gRPC service (`pep.v1.Admin`): flip the kill switch now, without waiting for git.
+
+Served on its own listener (`admin_listen`), loopback or a Unix socket unless configured
+otherwise, never on the public port.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+from collections.abc import Callable
+from typing import Any
+
+import grpc
+
+from pep._proto.pep.v1 import admin_pb2 as pb
+from pep._proto.pep.v1 import admin_pb2_grpc as pb_grpc
+from pep.controls.killswitch import KINDS, RuntimeKills
+from pep.metrics import Metrics
+from pep.policy.loader import Snapshot
+
+log = logging.getLogger(__name__)
+
+KIND_NAMES: dict[int, str] = {
+    pb.KILL_KIND_AGENT: "agent",
+    pb.KILL_KIND_AGENT_GROUP: "agent_group",
+    pb.KILL_KIND_USER: "user",
+    pb.KILL_KIND_ISSUER: "issuer",
+    pb.KILL_KIND_ALL: "all",
+}
+KIND_VALUES: dict[str, Any] = {v: k for k, v in KIND_NAMES.items()}
+MAX_REASON = 1024
+
+
+def update_kill_gauge(metrics: Metrics, kills: RuntimeKills, snapshot: Snapshot | None) -> None:
+    counts = {(kind, source): 0 for kind in KINDS for source in ("file", "admin")}
+    for entry in kills.entries():
+        counts[(entry.kind, "admin")] += 1
+    if snapshot is not None:
+        ks = snapshot.killswitch
+        counts[("all", "file")] = int(ks.all)
+        for kind in ("agent", "agent_group", "user", "issuer"):
+            counts[(kind, "file")] = len(ks.ids(kind))
+    for (kind, source), n in counts.items():
+        metrics.killswitch_entries.labels(kind, source).set(n)
+
+
+class AdminService(pb_grpc.AdminServicer):
+    def __init__(
+        self,
+        kills: RuntimeKills,
+        current: Callable[[], Snapshot | None],
+        metrics: Metrics,
+        write_event: Callable[[dict[str, Any]], bool],
+    ) -> None:
+        self._kills = kills
+        self._current = current
+        self._metrics = metrics
+        self._write_event = write_event
+
+    def Disable(self, request: pb.DisableRequest, context: grpc.ServicerContext) -> pb.AdminResponse:
+        kind = self._kind(request.kind, request.id, context)
+        reason = request.reason.strip()
+        if not reason:
+            context.abort(grpc.StatusCode.INVALID_ARGUMENT, "a reason is required")
+        if len(reason) > MAX_REASON:
+            context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"reason is longer than {MAX_REASON} characters")
+        changed = self._kills.disable(kind, request.id, reason, request.actor)
+        self._changed("disable", kind, request.id, reason, request.actor, changed)
+        return pb.AdminResponse(changed=changed, status=self._status())
+
+    def Enable(self, request: pb.EnableRequest, context: grpc.ServicerContext) -> pb.AdminResponse:
+        kind = self._kind(request.kind, request.id, context)
+        changed = self._kills.enable(kind, request.id)
+        self._changed("enable", kind, request.id, "", request.actor, changed)
+        return pb.AdminResponse(changed=changed, status=self._status())
+
+    def Status(self, request: pb.StatusRequest, context: grpc.ServicerContext) -> pb.StatusResponse:
+        return self._status()
+
+    def _kind(self, value: int, id_: str, context: grpc.ServicerContext) -> str:
+        kind = KIND_NAMES.get(value)
+        if kind is None:
+            context.abort(grpc.StatusCode.INVALID_ARGUMENT, "kind must be agent, agent_group, user, issuer or all")
+        if kind != "all" and not id_:
+            context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"an id is required to disable a {kind}")
+        assert kind is not None  # abort() raised above
+        return kind
+
+    def _changed(self, action: str, kind: str, id_: str, reason: str, actor: str, changed: bool) -> None:
+        update_kill_gauge(self._metrics, self._kills, self._current())
+        event = {
+            "schema": 1,
+            "ts": dt.datetime.now(dt.UTC).isoformat(timespec="microseconds").replace("+00:00", "Z"),
+            "event": "admin",
+            "action": action,
+            "kind": kind,
+            "id": "" if kind == "all" else id_,
+            "reason": reason,
+            "actor": actor,
+            "changed": changed,
+        }
+        if not self._write_event(event):
+            log.error("admin event could not be written to the decision log: %s", event)
+        log.warning("kill switch: %s %s %r (%s) by %r", action, kind, id_, reason or "-", actor or "-")
+
+    def _status(self) -> pb.StatusResponse:
+        entries = [
+            pb.KillEntry(
+                kind=KIND_VALUES[e.kind], id=e.id, reason=e.reason, source="admin", since=e.since, actor=e.actor
+            )
+            for e in self._kills.entries()
+        ]
+        snapshot = self._current()
+        if snapshot is not None:
+            ks = snapshot.killswitch
+            if ks.all:
+                entries.append(pb.KillEntry(kind=pb.KILL_KIND_ALL, source="file", reason="killswitch.yaml"))
+            for kind in ("agent", "agent_group", "user", "issuer"):
+                entries += [
+                    pb.KillEntry(kind=KIND_VALUES[kind], id=i, source="file", reason="killswitch.yaml")
+                    for i in sorted(ks.ids(kind))
+                ]
+        return pb.StatusResponse(entries=entries, policy_version=snapshot.version if snapshot else "")

@@ -1,0 +1,1 @@
+"""Risk controls applied before policy evaluation: kill switch, lifecycle, rate limits."""
