@@ -334,6 +334,17 @@ def test_first_fetch_failure_fails_closed_then_recovers(env: Env) -> None:
     assert v.verify(_tok(env.key, env.clock))
 
 
+def test_token_without_kid_refetches_an_empty_key_set(env: Env) -> None:
+    fetch = FakeJWKS([env.key])
+    fetch.fail = True
+    v = _remote(fetch, env.clock)
+    fetch.fail = False
+    env.clock.now += 31
+    token = forge.token(env.key, forge.good_claims(env.clock.now), kid=OMIT)
+    assert v.verify(Credentials(token))
+    assert fetch.calls == 2
+
+
 def test_key_removed_upstream_invalidates_cached_tokens(env: Env, other_ec_key: ec.EllipticCurvePrivateKey) -> None:
     fetch = FakeJWKS([env.key, other_ec_key])
     v = _remote(fetch, env.clock)

@@ -8,7 +8,15 @@ import pytest
 
 from pep.errors import TokenError
 from pep.reasons import Reason
-from pep.tokens.jws import MAX_JSON_DEPTH, MalformedJWS, b64url_decode, b64url_encode, parse_compact, parse_json_object
+from pep.tokens.jws import (
+    MAX_JSON_DEPTH,
+    MalformedJWS,
+    b64url_decode,
+    b64url_encode,
+    parse_compact,
+    parse_json_object,
+    verify_signature,
+)
 from pep.tokens.verifier import Credentials
 from tests.tokens.conftest import Env
 
@@ -111,3 +119,47 @@ def test_parse_compact_limits() -> None:
         parse_compact("a.b.c" + "A" * 100, 50)
     with pytest.raises(MalformedJWS, match="JWE"):
         parse_compact("a.b.c.d.e", 8192)
+
+
+# --- verify_signature: the key must fit the algorithm, signatures must be exact -------
+
+
+def _es_parts(alg: str, curve: Any, data: bytes) -> tuple[Any, bytes]:
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
+
+    key = ec.generate_private_key(curve)
+    size = (key.curve.key_size + 7) // 8
+    digest = {"ES256": hashes.SHA256(), "ES384": hashes.SHA384(), "ES512": hashes.SHA512()}[alg]
+    r, s = decode_dss_signature(key.sign(data, ec.ECDSA(digest)))
+    return key.public_key(), r.to_bytes(size, "big") + s.to_bytes(size, "big")
+
+
+def test_verify_signature_exact_ecdsa_encoding() -> None:
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    data = b"header.payload"
+    public, sig = _es_parts("ES256", ec.SECP256R1(), data)
+    assert verify_signature("ES256", public, data, sig)
+    assert not verify_signature("ES256", public, data + b"x", sig)
+    # Same r and s, but s zero-padded to 33 bytes: the same integers, not the JWS encoding.
+    assert not verify_signature("ES256", public, data, sig[:32] + b"\x00" + sig[32:])
+    assert not verify_signature("ES256", public, data, sig[:-1])
+    assert not verify_signature("ES384", public, data, sig)
+
+
+def test_verify_signature_key_must_fit_alg(rsa_key: Any, ed_key: Any) -> None:
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    data = b"header.payload"
+    p384, sig384 = _es_parts("ES256", ec.SECP384R1(), data)  # ES256's hash, P-384 curve
+    assert not verify_signature("ES256", p384, data, sig384[:32] + sig384[48:80])
+    assert not verify_signature("ES256", p384, data, sig384)
+    ed_sig = ed_key.sign(data)
+    assert verify_signature("EdDSA", ed_key.public_key(), data, ed_sig)
+    assert verify_signature("Ed25519", ed_key.public_key(), data, ed_sig)
+    for alg in ("ES256", "RS256", "PS256", "HS256", "none"):
+        assert not verify_signature(alg, ed_key.public_key(), data, ed_sig)
+    assert not verify_signature("EdDSA", rsa_key.public_key(), data, ed_sig)
+    assert not verify_signature("RS256", p384, data, sig384)

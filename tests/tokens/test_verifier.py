@@ -297,3 +297,29 @@ def test_other_issuer_audience_is_per_issuer(env: Env, other_ec_key: ec.Elliptic
     with pytest.raises(TokenError) as info:
         env.verifier().verify(Credentials(env.token(env.claims(aud="https://a.test"))))
     assert info.value.reason == Reason.TOKEN_AUDIENCE_INVALID
+
+
+@pytest.mark.parametrize(
+    ("cnf", "words"),
+    [
+        ({"jkt": "A" * 43, "x5t#S256": "A" * 43}, "both"),
+        ({"jwk": {}}, "no supported"),
+        ({"jkt": "short"}, "cnf.jkt"),
+    ],
+)
+def test_cnf_details(env: Env, cnf: dict[str, Any], words: str) -> None:
+    with pytest.raises(TokenError) as info:
+        env.verify(env.token(env.claims(cnf=cnf)))
+    assert info.value.reason == Reason.TOKEN_CLAIMS_MISSING and words in info.value.detail
+
+
+def test_proof_jwk_must_fit_alg_detail(env: Env, dpop_key: Any) -> None:
+    key, jwk = dpop_key
+    bound = env.token(env.claims(cnf={"jkt": devtoken.jwk_thumbprint(jwk)}))
+    claims = {"jti": "j", "htm": METHOD, "htu": URI, "iat": int(env.clock.now)}
+    proof = forge.sign_segments(
+        key, forge.b64json({"typ": "dpop+jwt", "alg": "RS256", "jwk": jwk}), forge.b64json(claims)
+    )
+    with pytest.raises(TokenError) as info:
+        env.verify("DPoP " + bound, dpop_proof=proof, http_method=METHOD, http_uri=URI)
+    assert info.value.reason == Reason.DPOP_PROOF_INVALID and "does not fit" in info.value.detail

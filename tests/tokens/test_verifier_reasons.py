@@ -223,6 +223,11 @@ CASES: list[Case] = [
     Case("alg noNE", lambda k: forge.alg_none(k.env.claims(), "noNE", "c2ln"), ALG),
     Case("alg none, empty signature (not compact)", lambda k: forge.alg_none(k.env.claims()), MALFORMED),
     Case(
+        "alg none wins over typ and issuer",
+        lambda k: forge.b64json({"alg": "none"}) + "." + forge.b64json({"iss": "https://evil.test"}) + ".c2ln",
+        ALG,
+    ),
+    Case(
         "HS256 keyed with the public key PEM",
         lambda k: forge.hmac_with_public_key(
             k.env.claims(),
