@@ -40,7 +40,7 @@ from pep.tokens.claims import (
 from pep.tokens.dpop import DPoPVerifier
 from pep.tokens.jwk import alg_matches
 from pep.tokens.jwks import Fetcher, KeySet, KeySource, RefreshHook, RemoteKeySource, StaticKeySource
-from pep.tokens.jws import CompactJWS, MalformedJWS, is_forbidden_alg, parse_compact, verify_signature
+from pep.tokens.jws import ALGORITHMS, CompactJWS, MalformedJWS, is_forbidden_alg, parse_compact, verify_signature
 from pep.tokens.mtls import check_certificate_binding
 
 log = logging.getLogger("pep.tokens")
@@ -227,7 +227,9 @@ class TokenVerifier:
             raise _error("issuer is not trusted", Reason.TOKEN_ISSUER_UNTRUSTED)
         issuer, source = found
         if alg not in issuer.algorithms:
-            raise _error(f"alg {alg} is not allowed for this issuer", Reason.TOKEN_ALGORITHM_REJECTED)
+            # Name the alg only when it is one pep knows: header text is attacker-chosen.
+            named = f"alg {alg}" if alg in ALGORITHMS else "alg"
+            raise _error(f"{named} is not allowed for this issuer", Reason.TOKEN_ALGORITHM_REJECTED)
         keys = self._check_signature(jws, alg, kid, source)
         claims = jws.payload
         cfg = self._config

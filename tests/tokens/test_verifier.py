@@ -250,6 +250,12 @@ def test_details_never_carry_token_or_proof(env: Env, dpop_key: Any) -> None:
         Credentials(env.token(env.claims(aud="https://evil.test"))),
         Credentials("DPoP " + bound, proof, METHOD, URI),
         Credentials(env.token(typ="evil\ninjected")),
+        Credentials(
+            forge.sign_segments(
+                env.key, forge.b64json(forge.good_header(env.key, alg="evil\ninjected")), forge.b64json(env.claims())
+            )
+        ),
+        Credentials(env.token(env.claims(cnf={"jkt": devtoken.jwk_thumbprint(jwk)}))),
     ]
     for creds in attempts:
         with pytest.raises(TokenError) as info:
