@@ -87,6 +87,22 @@ class DecisionLogConfig:
 
 
 @dataclass(frozen=True)
+class AuthzenConfig:
+    """The OpenID AuthZEN Authorization API over HTTP (SPEC 10); off while `listen` is empty."""
+
+    listen: str = ""
+    # Take the body's subject as given (loopback or Unix socket only); else it comes from a token.
+    trust_subject: bool = False
+    max_body_bytes: int = 1024 * 1024
+    max_evaluations: int = 1000
+    # Idle limit for reading a request or writing a response, per connection.
+    timeout_seconds: float = 10.0
+    threads: int = 8
+    # `policy_decision_point` in the metadata document; default: http:// plus the bound address.
+    base_url: str = ""
+
+
+@dataclass(frozen=True)
 class Config:
     listen: str = "127.0.0.1:50051"
     metrics_listen: str = "127.0.0.1:9464"
@@ -101,6 +117,7 @@ class Config:
     identity: IdentityConfig = field(default_factory=IdentityConfig)
     decision_log: DecisionLogConfig = field(default_factory=DecisionLogConfig)
     reload: ReloadConfig = field(default_factory=ReloadConfig)
+    authzen: AuthzenConfig = field(default_factory=AuthzenConfig)
     # Extra listeners (e.g. a Unix socket beside TCP), each like `listen`.
     extra_listen: tuple[str, ...] = ()
     # Seconds to let in-flight calls finish on SIGTERM.
@@ -171,6 +188,7 @@ def parse_config(raw: Mapping[str, Any], base_dir: str = ".") -> Config:
     values["delegation"] = _section(raw, "delegation", DelegationConfig)
     values["identity"] = _section(raw, "identity", IdentityConfig)
     values["reload"] = _section(raw, "reload", ReloadConfig)
+    values["authzen"] = _authzen(raw)
     log = _section(raw, "decision_log", DecisionLogConfig)
     if log.sink != "stdout":
         log = replace(log, sink=_path(log.sink, base_dir))
@@ -249,6 +267,30 @@ def _issuers(value: Any, base_dir: str) -> tuple[IssuerConfig, ...]:
                 raise ConfigError(f"{key}.jwks_uri", "must be an http(s) URL")
         out.append(IssuerConfig(issuer, audiences, algorithms, jwks_file, jwks_uri))
     return tuple(out)
+
+
+def _authzen(raw: Mapping[str, Any]) -> AuthzenConfig:
+    cfg: AuthzenConfig = _section(raw, "authzen", AuthzenConfig)
+    if cfg.listen:
+        cfg = replace(cfg, listen=_address(cfg.listen, "authzen.listen"))
+    elif cfg.trust_subject:
+        raise ConfigError("authzen.trust_subject", "needs authzen.listen")
+    if cfg.trust_subject and not is_local_address(cfg.listen):
+        raise ConfigError(
+            "authzen.trust_subject",
+            f"{cfg.listen} is not a loopback address or Unix socket; a listener that takes the subject as given "
+            "must be local only",
+        )
+    for name in ("max_body_bytes", "max_evaluations", "threads"):
+        if getattr(cfg, name) < 1:
+            raise ConfigError(f"authzen.{name}", "must be at least 1")
+    if cfg.timeout_seconds <= 0:
+        raise ConfigError("authzen.timeout_seconds", "must be a positive number")
+    if cfg.base_url:
+        if not cfg.base_url.startswith(("https://", "http://")) or any(c in cfg.base_url for c in "?#"):
+            raise ConfigError("authzen.base_url", "must be an http(s) URL without a query or fragment")
+        cfg = replace(cfg, base_url=cfg.base_url.rstrip("/"))
+    return cfg
 
 
 def _section(raw: Mapping[str, Any], name: str, cls: type[Any]) -> Any:
