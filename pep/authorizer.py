@@ -23,6 +23,7 @@ from pep.controls.ratelimit import RateLimiter
 from pep.decision import Decision, Fault, Recorder, ShadowSummary, TokenSummary
 from pep.errors import PepError, RequestError
 from pep.identity import Identity, check_lifecycle, resolve_identity
+from pep.policy.evaluate import Query, evaluate, roots_of
 from pep.policy.loader import Snapshot
 from pep.policy.request import (
     Check,
@@ -136,20 +137,22 @@ class Authorizer:
     def _decide(
         self, creds: Credentials, checks: Sequence[Check], snapshot: Snapshot | None
     ) -> tuple[list[Outcome], Identity | None, VerifiedToken | None]:
+        n = len(checks)
         try:
             for check in checks:
                 check_request_shape(check)
+            contexts = [cedar_value(dict(c.context), "context") for c in checks]
         except RequestError as e:
-            return (
-                [Outcome(False, e.reason, errors=(e.detail,), fault=Fault.INVALID_ARGUMENT)] * len(checks),
-                None,
-                None,
-            )
+            return [Outcome(False, e.reason, errors=(e.detail,), fault=Fault.INVALID_ARGUMENT)] * n, None, None
         if snapshot is None:
             out = Outcome(
                 False, Reason.POLICY_UNAVAILABLE, errors=("no valid policy set is loaded",), fault=Fault.UNAVAILABLE
             )
-            return [out] * len(checks), None, None
+            return [out] * n, None, None
+        try:
+            resources = [resource_entity(c.resource, snapshot.entity_uids) for c in checks]
+        except RequestError as e:
+            return [Outcome(False, e.reason, errors=(e.detail,), fault=Fault.INVALID_ARGUMENT)] * n, None, None
         token: VerifiedToken | None = None
         identity: Identity | None = None
         kills, registry = self._kills.view(), snapshot.registry
@@ -165,85 +168,86 @@ class Authorizer:
                 groups_of=lambda a: rec.groups if (rec := registry.get(a)) else (),
                 user=identity.on_behalf_of,
             )
-            check_lifecycle(identity.chain, snapshot.registry, dt.datetime.fromtimestamp(self._clock(), dt.UTC).date())
+            check_lifecycle(identity.chain, registry, dt.datetime.fromtimestamp(self._clock(), dt.UTC).date())
             base = base_context(identity, token)
             user = user_entity(identity)
             if user is not None and ("User", user["uid"]["id"]) in snapshot.entity_uids:
                 user = None  # the entity store's user wins over the token's view
-            if self._config.delegation.require_grants:
-                self._check_grants(snapshot, identity, base, user)
+            queries = [
+                Query(
+                    ("Agent", identity.agent),
+                    ("Action", c.action),
+                    (c.resource.type, c.resource.id),
+                    {**ctx, **base},
+                )
+                for c, ctx in zip(checks, contexts, strict=True)
+            ]
+            hops = self._grant_queries(identity, base, user) if self._config.delegation.require_grants else []
+            entities, bad = self._entities(snapshot, [*queries, *hops], user, resources)
+            if hops:
+                if entities is None:
+                    raise PepError(f"request entities: {bad[0]}", Reason.INVALID_REQUEST)
+                self._check_grants(snapshot, hops, entities)
         except PepError as e:
-            return [Outcome(False, e.reason, errors=(e.detail,))] * len(checks), identity, token
-        return [self._evaluate(snapshot, identity, base, user, c) for c in checks], identity, token
+            return [Outcome(False, e.reason, errors=(e.detail,))] * n, identity, token
+        outcomes = []
+        for i, (check, query) in enumerate(zip(checks, queries, strict=True)):
+            try:
+                rec = registry.get(identity.agent)
+                self._limiter.take(snapshot.limits, identity.agent, rec.groups if rec else (), check.action)
+            except PepError as e:
+                outcomes.append(Outcome(False, e.reason, errors=(e.detail,)))
+                continue
+            handle = entities
+            if handle is None:  # this batch's request entities do not fit together: one at a time
+                handle, problems = self._entities(snapshot, [query, *hops], user, [resources[i]])
+                if handle is None:
+                    outcomes.append(
+                        Outcome(False, Reason.INVALID_REQUEST, errors=(f"request entities: {problems[0]}",))
+                    )
+                    continue
+            outcomes.append(self._evaluate(snapshot, query, handle))
+        return outcomes, identity, token
 
-    def _check_grants(
-        self, snapshot: Snapshot, identity: Identity, context: dict[str, Any], user: dict[str, Any] | None
-    ) -> None:
-        """Each hop of the chain must be permitted as Action::"delegate" (SPEC 2)."""
-        hops: list[tuple[dict[str, str], str]] = []
+    def _entities(
+        self,
+        snapshot: Snapshot,
+        queries: Sequence[Query],
+        user: dict[str, Any] | None,
+        resources: Sequence[dict[str, Any] | None],
+    ) -> tuple[cedarpy.Entities | None, list[str]]:
+        """One entity slice for all `queries`, or (None, why) if the request's own entities do not fit."""
+        try:
+            delta = entity_delta([user, *resources])
+            return snapshot.entities_for(roots_of(queries), delta), []
+        except (ValueError, RequestError) as e:
+            return None, [str(e)]
+
+    def _grant_queries(self, identity: Identity, context: dict[str, Any], user: dict[str, Any] | None) -> list[Query]:
+        """Each hop of the chain as Action::"delegate": delegator -> delegate agent (SPEC 2)."""
         chain = list(reversed(identity.chain))  # first actor first
+        delegate_action = ("Action", DELEGATE_ACTION)
+        hops = []
         if identity.on_behalf_of is not None:
-            hops.append(({"type": "User", "id": identity.on_behalf_of}, chain[0]))
+            groups = tuple(("Group", g) for g in identity.user_groups) if user is not None else ()
+            hops.append(Query(("User", identity.on_behalf_of), delegate_action, ("Agent", chain[0]), context, groups))
         for delegator, delegate in pairwise(chain):
-            hops.append(({"type": "Agent", "id": delegator}, delegate))
-        if not hops:
-            return
-        entities = snapshot.entities
-        delta = entity_delta([user])
-        if delta is not None:
-            entities = entities.with_added_json_str(delta, snapshot.schema)
-        requests = [
-            {
-                "principal": principal,
-                "action": {"type": "Action", "id": DELEGATE_ACTION},
-                "resource": {"type": "Agent", "id": delegate},
-                "context": context,
-            }
-            for principal, delegate in hops
-        ]
-        results = cedarpy.is_authorized_batch(requests, snapshot.policy_set, entities, snapshot.schema)
-        for (principal, delegate), result in zip(hops, results, strict=True):
+            hops.append(Query(("Agent", delegator), delegate_action, ("Agent", delegate), context))
+        return hops
+
+    def _check_grants(self, snapshot: Snapshot, hops: Sequence[Query], entities: cedarpy.Entities) -> None:
+        for hop, result in zip(hops, evaluate(snapshot, hops, entities), strict=True):
             if not result.allowed or (self._strict and result.diagnostics.errors):
-                who = f'{principal["type"]}::"{principal["id"]}"'
-                detail = f'{who} may not delegate to Agent::"{delegate}"'
+                who = f'{hop.principal[0]}::"{hop.principal[1]}"'
+                detail = f'{who} may not delegate to Agent::"{hop.resource[1]}"'
                 if result.diagnostics.errors:
                     detail += ": " + "; ".join(result.diagnostics.errors)
                 raise PepError(detail, Reason.CHAIN_DELEGATION_FORBIDDEN)
 
-    def _evaluate(
-        self,
-        snapshot: Snapshot,
-        identity: Identity,
-        base: dict[str, Any],
-        user: dict[str, Any] | None,
-        check: Check,
-    ) -> Outcome:
-        try:
-            rec = snapshot.registry.get(identity.agent)
-            self._limiter.take(snapshot.limits, identity.agent, rec.groups if rec else (), check.action)
-        except PepError as e:
-            return Outcome(False, e.reason, errors=(e.detail,))
-        try:
-            context = {**cedar_value(dict(check.context), "context"), **base}
-            delta = entity_delta([user, resource_entity(check.resource, snapshot.entity_uids)])
-        except RequestError as e:
-            return Outcome(False, e.reason, errors=(e.detail,), fault=Fault.INVALID_ARGUMENT)
-        entities = snapshot.entities
-        if delta is not None:
-            try:
-                entities = entities.with_added_json_str(delta, snapshot.schema)
-            except ValueError as e:
-                return Outcome(False, Reason.INVALID_REQUEST, errors=(f"request entities: {e}",))
-        request = {
-            "principal": {"type": "Agent", "id": identity.agent},
-            "action": {"type": "Action", "id": check.action},
-            "resource": {"type": check.resource.type, "id": check.resource.id},
-            "context": context,
-        }
-        result = cedarpy.is_authorized(request, snapshot.policy_set, entities, snapshot.schema)
-        outcome = outcome_of(result, strict=self._strict)
-        if snapshot.shadow_policy_set is not None:
-            shadow = cedarpy.is_authorized(request, snapshot.shadow_policy_set, entities, snapshot.schema)
+    def _evaluate(self, snapshot: Snapshot, query: Query, entities: cedarpy.Entities) -> Outcome:
+        outcome = outcome_of(evaluate(snapshot, [query], entities)[0], strict=self._strict)
+        if snapshot.shadow_index is not None:
+            shadow = evaluate(snapshot, [query], entities, shadow=True)[0]
             outcome = replace(outcome, shadow=outcome_of(shadow, strict=self._strict))
         return outcome
 

@@ -9,7 +9,7 @@ import hashlib
 import json
 import os
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -19,6 +19,7 @@ from pep.controls.killswitch import KillList, parse_killswitch
 from pep.controls.ratelimit import Limits, parse_limits
 from pep.errors import PolicyLoadError, SourceProblem
 from pep.policy.registry import Registry, agent_entities, parse_registry
+from pep.policy.slicing import EntityIndex, PolicyIndex, Uid, action_parents, entity_refs, link_value
 from pep.policy.source import SourceProblemError, Statement, line_of, load_yaml, split_statements
 
 T = TypeVar("T")
@@ -51,20 +52,30 @@ class Snapshot:
     version: str
     policy_set: cedarpy.PolicySet
     schema: cedarpy.Schema | None
-    entities: cedarpy.Entities
     registry: Registry
     policies: Mapping[str, PolicyInfo]
-    # Cedar JSON of every stored entity, keyed by (type, id): lets a request see what exists.
-    entity_uids: frozenset[tuple[str, str]]
+    # Every stored entity (entities.json, agents, agent groups): requests get slices of it.
+    entity_index: EntityIndex
+    # The live policies by principal and action scope: requests get slices of them.
+    policy_index: PolicyIndex
     actions: frozenset[str]
     files: tuple[str, ...] = ()
     loaded_at: float = 0.0
     # Shadow policies (shadow/): evaluated beside the live set, never enforced.
     shadow_policy_set: cedarpy.PolicySet | None = None
+    shadow_index: PolicyIndex | None = None
     shadow_policies: Mapping[str, PolicyInfo] = field(default_factory=dict)
     killswitch: KillList = field(default_factory=KillList)
     limits: Limits = field(default_factory=Limits)
     extra: Mapping[str, Any] = field(default_factory=dict)
+
+    @property
+    def entity_uids(self) -> frozenset[tuple[str, str]]:
+        return self.entity_index.uids
+
+    def entities_for(self, roots: Iterable[Uid], delta: list[dict[str, Any]] | None = None) -> cedarpy.Entities:
+        """The entities a request can reach from `roots`, plus its own `delta` entities."""
+        return self.entity_index.handle(roots, delta)
 
     @property
     def policy_count(self) -> int:
@@ -202,10 +213,11 @@ def load_snapshot(
         except SourceProblemError as e:
             problems.append(e.problem)
 
-    entities, uids = _build_entities(entities_text, registry, schema if schema_for_entities else None, problems)
+    entity_schema = schema if schema_for_entities else None
+    entities = _build_entities(entities_text, registry, entity_schema, problems)
 
     policy_set = shadow_set = None
-    links = 0
+    links: list[tuple[str, str, Mapping[str, Any]]] = []
     if not problems:
         try:
             policy_set = cedarpy.PolicySet.from_json_str(json.dumps(est))
@@ -219,23 +231,31 @@ def load_snapshot(
         raise PolicyLoadError(problems)
     assert policy_set is not None and entities is not None
     actions = _schema_actions(schema_text) if schema_text is not None else frozenset()
+    # Entities the policies name literally are in every slice: a policy may read them.
+    literal = {*entity_refs(est), *entity_refs(shadow_est)}
+    for _, _, values in links:
+        literal.update(u for v in values.values() if (u := entity_uid(link_value(v))) is not None)
+    parents = action_parents(schema, entities)
+    policy_index = PolicyIndex(est, links, parents)
+    shadow_index = PolicyIndex(shadow_est, (), parents) if shadow_set is not None else None
     return Snapshot(
         directory=directory,
         version=version,
         policy_set=policy_set,
         schema=schema,
-        entities=entities,
         registry=registry,
         policies=infos,
-        entity_uids=uids,
+        entity_index=EntityIndex(entities, entity_schema, always=literal),
+        policy_index=policy_index,
         actions=actions,
         files=tuple(files),
         loaded_at=loaded_at,
         shadow_policy_set=shadow_set,
+        shadow_index=shadow_index,
         shadow_policies=shadow_infos,
         killswitch=killswitch,
         limits=limits,
-        extra={"links": links},
+        extra={"links": len(links)},
     )
 
 
@@ -333,17 +353,23 @@ def _build_entities(
     registry: Registry,
     schema: cedarpy.Schema | None,
     problems: list[SourceProblem],
-) -> tuple[cedarpy.Entities | None, frozenset[tuple[str, str]]]:
+) -> list[dict[str, Any]] | None:
+    """Stored entities plus the registry's agents and groups, checked against the schema.
+
+    entities.json is parsed whole by Cedar. Agents are checked one per distinct attribute
+    shape: parsing 100,000 agents through Cedar would take seconds, and agents of one
+    shape pass or fail alike.
+    """
     stored: list[Any] = []
     if entities_text is not None:
         try:
             stored = json.loads(entities_text)
         except json.JSONDecodeError as e:
             problems.append(SourceProblem(ENTITIES_FILE, f"invalid JSON: {e.msg}", e.lineno, e.colno))
-            return None, frozenset()
+            return None
         if not isinstance(stored, list):
             problems.append(SourceProblem(ENTITIES_FILE, "expected a JSON list of Cedar entities"))
-            return None, frozenset()
+            return None
     uids = set()
     for i, ent in enumerate(stored):
         uid = entity_uid(ent.get("uid") if isinstance(ent, dict) else None)
@@ -355,13 +381,34 @@ def _build_entities(
     for a in clashes:
         problems.append(SourceProblem(ENTITIES_FILE, f'Agent::"{a}" is defined here and in {AGENTS_FILE}'))
     agents = agent_entities(registry, uids)
-    uids.update((e["uid"]["type"], e["uid"]["id"]) for e in agents)
     try:
-        handle = cedarpy.Entities.from_json_str(json.dumps(stored + agents), schema)
+        cedarpy.Entities.from_json_str(json.dumps(stored), schema)
     except (ValueError, TypeError) as e:
-        problems.append(SourceProblem(ENTITIES_FILE if entities_text else AGENTS_FILE, f"invalid entities: {e}"))
-        return None, frozenset()
-    return handle, frozenset(uids)
+        problems.append(SourceProblem(ENTITIES_FILE, f"invalid entities: {e}"))
+        return None
+    shapes: dict[str, dict[str, Any]] = {}
+    for ent in agents:
+        shapes.setdefault(_shape(ent["attrs"]) + ("+parents" if ent["parents"] else ""), ent)
+    for ent in shapes.values():
+        try:
+            cedarpy.Entities.from_json_str(json.dumps([ent]), schema)
+        except (ValueError, TypeError) as e:
+            what = f'{ent["uid"]["type"]}::"{ent["uid"]["id"]}"'
+            rec = registry.get(ent["uid"]["id"]) if ent["uid"]["type"] == "Agent" else None
+            where = rec.line if rec is not None else 1
+            problems.append(SourceProblem(AGENTS_FILE, f"{what} does not fit the schema: {e}", where))
+    return [*stored, *agents]
+
+
+def _shape(value: Any) -> str:
+    """The JSON types of a value, recursively: what schema validation depends on."""
+    if isinstance(value, dict):
+        if "__entity" in value or "__extn" in value:
+            return json.dumps(value, sort_keys=True)
+        return "{" + ",".join(f"{k}:{_shape(v)}" for k, v in sorted(value.items())) + "}"
+    if isinstance(value, list):
+        return "[" + ",".join(sorted({_shape(v) for v in value})) + "]"
+    return type(value).__name__
 
 
 def _link_templates(
@@ -369,17 +416,17 @@ def _link_templates(
     links_text: str,
     infos: dict[str, PolicyInfo],
     problems: list[SourceProblem],
-) -> tuple[cedarpy.PolicySet, int]:
+) -> tuple[cedarpy.PolicySet, list[tuple[str, str, Mapping[str, Any]]]]:
     try:
         data = load_yaml(links_text, LINKS_FILE)
     except SourceProblemError as e:
         problems.append(e.problem)
-        return policy_set, 0
+        return policy_set, []
     entries = (data or {}).get("links") if isinstance(data, Mapping) else None
     if data is not None and not isinstance(entries, list):
         problems.append(SourceProblem(LINKS_FILE, "expected a mapping with a `links` list", line_of(data)))
-        return policy_set, 0
-    batch = []
+        return policy_set, []
+    batch: list[dict[str, Any]] = []
     for i, entry in enumerate(entries or []):
         line = line_of(entry)
         if not isinstance(entry, Mapping) or not {"template", "id", "values"} <= set(entry):
@@ -399,12 +446,13 @@ def _link_templates(
         batch.append({"template_id": template, "new_id": new_id, "values": dict(values)})
         infos[new_id] = PolicyInfo(new_id, LINKS_FILE, line, info.effect, False)
     if problems:
-        return policy_set, 0
+        return policy_set, []
     try:
-        return policy_set.with_linked_batch(batch), len(batch)
+        linked = policy_set.with_linked_batch(batch)
+        return linked, [(b["template_id"], b["new_id"], b["values"]) for b in batch]
     except (ValueError, KeyError) as e:
         problems.append(SourceProblem(LINKS_FILE, f"could not link templates: {e}"))
-        return policy_set, 0
+        return policy_set, []
 
 
 _ACTION_DECL = re.compile(

@@ -22,6 +22,8 @@ class AgentRecord:
     expires: dt.date | None = None
     groups: tuple[str, ...] = ()
     attributes: Mapping[str, Any] | None = None
+    # Where the entry starts in agents.yaml, for error messages.
+    line: int = 1
 
     def expired(self, today: dt.date) -> bool:
         return self.expires is not None and today > self.expires
@@ -109,6 +111,7 @@ def parse_registry(data: Any, path: str) -> tuple[Registry, list[SourceProblem]]
             expires=expires,
             groups=tuple(groups),
             attributes=dict(attributes),
+            line=line,
         )
     return Registry(agents), problems
 

@@ -6,7 +6,6 @@ collides with one is refused, never merged.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -138,8 +137,8 @@ def resource_entity(resource: ResourceRef, stored: frozenset[tuple[str, str]]) -
     }
 
 
-def entity_delta(entities: Sequence[dict[str, Any] | None]) -> str | None:
-    """JSON for the per-request entities, deduplicated by uid, or None if there are none."""
+def entity_delta(entities: Sequence[dict[str, Any] | None]) -> list[dict[str, Any]] | None:
+    """The per-request entities, deduplicated by uid, or None if there are none."""
     seen: dict[tuple[str, str], dict[str, Any]] = {}
     for ent in entities:
         if ent is None:
@@ -148,4 +147,4 @@ def entity_delta(entities: Sequence[dict[str, Any] | None]) -> str | None:
         if key in seen and seen[key] != ent:
             raise RequestError(f'entity {key[0]}::"{key[1]}" is described twice with different data')
         seen[key] = ent
-    return json.dumps(list(seen.values())) if seen else None
+    return list(seen.values()) if seen else None

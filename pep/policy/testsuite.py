@@ -16,13 +16,12 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-import cedarpy
-
 from pep.authorizer import Authorizer, Outcome, outcome_of
 from pep.config import Config, IssuerConfig
 from pep.decision import Decision
 from pep.errors import PolicyLoadError, SourceProblem
-from pep.policy.loader import Snapshot, entity_uid, load_snapshot
+from pep.policy.evaluate import Query, evaluate, roots_of
+from pep.policy.loader import Snapshot, load_snapshot
 from pep.policy.request import Check, ResourceRef, entity_delta, resource_entity
 from pep.policy.source import SourceProblemError, line_of, load_yaml
 from pep.tokens.jws import b64url_encode
@@ -88,19 +87,12 @@ def evaluate_principal(
     context: Mapping[str, Any],
     *,
     strict: bool = True,
+    use_schema: bool = True,
 ) -> Outcome:
-    """A direct Cedar query against a snapshot: what a principal-style case asks."""
-    entities = snapshot.entities
+    query = Query(principal, action, (resource.type, resource.id), dict(context))
     delta = entity_delta([resource_entity(resource, snapshot.entity_uids)])
-    if delta is not None:
-        entities = entities.with_added_json_str(delta, snapshot.schema)
-    request = {
-        "principal": {"type": principal[0], "id": principal[1]},
-        "action": {"type": action[0], "id": action[1]},
-        "resource": {"type": resource.type, "id": resource.id},
-        "context": dict(context),
-    }
-    return outcome_of(cedarpy.is_authorized(request, snapshot.policy_set, entities, snapshot.schema), strict=strict)
+    entities = snapshot.entities_for(roots_of([query]), delta)
+    return outcome_of(evaluate(snapshot, [query], entities, schema=use_schema)[0], strict=strict)
 
 
 def _resource(value: Any) -> ResourceRef:
@@ -171,11 +163,13 @@ class SuiteRunner:
         extra = data.get("entities")
         if extra:
             try:
-                entities = snapshot.entities.with_added_json_str(json.dumps(extra), snapshot.schema)
-            except ValueError as e:
+                if not isinstance(extra, list):
+                    raise ValueError("`entities` must be a list of Cedar JSON entities")
+                index = snapshot.entity_index.with_added(extra)
+                index.handle(index.uids)  # parse them all once, so a bad one is reported here
+            except (ValueError, TypeError) as e:
                 raise PolicyLoadError([SourceProblem(rel, f"suite entities: {e}", line_of(data))]) from None
-            uids = snapshot.entity_uids | {u for e in extra if (u := entity_uid(e.get("uid"))) is not None}
-            snapshot = dataclasses.replace(snapshot, entities=entities, entity_uids=uids)
+            snapshot = dataclasses.replace(snapshot, entity_index=index)
         authorizer = Authorizer(self._config, _Fixed(snapshot), self._verifier, _Discard())
         for i, case in enumerate(data["cases"]):
             name = str(case.get("name", f"case {i}")) if isinstance(case, Mapping) else f"case {i}"

@@ -1,0 +1,334 @@
+"""Slices: evaluate each request against only the policies and entities it can touch.
+
+Cedar through cedarpy costs time in proportion to what it is handed: cloning a 100,000
+entity store to add one request entity takes hundreds of milliseconds, and every policy
+in the set is considered on every call. So a snapshot keeps
+
+- an **entity index**: each stored entity's Cedar JSON and the entities it points to
+  (parents and entity references inside its attributes). A request gets a small
+  `Entities` handle holding the closure of what it names (principal, resource, user,
+  chain agents, context references) plus the entities the policies name literally.
+  Anything a policy could reach from the request is in that closure, so the answer is
+  Cedar's answer over the whole store.
+- a **policy index** by principal scope and action scope. A policy whose scope cannot
+  match the request's principal (or its ancestors) and action (or its action groups)
+  is never evaluated by Cedar past its scope, so leaving it out changes no decision,
+  no determining policy and no error.
+
+Both slices are cached per snapshot, keyed by what determines them.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections import OrderedDict
+from collections.abc import Hashable, Iterable, Iterator, Mapping
+from typing import Any, Generic, TypeVar
+
+import cedarpy
+
+Uid = tuple[str, str]
+K = TypeVar("K", bound=Hashable)
+V = TypeVar("V")
+
+
+class LRU(Generic[K, V]):
+    """A small thread-safe LRU map."""
+
+    def __init__(self, size: int) -> None:
+        self._size = size
+        self._data: OrderedDict[K, V] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, key: K) -> V | None:
+        with self._lock:
+            value = self._data.get(key)
+            if value is not None:
+                self._data.move_to_end(key)
+            return value
+
+    def put(self, key: K, value: V) -> None:
+        with self._lock:
+            self._data[key] = value
+            self._data.move_to_end(key)
+            while len(self._data) > self._size:
+                self._data.popitem(last=False)
+
+    def __len__(self) -> int:
+        return len(self._data)
+
+
+def entity_refs(value: Any) -> Iterator[Uid]:
+    """Entity references inside a Cedar JSON value (`__entity` and `{type, id}` forms)."""
+    stack = [value]
+    while stack:
+        v = stack.pop()
+        if isinstance(v, dict):
+            ref = v.get("__entity")
+            if isinstance(ref, dict) and len(v) == 1:
+                if isinstance(ref.get("type"), str) and isinstance(ref.get("id"), str):
+                    yield ref["type"], ref["id"]
+                continue
+            if set(v) == {"type", "id"} and isinstance(v["type"], str) and isinstance(v["id"], str):
+                yield v["type"], v["id"]
+                continue
+            if "__extn" in v and len(v) == 1:
+                continue
+            stack.extend(v.values())
+        elif isinstance(v, list):
+            stack.extend(v)
+
+
+def _uid(value: Any) -> Uid | None:
+    if isinstance(value, dict) and set(value) == {"__entity"}:
+        value = value["__entity"]
+    if isinstance(value, dict) and isinstance(value.get("type"), str) and isinstance(value.get("id"), str):
+        return value["type"], value["id"]
+    return None
+
+
+class EntityIndex:
+    """Stored entities by uid, with the edges a policy can follow from each."""
+
+    def __init__(
+        self,
+        entities: Iterable[dict[str, Any]],
+        schema: cedarpy.Schema | None,
+        *,
+        always: Iterable[Uid] = (),
+        cache_size: int = 4096,
+    ) -> None:
+        self.schema = schema
+        self._json: dict[Uid, str] = {}
+        self._edges: dict[Uid, tuple[Uid, ...]] = {}
+        self._parents: dict[Uid, tuple[Uid, ...]] = {}
+        for ent in entities:
+            uid = _uid(ent.get("uid"))
+            if uid is None:
+                continue
+            self._json[uid] = json.dumps(ent, separators=(",", ":"))
+            parents = tuple(p for p in (_uid(x) for x in ent.get("parents") or ()) if p is not None)
+            self._parents[uid] = parents
+            self._edges[uid] = parents + tuple(entity_refs(ent.get("attrs") or {}))
+        # Action entities come from the schema when there is one; without it, from the store.
+        self._actions: tuple[Uid, ...] = (
+            () if schema is not None else tuple(u for u in self._json if u[0] == "Action" or u[0].endswith("::Action"))
+        )
+        self._literal = tuple(always)
+        self._always = frozenset(self.closure([*self._literal, *self._actions]))
+        self._cache_size = cache_size
+        self._cache: LRU[tuple[Uid, ...], cedarpy.Entities] = LRU(cache_size)
+
+    def __contains__(self, uid: object) -> bool:
+        return uid in self._json
+
+    def __len__(self) -> int:
+        return len(self._json)
+
+    @property
+    def uids(self) -> frozenset[Uid]:
+        return frozenset(self._json)
+
+    def closure(self, roots: Iterable[Uid]) -> set[Uid]:
+        """Every stored entity reachable from `roots` through parents and attribute references."""
+        seen: set[Uid] = set()
+        stack = [r for r in roots if r in self._json]
+        while stack:
+            uid = stack.pop()
+            if uid in seen:
+                continue
+            seen.add(uid)
+            stack.extend(e for e in self._edges.get(uid, ()) if e in self._json and e not in seen)
+        return seen
+
+    def ancestors(self, uid: Uid, parents: Iterable[Uid] = ()) -> set[Uid]:
+        """Transitive parents of `uid` (or of an unstored entity with these `parents`)."""
+        out: set[Uid] = set()
+        stack = list(parents) + list(self._parents.get(uid, ()))
+        while stack:
+            p = stack.pop()
+            if p in out:
+                continue
+            out.add(p)
+            stack.extend(self._parents.get(p, ()))
+        return out
+
+    def with_added(self, entities: Iterable[dict[str, Any]]) -> EntityIndex:
+        """A new index: this one's entities plus `entities` (a test suite's own)."""
+        mine = [json.loads(text) for text in self._json.values()]
+        return EntityIndex([*mine, *entities], self.schema, always=self._literal, cache_size=self._cache_size)
+
+    def handle(self, roots: Iterable[Uid], delta: list[dict[str, Any]] | None = None) -> cedarpy.Entities:
+        """A Cedar entity set for a request: the closure of `roots` plus `delta` (request entities).
+
+        Raises ValueError when `delta` does not fit the schema or clashes with the store.
+        """
+        refs: set[Uid] = set(roots)
+        for ent in delta or ():
+            refs.update(u for u in (_uid(p) for p in ent.get("parents") or ()) if u is not None)
+            refs.update(entity_refs(ent.get("attrs") or {}))
+        key = tuple(sorted(refs))
+        base = self._cache.get(key)
+        if base is None:
+            members = self.closure(refs) | self._always
+            text = "[" + ",".join(self._json[u] for u in sorted(members)) + "]"
+            base = cedarpy.Entities.from_json_str(text, self.schema)
+            self._cache.put(key, base)
+        if not delta:
+            return base
+        return base.with_added_json_str(json.dumps(delta), self.schema)
+
+
+class PolicyIndex:
+    """Policies by principal scope and action scope; slices cached as cedarpy handles."""
+
+    def __init__(
+        self,
+        est: Mapping[str, Any],
+        links: Iterable[tuple[str, str, Mapping[str, Any]]],
+        action_parents: Mapping[Uid, frozenset[Uid]],
+        *,
+        cache_size: int = 4096,
+    ) -> None:
+        """`est`: Cedar JSON policy set with pep's ids; `links`: (template id, link id, slot values)."""
+        self._static: dict[str, Any] = dict(est.get("staticPolicies") or {})
+        templates: dict[str, Any] = dict(est.get("templates") or {})
+        self._templates = templates
+        self._links: dict[str, tuple[str, Mapping[str, Any]]] = {}
+        self._action_parents = action_parents
+        self._p_all: set[str] = set()
+        self._p_eq: dict[Uid, set[str]] = {}
+        self._p_in: dict[Uid, set[str]] = {}
+        self._p_is: dict[str, set[str]] = {}
+        self._p_is_in: dict[tuple[str, Uid], set[str]] = {}
+        self._a_all: set[str] = set()
+        self._a_in: dict[Uid, set[str]] = {}
+        for pid, body in self._static.items():
+            self._index(pid, body, {})
+        for template_id, link_id, values in links:
+            self._links[link_id] = (template_id, values)
+            self._index(link_id, templates[template_id], values)
+        self._cache: LRU[frozenset[str], cedarpy.PolicySet] = LRU(cache_size)
+        self._slice_cache: LRU[tuple[Any, ...], frozenset[str]] = LRU(cache_size * 4)
+
+    def __len__(self) -> int:
+        return len(self._static) + len(self._links)
+
+    def _index(self, pid: str, body: Mapping[str, Any], values: Mapping[str, Any]) -> None:
+        p = body.get("principal") or {"op": "All"}
+        op = p.get("op")
+        entity = _scope_entity(p, values)
+        if op == "All":
+            self._p_all.add(pid)
+        elif op == "==" and entity is not None:
+            self._p_eq.setdefault(entity, set()).add(pid)
+        elif op == "in" and entity is not None:
+            self._p_in.setdefault(entity, set()).add(pid)
+        elif op == "is" and isinstance(p.get("entity_type"), str):
+            inner = p.get("in")
+            in_entity = _scope_entity(inner, values) if isinstance(inner, Mapping) else None
+            if inner is None:
+                self._p_is.setdefault(p["entity_type"], set()).add(pid)
+            elif in_entity is not None:
+                self._p_is_in.setdefault((p["entity_type"], in_entity), set()).add(pid)
+            else:
+                self._p_all.add(pid)
+        else:
+            self._p_all.add(pid)  # a form this index does not know: always evaluate
+        a = body.get("action") or {"op": "All"}
+        aop = a.get("op")
+        targets: list[Uid] = []
+        if aop == "==" or (aop == "in" and "entity" in a):
+            u = _uid(a.get("entity"))
+            targets = [u] if u is not None else []
+        elif aop == "in" and isinstance(a.get("entities"), list):
+            targets = [u for u in (_uid(x) for x in a["entities"]) if u is not None]
+        if aop == "All" or not targets:
+            self._a_all.add(pid)
+        else:
+            # `==` is indexed like `in` over the action itself: a superset, still exact
+            # because Cedar then checks the constraint.
+            for t in targets:
+                self._a_in.setdefault(t, set()).add(pid)
+
+    def slice_ids(self, principal: Uid, principal_ancestors: Iterable[Uid], action: Uid) -> frozenset[str]:
+        ancestors = frozenset(principal_ancestors)
+        key = (principal, ancestors, action)
+        cached = self._slice_cache.get(key)
+        if cached is not None:
+            return cached
+        actions = {action, *self._action_parents.get(action, ())}
+        by_action = set(self._a_all)
+        for a in actions:
+            by_action |= self._a_in.get(a, set())
+        by_principal = set(self._p_all)
+        by_principal |= self._p_eq.get(principal, set())
+        by_principal |= self._p_is.get(principal[0], set())
+        for e in (principal, *ancestors):
+            by_principal |= self._p_in.get(e, set())
+            by_principal |= self._p_is_in.get((principal[0], e), set())
+        ids = frozenset(by_action & by_principal)
+        self._slice_cache.put(key, ids)
+        return ids
+
+    def policy_set(self, ids: frozenset[str]) -> cedarpy.PolicySet:
+        handle = self._cache.get(ids)
+        if handle is None:
+            statics = {i: self._static[i] for i in ids if i in self._static}
+            links = [(i, *self._links[i]) for i in ids if i in self._links]
+            used = {t for _, t, _ in links}
+            est = {
+                "staticPolicies": statics,
+                "templates": {t: self._templates[t] for t in used},
+                "templateLinks": [
+                    {"templateId": t, "newId": i, "values": {k: link_value(v) for k, v in vals.items()}}
+                    for i, t, vals in links
+                ],
+            }
+            handle = cedarpy.PolicySet.from_json_str(json.dumps(est))
+            self._cache.put(ids, handle)
+        return handle
+
+
+def _scope_entity(scope: Mapping[str, Any], values: Mapping[str, Any]) -> Uid | None:
+    if "slot" in scope:
+        return _uid(link_value(values.get(scope["slot"])))
+    return _uid(scope.get("entity"))
+
+
+def link_value(value: Any) -> Any:
+    """A link slot value (`Type::"id"` or {type, id}) as {type, id}."""
+    if isinstance(value, str):
+        type_, sep, quoted = value.rpartition("::")
+        if sep and quoted.startswith('"') and quoted.endswith('"'):
+            try:
+                return {"type": type_, "id": json.loads(quoted)}
+            except json.JSONDecodeError:
+                return value
+    return value
+
+
+def action_parents(schema: cedarpy.Schema | None, entities: Iterable[dict[str, Any]]) -> dict[Uid, frozenset[Uid]]:
+    """Each action's transitive action groups, from the schema (or stored Action entities)."""
+    source: list[dict[str, Any]]
+    if schema is not None:
+        source = json.loads(str(cedarpy.Entities.from_json_str("[]", schema)))
+    else:
+        source = [e for e in entities if (u := _uid(e.get("uid"))) is not None and u[0].endswith("Action")]
+    direct: dict[Uid, list[Uid]] = {}
+    for ent in source:
+        uid = _uid(ent.get("uid"))
+        if uid is not None:
+            direct[uid] = [p for p in (_uid(x) for x in ent.get("parents") or ()) if p is not None]
+    out: dict[Uid, frozenset[Uid]] = {}
+    for uid in direct:
+        seen: set[Uid] = set()
+        stack = list(direct[uid])
+        while stack:
+            p = stack.pop()
+            if p not in seen:
+                seen.add(p)
+                stack.extend(direct.get(p, ()))
+        out[uid] = frozenset(seen)
+    return out
