@@ -139,7 +139,8 @@ permit(principal in Group::"g0", action, resource);
 @id("tpl") permit(principal == ?principal, action == Action::"write", resource in ?resource);
 """)
     links = "\n".join(
-        f"  - {{template: tpl, id: l{i}, values: {{'?principal': 'Agent::\"a{i}\"', '?resource': 'Folder::\"f{i % 2}\"'}}}}"
+        f"  - {{template: tpl, id: l{i}, values: "
+        f"{{'?principal': 'Agent::\"a{i}\"', '?resource': 'Folder::\"f{i % 2}\"'}}}}"
         for i in range(n_templates_links)
     )
     (tmp / "links.yaml").write_text("links:\n" + links + "\n")
