@@ -7,6 +7,9 @@ STAMP  := $(VENV)/.installed
 DEV    := .pep/dev
 PROTO_OUT := pep/_proto
 PROTOS    := proto/pep/v1/authorizer.proto proto/pep/v1/admin.proto
+# Envoy's ext_authz API (a minimal vendored subset, upstream names and field numbers).
+PROTOS    += proto/envoy/service/auth/v3/external_auth.proto proto/envoy/service/auth/v3/attribute_context.proto \
+	proto/envoy/config/core/v3/base.proto proto/envoy/type/v3/http_status.proto proto/google/rpc/status.proto
 
 .PHONY: run test lint typecheck proto proto-check install clean token
 
@@ -46,7 +49,7 @@ proto-check: $(STAMP)
 	$(PY) -m grpc_tools.protoc -Iproto --python_out=$$tmp --pyi_out=$$tmp --grpc_python_out=$$tmp \
 		$(PROTOS) && \
 	$(PY) scripts/fix_proto_imports.py $$tmp && \
-	diff -r -x __pycache__ -x __init__.py $$tmp/pep $(PROTO_OUT)/pep && echo "proto: generated code is up to date" ; \
+	diff -r -x __pycache__ -x __init__.py $$tmp $(PROTO_OUT) && echo "proto: generated code is up to date" ; \
 	rc=$$?; rm -rf $$tmp; exit $$rc
 
 clean:

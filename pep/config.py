@@ -15,6 +15,7 @@ from typing import Any
 import yaml
 
 from pep.errors import ConfigError
+from pep.routes import compile_route
 
 # Asymmetric JWS algorithms pep can verify. HMAC and `none` are never accepted.
 SUPPORTED_ALGORITHMS = frozenset(
@@ -103,6 +104,31 @@ class AuthzenConfig:
 
 
 @dataclass(frozen=True)
+class ExtAuthzRule:
+    """Method + path pattern to action and resource (see `pep.routes`)."""
+
+    path: str
+    action: str
+    resource: str
+    methods: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class ExtAuthzConfig:
+    """Envoy ext_authz (`envoy.service.auth.v3.Authorization`) on the gRPC port."""
+
+    enabled: bool = True
+    # Request headers naming the action and the resource (`Type::"id"`); "" turns one off.
+    action_header: str = "x-pep-action"
+    resource_header: str = "x-pep-resource"
+    # Use Envoy's x-forwarded-client-cert `Hash=` when the peer certificate is not sent.
+    trust_xfcc: bool = True
+    # `realm` of WWW-Authenticate challenges; "" leaves it out.
+    realm: str = ""
+    rules: tuple[ExtAuthzRule, ...] = ()
+
+
+@dataclass(frozen=True)
 class Config:
     listen: str = "127.0.0.1:50051"
     metrics_listen: str = "127.0.0.1:9464"
@@ -117,6 +143,7 @@ class Config:
     identity: IdentityConfig = field(default_factory=IdentityConfig)
     decision_log: DecisionLogConfig = field(default_factory=DecisionLogConfig)
     reload: ReloadConfig = field(default_factory=ReloadConfig)
+    ext_authz: ExtAuthzConfig = field(default_factory=ExtAuthzConfig)
     authzen: AuthzenConfig = field(default_factory=AuthzenConfig)
     # Extra listeners (e.g. a Unix socket beside TCP), each like `listen`.
     extra_listen: tuple[str, ...] = ()
@@ -157,7 +184,7 @@ def _set_dotted(raw: dict[str, Any], dotted: str, value: Any) -> None:
 
 def parse_config(raw: Mapping[str, Any], base_dir: str = ".") -> Config:
     """Build a `Config` from plain data. Relative paths resolve against `base_dir`."""
-    _check_keys(raw, Config, "", {"issuers", "tokens", "delegation", "identity", "decision_log", "reload"})
+    _check_keys(raw, Config, "", {"issuers", "tokens", "delegation", "identity", "decision_log", "reload", "ext_authz"})
     cfg = Config()
     values: dict[str, Any] = {}
     for key in ("listen", "metrics_listen", "admin_listen"):
@@ -188,6 +215,7 @@ def parse_config(raw: Mapping[str, Any], base_dir: str = ".") -> Config:
     values["delegation"] = _section(raw, "delegation", DelegationConfig)
     values["identity"] = _section(raw, "identity", IdentityConfig)
     values["reload"] = _section(raw, "reload", ReloadConfig)
+    values["ext_authz"] = _ext_authz(raw.get("ext_authz"))
     values["authzen"] = _authzen(raw)
     log = _section(raw, "decision_log", DecisionLogConfig)
     if log.sink != "stdout":
@@ -291,6 +319,54 @@ def _authzen(raw: Mapping[str, Any]) -> AuthzenConfig:
             raise ConfigError("authzen.base_url", "must be an http(s) URL without a query or fragment")
         cfg = replace(cfg, base_url=cfg.base_url.rstrip("/"))
     return cfg
+
+
+def _ext_authz(value: Any) -> ExtAuthzConfig:
+    if value is None:
+        return ExtAuthzConfig()
+    if not isinstance(value, Mapping):
+        raise ConfigError("ext_authz", "must be a mapping")
+    _check_keys(value, ExtAuthzConfig, "ext_authz.", set())
+    defaults = ExtAuthzConfig()
+    kw: dict[str, Any] = {}
+    for key in ("enabled", "trust_xfcc"):
+        if key in value:
+            kw[key] = _like(value[key], getattr(defaults, key), f"ext_authz.{key}")
+    for key in ("action_header", "resource_header", "realm"):
+        if key in value:
+            # "" (or null) turns that header or the realm off.
+            kw[key] = "" if value[key] in ("", None) else _str(value[key], f"ext_authz.{key}")
+    cfg = replace(defaults, **kw)
+    for key in ("action_header", "resource_header"):
+        header = getattr(cfg, key)
+        if header != header.lower() or any(c in header for c in " :\t,"):
+            raise ConfigError(f"ext_authz.{key}", f"must be a lower-case header name, got {header!r}")
+    if any(c in cfg.realm for c in '"\\'):
+        raise ConfigError("ext_authz.realm", "must not contain quotes or backslashes")
+    rules = []
+    for i, item in enumerate(_list(value.get("rules") or [], "ext_authz.rules")):
+        key = f"ext_authz.rules[{i}]"
+        if not isinstance(item, Mapping):
+            raise ConfigError(key, "must be a mapping with path, action, resource and optional methods")
+        _check_keys(item, ExtAuthzRule, key + ".", set())
+        for required in ("path", "action", "resource"):
+            if required not in item:
+                raise ConfigError(f"{key}.{required}", "is required")
+        methods = item.get("methods", ())
+        if isinstance(methods, str):
+            methods = [methods]
+        rule = ExtAuthzRule(
+            path=_str(item["path"], f"{key}.path"),
+            action=_str(item["action"], f"{key}.action"),
+            resource=_str(item["resource"], f"{key}.resource"),
+            methods=tuple(_str(m, f"{key}.methods").upper() for m in _list(methods, f"{key}.methods")),
+        )
+        try:
+            compile_route(rule.methods, rule.path, rule.action, rule.resource)
+        except ValueError as e:
+            raise ConfigError(key, str(e)) from None
+        rules.append(rule)
+    return replace(cfg, rules=tuple(rules))
 
 
 def _section(raw: Mapping[str, Any], name: str, cls: type[Any]) -> Any:

@@ -17,6 +17,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from pep._proto.envoy.service.auth.v3 import external_auth_pb2_grpc
 from pep._proto.pep.v1 import admin_pb2_grpc, authorizer_pb2, authorizer_pb2_grpc
 from pep.admin import AdminService, update_kill_gauge
 from pep.authorizer import Authorizer
@@ -24,6 +25,8 @@ from pep.config import Config, split_address
 from pep.controls.killswitch import RuntimeKills
 from pep.controls.ratelimit import RateLimiter
 from pep.decision_log import DecisionLog, DecisionRecorder
+from pep.ext_authz import SERVICE_NAME as EXT_AUTHZ_SERVICE
+from pep.ext_authz import ExtAuthzService
 from pep.metrics import Metrics
 from pep.policy.store import PolicyStore
 from pep.policy.watcher import PolicyWatcher
@@ -92,17 +95,23 @@ def build_server(config: Config, *, metrics: Metrics | None = None, max_workers:
         options=[("grpc.max_receive_message_length", 4 * 1024 * 1024)],
     )
     authorizer_pb2_grpc.add_AuthorizerServicer_to_server(AuthorizerService(authorizer), server)
+    served = [SERVICE_NAME]
+    if config.ext_authz.enabled:
+        # Envoy's ext_authz filter asks the same core on the same port.
+        ext = ExtAuthzService(authorizer, config.ext_authz, config.tokens.dpop_algorithms)
+        external_auth_pb2_grpc.add_AuthorizationServicer_to_server(ext, server)
+        served.append(EXT_AUTHZ_SERVICE)
     health_servicer = health.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
-    for name in ("", SERVICE_NAME):
+    for name in ("", *served):
         health_servicer.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
     reflection.enable_server_reflection(
-        (SERVICE_NAME, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME),
+        (*served, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME),
         server,
     )
 
     def serving(_snapshot: Any) -> None:
-        for name in ("", SERVICE_NAME):
+        for name in ("", *served):
             health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
 
     store.on_swap(serving)

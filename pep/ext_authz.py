@@ -1,0 +1,386 @@
+"""Envoy ext_authz v3 (`envoy.service.auth.v3.Authorization/Check`) <-> the decision core.
+
+What pep reads from Envoy's `CheckRequest`:
+
+- the access token from the `authorization` header (`Bearer` or `DPoP` scheme) and the
+  proof from the `dpop` header; `htm`/`htu` from the HTTP attributes (`method`, and
+  `scheme://host/path` with the query removed), never from client `X-Forwarded-*`;
+- the client certificate from `source.certificate` (URL-encoded PEM, sent when the
+  filter has `include_peer_certificate: true`), else from `x-forwarded-client-cert`
+  `Hash=` (hex SHA-256 of the DER), both turned into the RFC 8705 base64url thumbprint;
+- the action and resource, first found wins, each on its own: the route's
+  `context_extensions` `pep_action`/`pep_resource` (set in Envoy's config, a client
+  cannot send them), then the first `ext_authz.rules` entry matching method and path,
+  then the `x-pep-action`/`x-pep-resource` headers.
+
+It answers with a `CheckResponse`, never a gRPC error, so Envoy denies even when
+`failure_mode_allow` is on: status OK (`x-pep-*` headers added upstream and downstream) or
+PERMISSION_DENIED with an HTTP status (401 and a `WWW-Authenticate` challenge per RFC 6750
+/ RFC 9449 for token failures, 429 when rate limited, 503 when no policy is loaded, 403
+otherwise), the `x-pep-decision-id` and `x-pep-reason` headers and a small JSON body.
+A request pep cannot map to an action and a resource is denied (`invalid_request`).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import grpc
+from google.protobuf import struct_pb2
+
+from pep._proto.envoy.config.core.v3 import base_pb2
+from pep._proto.envoy.service.auth.v3 import attribute_context_pb2, external_auth_pb2, external_auth_pb2_grpc
+from pep._proto.envoy.type.v3 import http_status_pb2
+from pep._proto.google.rpc import status_pb2
+from pep.authorizer import Authorizer
+from pep.config import ExtAuthzConfig
+from pep.decision import Decision, Fault
+from pep.policy.request import Check, ResourceRef
+from pep.reasons import Reason
+from pep.routes import Route, compile_route, first_match, parse_entity_ref
+from pep.tokens.jws import b64url_decode, b64url_encode
+from pep.tokens.thumbprint import certificate_digest
+from pep.tokens.verifier import Credentials, split_scheme
+
+log = logging.getLogger(__name__)
+
+SERVICE_NAME = external_auth_pb2.DESCRIPTOR.services_by_name["Authorization"].full_name
+ACTION_EXTENSION = "pep_action"
+RESOURCE_EXTENSION = "pep_resource"
+DECISION_ID_HEADER = "x-pep-decision-id"
+REASON_HEADER = "x-pep-reason"
+AGENT_HEADER = "x-pep-agent"
+ON_BEHALF_OF_HEADER = "x-pep-on-behalf-of"
+MAX_HEADER_VALUE = 16 * 1024
+
+_OVERWRITE = base_pb2.HeaderValueOption.OVERWRITE_IF_EXISTS_OR_ADD
+_APPEND = base_pb2.HeaderValueOption.APPEND_IF_EXISTS_OR_ADD
+
+# Reasons that mean "the credentials failed", answered 401 with a challenge.
+TOKEN_REASONS = frozenset(
+    {
+        Reason.TOKEN_MISSING,
+        Reason.TOKEN_MALFORMED,
+        Reason.TOKEN_SIGNATURE_INVALID,
+        Reason.TOKEN_EXPIRED,
+        Reason.TOKEN_NOT_YET_VALID,
+        Reason.TOKEN_ISSUER_UNTRUSTED,
+        Reason.TOKEN_AUDIENCE_INVALID,
+        Reason.TOKEN_ALGORITHM_REJECTED,
+        Reason.TOKEN_TYPE_INVALID,
+        Reason.TOKEN_CLAIMS_MISSING,
+        Reason.DPOP_PROOF_MISSING,
+        Reason.DPOP_PROOF_INVALID,
+        Reason.DPOP_REPLAY,
+        Reason.POP_BINDING_MISMATCH,
+    }
+)
+_DPOP_PROOF_REASONS = frozenset({Reason.DPOP_PROOF_MISSING, Reason.DPOP_PROOF_INVALID, Reason.DPOP_REPLAY})
+# Fixed texts: nothing from the request ever reaches a challenge.
+_DESCRIPTIONS = {
+    Reason.TOKEN_MALFORMED: "The access token is malformed",
+    Reason.TOKEN_SIGNATURE_INVALID: "The access token signature is invalid",
+    Reason.TOKEN_EXPIRED: "The access token expired",
+    Reason.TOKEN_NOT_YET_VALID: "The access token is not yet valid",
+    Reason.TOKEN_ISSUER_UNTRUSTED: "The access token issuer is not trusted",
+    Reason.TOKEN_AUDIENCE_INVALID: "The access token is not meant for this service",
+    Reason.TOKEN_ALGORITHM_REJECTED: "The access token algorithm is not accepted",
+    Reason.TOKEN_TYPE_INVALID: "The access token type is not at+jwt",
+    Reason.TOKEN_CLAIMS_MISSING: "The access token lacks required claims",
+    Reason.DPOP_PROOF_MISSING: "A DPoP proof is required",
+    Reason.DPOP_PROOF_INVALID: "The DPoP proof is invalid",
+    Reason.DPOP_REPLAY: "The DPoP proof was already used",
+}
+_HTTP_STATUS = {
+    Reason.RATE_LIMITED: http_status_pb2.TooManyRequests,
+    Reason.POLICY_UNAVAILABLE: http_status_pb2.ServiceUnavailable,
+    Reason.INTERNAL_ERROR: http_status_pb2.InternalServerError,
+}
+
+
+@dataclass(frozen=True)
+class Mapped:
+    """What pep understood of one HTTP request."""
+
+    credentials: Credentials
+    check: Check
+    scheme: str  # "bearer", "dpop" or "" (no Authorization header)
+    problem: str = ""  # why the request has no action or resource, when it has none
+    traceparent: str = ""
+
+
+def request_headers(http: attribute_context_pb2.AttributeContext.HttpRequest) -> dict[str, str]:
+    """Lower-case header map from `headers` or, with `encode_raw_headers`, `header_map`."""
+    headers = {k.lower(): v for k, v in http.headers.items()}
+    for h in http.header_map.headers:
+        value = h.value or h.raw_value.decode("utf-8", errors="replace")
+        key = h.key.lower()
+        headers[key] = f"{headers[key]},{value}" if key in headers else value
+    return headers
+
+
+def target_uri(http: attribute_context_pb2.AttributeContext.HttpRequest) -> str:
+    """`htu` for DPoP: scheme://authority/path, query and fragment removed (RFC 9449 4.3)."""
+    path = http.path.split("?", 1)[0].split("#", 1)[0] or "/"
+    scheme = (http.scheme or "http").lower()
+    return f"{scheme}://{http.host}{path}"
+
+
+def xfcc_hash(value: str) -> str:
+    """The `Hash=` of the last element of an x-forwarded-client-cert header (the element the
+    nearest Envoy added), or ""."""
+    elements = _split_quoted(value, ",")
+    if not elements:
+        return ""
+    for pair in _split_quoted(elements[-1], ";"):
+        key, sep, val = pair.partition("=")
+        if sep and key.strip().lower() == "hash":
+            return val.strip().strip('"')
+    return ""
+
+
+def _split_quoted(text: str, sep: str) -> list[str]:
+    out, current, quoted, escaped = [], [], False, False
+    for ch in text:
+        if escaped:
+            current.append(ch)
+            escaped = False
+        elif ch == "\\":
+            current.append(ch)
+            escaped = True
+        elif ch == '"':
+            current.append(ch)
+            quoted = not quoted
+        elif ch == sep and not quoted:
+            out.append("".join(current))
+            current = []
+        else:
+            current.append(ch)
+    out.append("".join(current))
+    return [p for p in (s.strip() for s in out) if p]
+
+
+def certificate_thumbprint(source_certificate: str, xfcc: str) -> str:
+    """base64url SHA-256 of the client's DER certificate, the form `cnf["x5t#S256"]` has.
+
+    An unreadable value is passed on as it is, so the token check reports it as unreadable
+    rather than absent."""
+    raw = source_certificate or xfcc_hash(xfcc)
+    if not raw:
+        return ""
+    try:
+        return b64url_encode(certificate_digest(raw))
+    except ValueError:
+        return raw[:MAX_HEADER_VALUE]
+
+
+def map_request(request: external_auth_pb2.CheckRequest, config: ExtAuthzConfig, routes: Sequence[Route]) -> Mapped:
+    attrs = request.attributes
+    http = attrs.request.http
+    headers = request_headers(http)
+    authorization = headers.get("authorization", "")
+    scheme, _ = split_scheme(authorization) if authorization else ("", "")
+    credentials = Credentials(
+        token=authorization,
+        dpop_proof=headers.get("dpop", ""),
+        http_method=http.method,
+        http_uri=target_uri(http),
+        client_cert_thumbprint=certificate_thumbprint(
+            attrs.source.certificate, headers.get("x-forwarded-client-cert", "") if config.trust_xfcc else ""
+        ),
+    )
+    path = http.path.split("?", 1)[0]
+    extensions = attrs.context_extensions
+    routed = first_match(routes, http.method, path)
+    action = extensions.get(ACTION_EXTENSION) or (routed[0] if routed else "")
+    if not action and config.action_header:
+        action = headers.get(config.action_header, "").strip()
+    resource_text = extensions.get(RESOURCE_EXTENSION, "")
+    problem = ""
+    resource = ResourceRef("", "")
+    if resource_text:
+        resource, problem = _resource(resource_text, f"context extension {RESOURCE_EXTENSION}")
+    elif routed:
+        resource = ResourceRef(routed[1], routed[2])
+    elif config.resource_header and headers.get(config.resource_header):
+        resource, problem = _resource(headers[config.resource_header], f"header {config.resource_header}")
+    if not problem and (not action or not resource.type):
+        missing = " and ".join(w for w, gap in (("action", not action), ("resource", not resource.type)) if gap)
+        problem = (
+            f"no {missing} for {http.method or '?'} {path or '/'}: set the {ACTION_EXTENSION}/{RESOURCE_EXTENSION} "
+            f"context extensions on the route, an ext_authz rule in pep's config, or the "
+            f"{config.action_header or 'action'}/{config.resource_header or 'resource'} headers"
+        )
+    check = Check(action=action, resource=resource, request_id=http.id or headers.get("x-request-id", ""))
+    traceparent = headers.get("traceparent", "")
+    return Mapped(credentials, check, scheme, problem, traceparent if len(traceparent) <= 128 else "")
+
+
+def _resource(text: str, where: str) -> tuple[ResourceRef, str]:
+    try:
+        rtype, rid = parse_entity_ref(text)
+    except ValueError as e:
+        return ResourceRef("", ""), f"{where}: {e}"
+    return ResourceRef(rtype, rid), ""
+
+
+def _unverified_jkt(token: str) -> bool:
+    """Whether the token claims a DPoP binding. Only picks the challenge scheme: the
+    token is verified (or refused) by the pipeline, never trusted from here."""
+    try:
+        payload = json.loads(b64url_decode(split_scheme(token)[1].split(".")[1]))
+        return isinstance(payload, dict) and isinstance(payload.get("cnf"), dict) and "jkt" in payload["cnf"]
+    except Exception:  # any malformed token: no binding to speak of
+        return False
+
+
+def challenges(reason: Reason, scheme: str, token: str, *, realm: str, dpop_algorithms: Sequence[str]) -> list[str]:
+    """WWW-Authenticate values for a token failure (RFC 6750 3, RFC 9449 7.1 and 12.2)."""
+    realm_param = [f'realm="{realm}"'] if realm else []
+    algs = [f'algs="{" ".join(dpop_algorithms)}"'] if dpop_algorithms else []
+    if reason == Reason.TOKEN_MISSING:
+        # No credentials: offer both schemes, with no error code (RFC 6750 3.1).
+        bearer = "Bearer" + (" " + ", ".join(realm_param) if realm_param else "")
+        return [bearer, "DPoP " + ", ".join(realm_param + algs)]
+    dpop = scheme == "dpop" or reason in _DPOP_PROOF_REASONS or _unverified_jkt(token)
+    if dpop:
+        if reason in _DPOP_PROOF_REASONS:
+            error = "invalid_dpop_proof"
+        else:
+            error = "invalid_token"
+        description = (
+            "Invalid DPoP key binding"
+            if reason == Reason.POP_BINDING_MISMATCH
+            else _DESCRIPTIONS.get(reason, "Invalid token")
+        )
+        params = [*realm_param, f'error="{error}"', f'error_description="{description}"', *algs]
+        return ["DPoP " + ", ".join(params)]
+    description = (
+        "The client certificate does not match the token"
+        if reason == Reason.POP_BINDING_MISMATCH
+        else _DESCRIPTIONS.get(reason, "Invalid token")
+    )
+    return ["Bearer " + ", ".join([*realm_param, 'error="invalid_token"', f'error_description="{description}"'])]
+
+
+def _header(
+    key: str, value: str, action: base_pb2.HeaderValueOption.HeaderAppendAction = _OVERWRITE
+) -> base_pb2.HeaderValueOption:
+    return base_pb2.HeaderValueOption(
+        header=base_pb2.HeaderValue(key=key, value=value[:MAX_HEADER_VALUE]), append_action=action
+    )
+
+
+def _metadata(decision: Decision) -> struct_pb2.Struct:
+    meta = struct_pb2.Struct()
+    meta.update(
+        {
+            "decision_id": decision.decision_id,
+            "decision": "allow" if decision.answer_allowed else "deny",
+            "reason": decision.reason.value,
+            "agent": decision.agent,
+            "on_behalf_of": decision.on_behalf_of,
+            "policy_version": decision.policy_version,
+        }
+    )
+    return meta
+
+
+def to_check_response(
+    decision: Decision, mapped: Mapped, *, realm: str = "", dpop_algorithms: Sequence[str] = ()
+) -> external_auth_pb2.CheckResponse:
+    common = [_header(DECISION_ID_HEADER, decision.decision_id), _header(REASON_HEADER, decision.reason.value)]
+    if decision.answer_allowed:
+        upstream = list(common)
+        removed = []
+        for key, value in ((AGENT_HEADER, decision.agent), (ON_BEHALF_OF_HEADER, decision.on_behalf_of)):
+            if value:
+                upstream.append(_header(key, value))
+            else:
+                removed.append(key)  # never let a client-sent value through
+        return external_auth_pb2.CheckResponse(
+            status=status_pb2.Status(code=grpc.StatusCode.OK.value[0]),
+            ok_response=external_auth_pb2.OkHttpResponse(
+                headers=upstream, headers_to_remove=removed, response_headers_to_add=common
+            ),
+            dynamic_metadata=_metadata(decision),
+        )
+    headers = [*common, _header("content-type", "application/json")]
+    message = ""
+    if decision.reason in TOKEN_REASONS:
+        http_code = http_status_pb2.Unauthorized
+        for i, value in enumerate(
+            challenges(
+                decision.reason,
+                mapped.scheme,
+                mapped.credentials.token,
+                realm=realm,
+                dpop_algorithms=dpop_algorithms,
+            )
+        ):
+            headers.append(_header("www-authenticate", value, _OVERWRITE if i == 0 else _APPEND))
+        message = _DESCRIPTIONS.get(decision.reason, "The credentials were refused")
+    elif decision.fault is Fault.UNAVAILABLE:
+        http_code = http_status_pb2.ServiceUnavailable
+        message = "No valid policy set is loaded"
+    elif decision.fault is Fault.INTERNAL:
+        http_code = http_status_pb2.InternalServerError
+        message = "Internal error"
+    else:
+        http_code = _HTTP_STATUS.get(decision.reason, http_status_pb2.Forbidden)
+        if mapped.problem:
+            message = mapped.problem
+    body: dict[str, Any] = {"decision": "deny", "reason": decision.reason.value, "decision_id": decision.decision_id}
+    if message:
+        body["message"] = message
+    return external_auth_pb2.CheckResponse(
+        status=status_pb2.Status(
+            code=grpc.StatusCode.PERMISSION_DENIED.value[0], message=f"denied by pep: {decision.reason.value}"
+        ),
+        denied_response=external_auth_pb2.DeniedHttpResponse(
+            status=http_status_pb2.HttpStatus(code=http_code),
+            headers=headers,
+            body=json.dumps(body, separators=(",", ":")) + "\n",
+        ),
+        dynamic_metadata=_metadata(decision),
+    )
+
+
+def _internal_error() -> external_auth_pb2.CheckResponse:
+    return external_auth_pb2.CheckResponse(
+        status=status_pb2.Status(code=grpc.StatusCode.PERMISSION_DENIED.value[0], message="denied by pep: internal"),
+        denied_response=external_auth_pb2.DeniedHttpResponse(
+            status=http_status_pb2.HttpStatus(code=http_status_pb2.InternalServerError),
+            headers=[_header(REASON_HEADER, Reason.INTERNAL_ERROR.value)],
+            body='{"decision":"deny","reason":"internal_error"}\n',
+        ),
+    )
+
+
+def compile_routes(config: ExtAuthzConfig) -> tuple[Route, ...]:
+    return tuple(compile_route(r.methods, r.path, r.action, r.resource) for r in config.rules)
+
+
+class ExtAuthzService(external_auth_pb2_grpc.AuthorizationServicer):
+    """`envoy.service.auth.v3.Authorization` over the same decision core as pep.v1."""
+
+    def __init__(self, authorizer: Authorizer, config: ExtAuthzConfig, dpop_algorithms: Sequence[str] = ()) -> None:
+        self._authorizer = authorizer
+        self._config = config
+        self._routes = compile_routes(config)
+        self._dpop_algorithms = tuple(dpop_algorithms)
+
+    def Check(
+        self, request: external_auth_pb2.CheckRequest, context: grpc.ServicerContext
+    ) -> external_auth_pb2.CheckResponse:
+        try:
+            mapped = map_request(request, self._config, self._routes)
+            decision = self._authorizer.authorize(mapped.credentials, [mapped.check], mapped.traceparent)[0]
+            return to_check_response(decision, mapped, realm=self._config.realm, dpop_algorithms=self._dpop_algorithms)
+        except Exception:  # fail closed: Envoy gets a deny, never an error it might fail open on
+            log.exception("ext_authz: internal error")
+            return _internal_error()
