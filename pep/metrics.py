@@ -1,6 +1,16 @@
-"""Every Prometheus metric pep exports, in one place, with bounded labels (SPEC 4)."""
+"""Every Prometheus metric pep exports, in one place, with bounded labels (SPEC 4).
+
+Label values come from closed sets only: `decision` (allow, deny), `reason` (the reason
+codes), `action` (the loaded schema's actions, anything else `other`), `result`
+(success, failure). No agent, user or resource ids: they would make the series count
+grow with the estate. `deploy/` holds the dashboard and alerts built on these names.
+"""
 
 from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info, PlatformCollector, ProcessCollector
 
@@ -53,6 +63,12 @@ class Metrics:
             "Unix time of the last successful policy load.",
             registry=r,
         )
+        # Later than the last success: the files on disk are not what pep serves (stale).
+        self.last_reload_failure = Gauge(
+            "pep_policy_last_reload_failure_timestamp_seconds",
+            "Unix time of the last rejected policy load (0 if none).",
+            registry=r,
+        )
         self.policy_info = Gauge(
             "pep_policy_info",
             "The policy set being served (value 1), by content-hash version.",
@@ -65,6 +81,12 @@ class Metrics:
             "pep_decision_log_dropped_total",
             "Decisions that could not be written to the decision log.",
             registry=r,
+        )
+        self.log_queue_length = Gauge(
+            "pep_decision_log_queue_length", "Decision log entries waiting for the writer.", registry=r
+        )
+        self.log_queue_capacity = Gauge(
+            "pep_decision_log_queue_capacity", "Decision log entries the queue holds before it drops.", registry=r
         )
         self.jwks_refreshes = Counter(
             "pep_jwks_refreshes_total", "JWKS fetches, by result (success or failure).", ["result"], registry=r
@@ -85,6 +107,10 @@ class Metrics:
         self.build = Info("pep_build", "pep build information.", registry=r)
         self.build.info({"version": pep.__version__})
         self._actions: frozenset[str] = frozenset()
+        # Children by label values: `labels()` takes a lock and builds a key on every call.
+        self._decision_children: dict[tuple[str, str, str], Counter] = {}
+        self._children_lock = threading.Lock()
+        self._policy_version: str | None = None
         for result in ("success", "failure"):
             self.reloads.labels(result)
             self.jwks_refreshes.labels(result)
@@ -96,14 +122,36 @@ class Metrics:
     def action_label(self, action: str) -> str:
         return action if action in self._actions else OTHER_ACTION
 
+    def count_decision(self, decision: str, reason: str, action: str, seconds: float) -> None:
+        """One decision: `decision` allow or deny, `reason` a reason code, `action` as asked."""
+        key = (decision, reason, self.action_label(action))
+        child = self._decision_children.get(key)
+        if child is None:
+            with self._children_lock:
+                child = self._decision_children.setdefault(key, self.decisions.labels(*key))
+        child.inc()
+        self.decision_duration.observe(seconds)
+
     def policy_loaded(self, version: str, policies: int, agents: int, at: float) -> None:
         self.reloads.labels("success").inc()
         self.last_reload_success.set(at)
-        self.policy_info.clear()
+        # New version first, then the old one goes: a scrape never sees no version at all.
         self.policy_info.labels(version).set(1)
+        if self._policy_version is not None and self._policy_version != version:
+            self.policy_info.remove(self._policy_version)
+        self._policy_version = version
         self.policies_loaded.set(policies)
         self.agents_registered.set(agents)
         self.ready.set(1)
 
-    def policy_failed(self) -> None:
+    def policy_failed(self, at: float | None = None) -> None:
         self.reloads.labels("failure").inc()
+        self.last_reload_failure.set(time.time() if at is None else at)
+
+    def jwks_refreshed(self, result: str) -> None:
+        """The token verifier's JWKS hook: `result` is success or failure."""
+        self.jwks_refreshes.labels("success" if result == "success" else "failure").inc()
+
+    def watch_log_queue(self, length: Callable[[], int], capacity: int) -> None:
+        self.log_queue_length.set_function(length)
+        self.log_queue_capacity.set(capacity)

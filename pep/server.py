@@ -82,7 +82,8 @@ class Server:
 def build_server(config: Config, *, metrics: Metrics | None = None, max_workers: int = 16) -> Server:
     """Build and start pep from a checked config. Raises ConfigError before any port opens."""
     metrics = metrics or Metrics()
-    verifier = TokenVerifier(config.issuers, config.tokens)  # may raise ConfigError
+    # May raise ConfigError. Every JWKS refresh counts in pep_jwks_refreshes_total.
+    verifier = TokenVerifier(config.issuers, config.tokens, on_jwks_refresh=metrics.jwks_refreshed)
     store = PolicyStore(config.policies, metrics)
     decision_log = DecisionLog(config.decision_log, metrics)
     recorder = DecisionRecorder(metrics, decision_log)
