@@ -23,6 +23,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519, paddin
 from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
 
 COMPACT_JWS = re.compile(r"^[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+$")
+UNSECURED_JWS = re.compile(r"^([A-Za-z0-9_-]+)\.[A-Za-z0-9_-]+\.$")
 _B64URL = re.compile(r"^[A-Za-z0-9_-]*$")
 _SURROGATE = re.compile("[\ud800-\udfff]")
 MAX_JSON_DEPTH = 32
@@ -181,6 +182,19 @@ def parse_compact(token: str, max_bytes: int) -> CompactJWS:
     payload = parse_json_object(b64url_decode(p64), "payload")
     signature = b64url_decode(s64)
     return CompactJWS(header, payload, f"{h64}.{p64}".encode("ascii"), signature)
+
+
+def unsecured_alg(token: str) -> str | None:
+    """The header `alg` of an unsecured JWS (RFC 7515 A.5: empty signature segment),
+    so the classic `alg: none` token is reported as such rather than as malformed."""
+    match = UNSECURED_JWS.match(token)
+    if match is None:
+        return None
+    try:
+        alg = parse_json_object(b64url_decode(match.group(1)), "header").get("alg")
+    except MalformedJWS:
+        return None
+    return alg if isinstance(alg, str) else None
 
 
 def verify_signature(alg: str, key: PublicKey, signing_input: bytes, signature: bytes) -> bool:

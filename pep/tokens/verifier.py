@@ -40,7 +40,15 @@ from pep.tokens.claims import (
 from pep.tokens.dpop import DPoPVerifier
 from pep.tokens.jwk import alg_matches
 from pep.tokens.jwks import Fetcher, KeySet, KeySource, RefreshHook, RemoteKeySource, StaticKeySource
-from pep.tokens.jws import ALGORITHMS, CompactJWS, MalformedJWS, is_forbidden_alg, parse_compact, verify_signature
+from pep.tokens.jws import (
+    ALGORITHMS,
+    CompactJWS,
+    MalformedJWS,
+    is_forbidden_alg,
+    parse_compact,
+    unsecured_alg,
+    verify_signature,
+)
 from pep.tokens.mtls import check_certificate_binding
 
 log = logging.getLogger("pep.tokens")
@@ -215,6 +223,9 @@ class TokenVerifier:
         try:
             jws = parse_compact(token, self._config.max_token_bytes)
         except MalformedJWS as e:
+            unsecured = unsecured_alg(token) if len(token) <= self._config.max_token_bytes else None
+            if unsecured is not None and unsecured.lower() == "none":
+                raise _error("unsecured token (alg none) is never accepted", Reason.TOKEN_ALGORITHM_REJECTED) from None
             raise _error(f"token malformed: {e}", Reason.TOKEN_MALFORMED) from None
         alg, kid = self._check_header(jws.header)
         iss = jws.payload.get("iss")  # unverified: used only to choose the key set

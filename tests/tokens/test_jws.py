@@ -58,7 +58,9 @@ def test_rfc7515_a1_hs256_is_rejected_even_with_a_valid_mac(env: Env) -> None:
 
 
 def test_rfc7515_a5_unsecured_is_rejected(env: Env) -> None:
-    assert _reason(env, RFC7515_A5) == Reason.TOKEN_MALFORMED  # empty signature: not compact JWS
+    assert _reason(env, RFC7515_A5) == Reason.TOKEN_ALGORITHM_REJECTED
+    mixed_case = "eyJhbGciOiJub05FIn0" + RFC7515_A5[len("eyJhbGciOiJub25lIn0") :]  # {"alg":"noNE"}
+    assert _reason(env, mixed_case) == Reason.TOKEN_ALGORITHM_REJECTED
 
 
 def test_rfc8693_delegated_token_has_no_typ(env: Env) -> None:

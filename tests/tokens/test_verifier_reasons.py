@@ -221,7 +221,11 @@ CASES: list[Case] = [
     Case("alg None", lambda k: forge.alg_none(k.env.claims(), "None", "c2ln"), ALG),
     Case("alg NONE", lambda k: forge.alg_none(k.env.claims(), "NONE", "c2ln"), ALG),
     Case("alg noNE", lambda k: forge.alg_none(k.env.claims(), "noNE", "c2ln"), ALG),
-    Case("alg none, empty signature (not compact)", lambda k: forge.alg_none(k.env.claims()), MALFORMED),
+    Case("alg none, unsecured (empty signature)", lambda k: forge.alg_none(k.env.claims()), ALG),
+    Case("alg nOnE, unsecured", lambda k: forge.alg_none(k.env.claims(), "nOnE"), ALG),
+    Case("alg ES256, empty signature", lambda k: forge.alg_none(k.env.claims(), "ES256"), MALFORMED),
+    Case("alg none, empty signature, bad payload", lambda k: forge.alg_none(k.env.claims())[:-2] + "!.", MALFORMED),
+    Case("header not JSON, empty signature", lambda k: "bm9uZQ." + k.tok().split(".")[1] + ".", MALFORMED),
     Case(
         "alg none wins over typ and issuer",
         lambda k: forge.b64json({"alg": "none"}) + "." + forge.b64json({"iss": "https://evil.test"}) + ".c2ln",
