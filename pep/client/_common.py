@@ -1,0 +1,213 @@
+"""What the sync and asyncio clients share: request and answer types, the fail-closed
+mapping of gRPC errors to denies, and the retry budget."""
+
+from __future__ import annotations
+
+import contextlib
+import contextvars
+import random
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+import grpc
+from google.protobuf import json_format, struct_pb2
+
+from pep._proto.pep.v1 import authorizer_pb2 as pb
+
+DEFAULT_TIMEOUT = 0.5
+DEFAULT_RETRIES = 2
+_BACKOFF = 0.025  # first retry delay; doubles, with jitter, within the call's budget
+CHANNEL_OPTIONS = (
+    # A local sidecar comes back fast: try to reconnect soon, not after gRPC's default 1 s+.
+    ("grpc.initial_reconnect_backoff_ms", 100),
+    ("grpc.min_reconnect_backoff_ms", 100),
+    ("grpc.max_reconnect_backoff_ms", 1000),
+)
+_RETRYABLE = frozenset({grpc.StatusCode.UNAVAILABLE})
+# Reasons that mean the caller's credentials failed (answered UNAUTHENTICATED by the interceptor).
+TOKEN_REASONS = frozenset(
+    {
+        "token_missing",
+        "token_malformed",
+        "token_signature_invalid",
+        "token_expired",
+        "token_not_yet_valid",
+        "token_issuer_untrusted",
+        "token_audience_invalid",
+        "token_algorithm_rejected",
+        "token_type_invalid",
+        "token_claims_missing",
+        "dpop_proof_missing",
+        "dpop_proof_invalid",
+        "dpop_replay",
+        "pop_binding_mismatch",
+    }
+)
+_STATUS_REASONS = {
+    grpc.StatusCode.INVALID_ARGUMENT: "invalid_request",
+    grpc.StatusCode.UNAVAILABLE: "policy_unavailable",
+    grpc.StatusCode.DEADLINE_EXCEEDED: "policy_unavailable",
+}
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+@dataclass(frozen=True)
+class Credentials:
+    """What the agent presents: the access token, and its proof of possession if bound."""
+
+    token: str
+    dpop_proof: str = ""
+    http_method: str = ""
+    http_uri: str = ""
+    client_cert_thumbprint: str = ""
+
+
+@dataclass(frozen=True)
+class Resource:
+    type: str
+    id: str
+    attributes: Mapping[str, Any] | None = None
+    parents: Sequence[tuple[str, str]] = ()
+
+
+ResourceLike = Resource | tuple[str, str]
+CredentialsLike = Credentials | str
+
+
+@dataclass(frozen=True)
+class Decision:
+    """pep's answer, or a deny standing in for one when pep could not answer."""
+
+    allowed: bool
+    reason: str
+    decision_id: str = ""
+    policies: tuple[str, ...] = ()
+    errors: tuple[str, ...] = ()
+    policy_version: str = ""
+    agent: str = ""
+    on_behalf_of: str = ""
+    delegation_chain: tuple[str, ...] = ()
+    # OK when pep answered; otherwise the gRPC status of the failed call (always a deny).
+    status: grpc.StatusCode = grpc.StatusCode.OK
+    detail: str = ""
+
+    @property
+    def answered(self) -> bool:
+        """True when pep itself decided (the call succeeded)."""
+        return self.status is grpc.StatusCode.OK
+
+
+class Denied(PermissionError):
+    """Raised by `enforce` and `guard` when pep did not allow the action."""
+
+    def __init__(self, decision: Decision, action: str = "") -> None:
+        what = f" {action}" if action else ""
+        status = "" if decision.answered else f", gRPC {decision.status.name}"
+        super().__init__(f"pep denied{what}: {decision.reason}{status}")
+        self.decision = decision
+
+
+_credentials: contextvars.ContextVar[Credentials | None] = contextvars.ContextVar("pep_credentials", default=None)
+
+
+@contextlib.contextmanager
+def use_credentials(credentials: CredentialsLike) -> Iterator[None]:
+    """Make `credentials` the default for `guard`-ed calls in this thread or task."""
+    reset = _credentials.set(as_credentials(credentials))
+    try:
+        yield
+    finally:
+        _credentials.reset(reset)
+
+
+def as_credentials(value: CredentialsLike) -> Credentials:
+    return value if isinstance(value, Credentials) else Credentials(token=value)
+
+
+def as_resource(value: ResourceLike) -> Resource:
+    return value if isinstance(value, Resource) else Resource(value[0], value[1])
+
+
+def build_request(
+    credentials: CredentialsLike,
+    action: str,
+    resource: ResourceLike,
+    context: Mapping[str, Any] | None = None,
+    request_id: str = "",
+) -> pb.AuthorizeRequest:
+    creds, res = as_credentials(credentials), as_resource(resource)
+    req = pb.AuthorizeRequest(
+        token=creds.token,
+        dpop_proof=creds.dpop_proof,
+        http_method=creds.http_method,
+        http_uri=creds.http_uri,
+        client_cert_thumbprint=creds.client_cert_thumbprint,
+        action=action,
+        request_id=request_id,
+    )
+    req.resource.type, req.resource.id = res.type, res.id
+    if res.attributes is not None:
+        req.resource.attributes.CopyFrom(json_format.ParseDict(dict(res.attributes), struct_pb2.Struct()))
+    for ptype, pid in res.parents:
+        req.resource.parents.add(type=ptype, id=pid)
+    if context is not None:
+        req.context.CopyFrom(json_format.ParseDict(dict(context), struct_pb2.Struct()))
+    return req
+
+
+def decision_of(resp: pb.AuthorizeResponse) -> Decision:
+    return Decision(
+        allowed=resp.decision == pb.DECISION_ALLOW,
+        reason=resp.reason,
+        decision_id=resp.decision_id,
+        policies=tuple(resp.policies),
+        errors=tuple(resp.errors),
+        policy_version=resp.policy_version,
+        agent=resp.agent,
+        on_behalf_of=resp.on_behalf_of,
+        delegation_chain=tuple(resp.delegation_chain),
+    )
+
+
+def error_decision(code: grpc.StatusCode, detail: str) -> Decision:
+    return Decision(False, _STATUS_REASONS.get(code, "internal_error"), status=code, detail=detail)
+
+
+def rpc_error(e: grpc.RpcError) -> Decision:
+    code = e.code() if callable(getattr(e, "code", None)) else grpc.StatusCode.UNKNOWN
+    details = e.details() if callable(getattr(e, "details", None)) else ""
+    return error_decision(code or grpc.StatusCode.UNKNOWN, details or "")
+
+
+@dataclass
+class Budget:
+    """The call's total deadline and how many retries are left."""
+
+    deadline: float
+    retries: int
+    attempt: int = field(default=0)
+
+    def remaining(self) -> float:
+        return self.deadline - time.monotonic()
+
+    def next_delay(self, decision: Decision) -> float | None:
+        """Seconds to wait before retrying, or None when this answer is final."""
+        if decision.status not in _RETRYABLE or self.attempt >= self.retries:
+            return None
+        delay = _BACKOFF * (2**self.attempt) * (0.5 + random.random())  # noqa: S311 - jitter, not crypto
+        self.attempt += 1
+        return delay if delay < self.remaining() - 0.005 else None
+
+
+def resolve(
+    credentials: Any, resource: Any, context: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> tuple[CredentialsLike | None, ResourceLike, Mapping[str, Any] | None]:
+    creds = credentials() if callable(credentials) else credentials
+    if creds is None:
+        creds = _credentials.get()
+    res = resource(*args, **kwargs) if callable(resource) else resource
+    ctx = context(*args, **kwargs) if callable(context) else context
+    return creds, res, ctx
