@@ -7,10 +7,11 @@ exactly one policy version.
 from __future__ import annotations
 
 import datetime as dt
+import json
 import logging
 import time
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from itertools import pairwise
 from typing import Any, Protocol
@@ -22,7 +23,7 @@ from pep.controls.killswitch import RuntimeKills, check_kill
 from pep.controls.ratelimit import RateLimiter
 from pep.decision import Decision, Fault, Recorder, ShadowSummary, TokenSummary
 from pep.errors import PepError, RequestError
-from pep.identity import Identity, check_lifecycle, resolve_identity
+from pep.identity import Identity, check_chain, check_lifecycle, resolve_identity
 from pep.policy.evaluate import Query, evaluate, roots_of
 from pep.policy.loader import Snapshot
 from pep.policy.request import (
@@ -34,12 +35,14 @@ from pep.policy.request import (
     resource_entity,
     user_entity,
 )
+from pep.policy.slicing import Uid, entity_refs
 from pep.reasons import Reason
 from pep.tokens.verifier import Credentials, TokenVerifier, VerifiedToken
 
 log = logging.getLogger(__name__)
 
 DELEGATE_ACTION = "delegate"
+AGENT_TYPE = "Agent"
 
 
 class SnapshotSource(Protocol):
@@ -55,6 +58,18 @@ class Outcome:
     fault: Fault | None = None
     # What the shadow policies would have answered, when they exist.
     shadow: Outcome | None = None
+
+
+@dataclass(frozen=True)
+class Subject:
+    """A principal the caller vouches for (a trust_subject AuthZEN listener): no token involved.
+
+    `properties` become the entity's attributes, over what the entity store holds.
+    """
+
+    type: str
+    id: str
+    properties: Mapping[str, Any] | None = None
 
 
 class Authorizer:
@@ -80,24 +95,93 @@ class Authorizer:
         self._strict = strict
         self._log_required = config.decision_log.required
 
-    def authorize(self, creds: Credentials, checks: Sequence[Check], traceparent: str = "") -> list[Decision]:
-        """Answer every check, in order. Never raises: faults are decisions with `fault` set."""
+    def authorize(
+        self,
+        creds: Credentials,
+        checks: Sequence[Check],
+        traceparent: str = "",
+        *,
+        subject: tuple[str, str] | None = None,
+        stop: Callable[[bool], bool] | None = None,
+    ) -> list[Decision]:
+        """Answer every check, in order. Never raises: faults are decisions with `fault` set.
+
+        `subject` (type, id): the principal the caller names; a token that resolves to
+        anyone else is denied (`invalid_request`). `stop(answer)` returning True ends the
+        batch after that check: later checks are neither evaluated nor recorded.
+        """
         started = time.perf_counter()
         snapshot = self._store.current()
         try:
-            outcomes, identity, token = self._decide(creds, checks, snapshot)
+            outcomes, identity, token = self._decide(creds, checks, snapshot, subject, stop)
         except Exception:  # a bug must deny, never escape as an allow
             log.exception("internal error while deciding")
             outcomes = [Outcome(False, Reason.INTERNAL_ERROR, fault=Fault.INTERNAL)] * len(checks)
             identity, token = None, None
+        outcomes = self._until(outcomes, stop)
+        return self._record(checks, outcomes, [identity] * len(outcomes), token, snapshot, started, traceparent)
+
+    def authorize_subject(
+        self,
+        subjects: Sequence[Subject],
+        checks: Sequence[Check],
+        traceparent: str = "",
+        *,
+        stop: Callable[[bool], bool] | None = None,
+    ) -> list[Decision]:
+        """Answer each check for its subject, taken as given: no token, no delegation chain.
+
+        The principal is `subject.type::subject.id`, its attributes the store's with
+        `properties` over them; the check's context is the whole request context. Controls
+        that name a principal apply: the kill switch (`all`; an `Agent` and its groups, or
+        any other principal's id under `users`), and for an `Agent` the registry (registered,
+        active, unexpired) and its rate limits. Recorded exactly like `authorize`.
+        """
+        started = time.perf_counter()
+        snapshot = self._store.current()
+        identities = [_subject_identity(s) for s in subjects]
+        try:
+            if len(subjects) != len(checks):
+                raise ValueError("one subject per check")
+            outcomes = self._decide_subjects(subjects, checks, snapshot, stop)
+        except Exception:  # a bug must deny, never escape as an allow
+            log.exception("internal error while deciding")
+            outcomes = [Outcome(False, Reason.INTERNAL_ERROR, fault=Fault.INTERNAL)] * len(checks)
+        outcomes = self._until(outcomes, stop)
+        return self._record(checks, outcomes, identities, None, snapshot, started, traceparent)
+
+    def _answer(self, outcome: Outcome) -> bool:
+        """What the caller is told: in dry_run every judged request is allowed."""
+        return outcome.allowed or (self._config.mode == "dry_run" and outcome.fault is None)
+
+    def _until(self, outcomes: list[Outcome], stop: Callable[[bool], bool] | None) -> list[Outcome]:
+        """`outcomes` up to and including the first one `stop` ends the batch on."""
+        if stop is None:
+            return outcomes
+        for i, outcome in enumerate(outcomes):
+            if stop(self._answer(outcome)):
+                return outcomes[: i + 1]
+        return outcomes
+
+    def _record(
+        self,
+        checks: Sequence[Check],
+        outcomes: Sequence[Outcome],
+        identities: Sequence[Identity | None],
+        token: VerifiedToken | None,
+        snapshot: Snapshot | None,
+        started: float,
+        traceparent: str,
+    ) -> list[Decision]:
+        """Turn outcomes into decisions and record each (log and metrics)."""
         elapsed_us = int((time.perf_counter() - started) * 1e6)
-        per_check_us = elapsed_us // max(1, len(checks))
+        per_check_us = elapsed_us // max(1, len(outcomes))
         now = self._clock()
         version = snapshot.version if snapshot else ""
         summary = _summary(token)
         decisions = []
-        for check, outcome in zip(checks, outcomes, strict=True):
-            answer = outcome.allowed or (self._config.mode == "dry_run" and outcome.fault is None)
+        for check, outcome, identity in zip(checks, outcomes, identities, strict=False):
+            answer = self._answer(outcome)
             decision = Decision(
                 decision_id=str(uuid.uuid4()),
                 allowed=outcome.allowed,
@@ -135,7 +219,12 @@ class Authorizer:
         return decisions
 
     def _decide(
-        self, creds: Credentials, checks: Sequence[Check], snapshot: Snapshot | None
+        self,
+        creds: Credentials,
+        checks: Sequence[Check],
+        snapshot: Snapshot | None,
+        subject: tuple[str, str] | None = None,
+        stop: Callable[[bool], bool] | None = None,
     ) -> tuple[list[Outcome], Identity | None, VerifiedToken | None]:
         n = len(checks)
         try:
@@ -161,6 +250,9 @@ class Authorizer:
             token = self._verifier.verify(creds)
             check_kill(snapshot.killswitch, kills, issuer=token.issuer)
             identity = resolve_identity(token, registry, self._config.delegation, self._config.identity)
+            if subject is not None and subject != (AGENT_TYPE, identity.agent):
+                who = f'{subject[0]}::"{subject[1]}"'
+                raise PepError(f'{who} is not the token\'s principal Agent::"{identity.agent}"', Reason.INVALID_REQUEST)
             check_kill(
                 snapshot.killswitch,
                 kills,
@@ -190,8 +282,10 @@ class Authorizer:
                 self._check_grants(snapshot, hops, entities)
         except PepError as e:
             return [Outcome(False, e.reason, errors=(e.detail,))] * n, identity, token
-        outcomes = []
+        outcomes: list[Outcome] = []
         for i, (check, query) in enumerate(zip(checks, queries, strict=True)):
+            if stop is not None and outcomes and stop(self._answer(outcomes[-1])):
+                break
             try:
                 rec = registry.get(identity.agent)
                 self._limiter.take(snapshot.limits, identity.agent, rec.groups if rec else (), check.action)
@@ -244,6 +338,85 @@ class Authorizer:
                     detail += ": " + "; ".join(result.diagnostics.errors)
                 raise PepError(detail, Reason.CHAIN_DELEGATION_FORBIDDEN)
 
+    def _decide_subjects(
+        self,
+        subjects: Sequence[Subject],
+        checks: Sequence[Check],
+        snapshot: Snapshot | None,
+        stop: Callable[[bool], bool] | None,
+    ) -> list[Outcome]:
+        n = len(checks)
+        try:
+            for subject, check in zip(subjects, checks, strict=True):
+                check_request_shape(check)
+                if not subject.type or not subject.id:
+                    raise RequestError("subject.type and subject.id are required")
+        except RequestError as e:
+            return [Outcome(False, e.reason, errors=(e.detail,), fault=Fault.INVALID_ARGUMENT)] * n
+        if snapshot is None:
+            out = Outcome(
+                False, Reason.POLICY_UNAVAILABLE, errors=("no valid policy set is loaded",), fault=Fault.UNAVAILABLE
+            )
+            return [out] * n
+        kills = self._kills.view()
+        refused: dict[tuple[str, str], Outcome | None] = {}  # each subject's controls, once per call
+        outcomes: list[Outcome] = []
+        for subject, check in zip(subjects, checks, strict=True):
+            if stop is not None and outcomes and stop(self._answer(outcomes[-1])):
+                break
+            key = (subject.type, subject.id)
+            if key not in refused:
+                refused[key] = self._subject_controls(snapshot, kills, subject)
+            outcome = refused[key]
+            if outcome is None and subject.type == AGENT_TYPE:
+                try:
+                    rec = snapshot.registry.get(subject.id)
+                    self._limiter.take(snapshot.limits, subject.id, rec.groups if rec else (), check.action)
+                except PepError as e:
+                    outcome = Outcome(False, e.reason, errors=(e.detail,))
+            outcomes.append(outcome or self._evaluate_subject(snapshot, subject, check))
+        return outcomes
+
+    def _subject_controls(self, snapshot: Snapshot, kills: Any, subject: Subject) -> Outcome | None:
+        """The kill switch and, for an agent, the registry: an Outcome when they refuse."""
+        registry = snapshot.registry
+        try:
+            if subject.type == AGENT_TYPE:
+                chain = (subject.id,)
+                check_kill(
+                    snapshot.killswitch,
+                    kills,
+                    chain=chain,
+                    groups_of=lambda a: rec.groups if (rec := registry.get(a)) else (),
+                )
+                check_chain(chain, registry, self._config.delegation)
+                check_lifecycle(chain, registry, dt.datetime.fromtimestamp(self._clock(), dt.UTC).date())
+            else:
+                check_kill(snapshot.killswitch, kills, user=subject.id)
+        except PepError as e:
+            return Outcome(False, e.reason, errors=(e.detail,))
+        return None
+
+    def _evaluate_subject(self, snapshot: Snapshot, subject: Subject, check: Check) -> Outcome:
+        query = Query(
+            (subject.type, subject.id),
+            ("Action", check.action),
+            (check.resource.type, check.resource.id),
+            {},
+        )
+        try:
+            query = replace(query, context=cedar_value(dict(check.context), "context"))
+            described = [
+                ((subject.type, subject.id), subject.properties, ()),
+                ((check.resource.type, check.resource.id), check.resource.attributes, check.resource.parents),
+            ]
+            entities = _entities_with_properties(snapshot, query, described)
+        except RequestError as e:
+            return Outcome(False, e.reason, errors=(e.detail,), fault=Fault.INVALID_ARGUMENT)
+        except ValueError as e:
+            return Outcome(False, Reason.INVALID_REQUEST, errors=(f"request entities: {e}",))
+        return self._evaluate(snapshot, query, entities)
+
     def _evaluate(self, snapshot: Snapshot, query: Query, entities: cedarpy.Entities) -> Outcome:
         outcome = outcome_of(evaluate(snapshot, [query], entities)[0], strict=self._strict)
         if snapshot.shadow_index is not None:
@@ -266,6 +439,61 @@ def outcome_of(result: cedarpy.AuthzResult, *, strict: bool = True) -> Outcome:
     if reasons:
         return Outcome(False, Reason.POLICY_FORBID, policies=reasons, errors=errors)
     return Outcome(False, Reason.POLICY_NO_PERMIT, errors=errors)
+
+
+def _subject_identity(subject: Subject) -> Identity:
+    """How a trusted subject shows in the decision log: an agent as `agent`, anyone else as `on_behalf_of`."""
+    if subject.type == AGENT_TYPE:
+        return Identity(subject.id, None, (subject.id,))
+    return Identity("", subject.id, ())
+
+
+def _stored_entity(snapshot: Snapshot, uid: Uid) -> dict[str, Any]:
+    for ent in json.loads(str(snapshot.entities_for([uid]))):
+        if (ent["uid"]["type"], ent["uid"]["id"]) == uid:
+            return dict(ent)
+    raise ValueError(f'{uid[0]}::"{uid[1]}" is not in the entity store')  # pragma: no cover - checked by caller
+
+
+def _entities_with_properties(
+    snapshot: Snapshot,
+    query: Query,
+    described: Sequence[tuple[Uid, Mapping[str, Any] | None, Sequence[Uid]]],
+) -> cedarpy.Entities:
+    """The query's entity slice, each described entity carrying its properties as attributes.
+
+    An entity the store lacks is added with those attributes and parents (given neither, it
+    stays absent, as Cedar leaves it). One the store holds keeps its parents and the
+    attributes not given; the given ones win. Cedar only adds to an entity set, so
+    replacing a stored entity rebuilds the slice without it.
+    """
+    added: dict[Uid, dict[str, Any]] = {}
+    for uid, properties, parents in described:
+        if not properties and not parents:
+            continue
+        attrs = cedar_value(dict(properties or {}), f'{uid[0]}::"{uid[1]}" properties')
+        if uid in snapshot.entity_uids:
+            if parents:
+                raise RequestError(f'{uid[0]}::"{uid[1]}" is in the entity store; its parents come from there')
+            ent = _stored_entity(snapshot, uid)
+            ent["attrs"] = {**(ent.get("attrs") or {}), **attrs}
+        else:
+            ent = {"uid": {"type": uid[0], "id": uid[1]}, "attrs": attrs, "parents": [_ref(p) for p in parents]}
+        if uid in added and added[uid] != ent:
+            raise RequestError(f'{uid[0]}::"{uid[1]}" is described twice with different properties')
+        added[uid] = ent
+    if not any(uid in snapshot.entity_uids for uid in added):
+        return snapshot.entities_for(roots_of([query]), list(added.values()) or None)
+    roots = roots_of([query])
+    for ent in added.values():
+        roots.update(entity_refs(ent.get("attrs") or {}))
+        roots.update((p["type"], p["id"]) for p in ent.get("parents") or ())
+    rest = [e for e in json.loads(str(snapshot.entities_for(roots))) if (e["uid"]["type"], e["uid"]["id"]) not in added]
+    return cedarpy.Entities.from_json_str(json.dumps([*rest, *added.values()]), snapshot.entity_index.schema)
+
+
+def _ref(uid: Uid) -> dict[str, str]:
+    return {"type": uid[0], "id": uid[1]}
 
 
 def _shadow_summary(outcome: Outcome) -> ShadowSummary | None:
