@@ -21,6 +21,7 @@ from pep._proto.envoy.service.auth.v3 import external_auth_pb2_grpc
 from pep._proto.pep.v1 import admin_pb2_grpc, authorizer_pb2, authorizer_pb2_grpc
 from pep.admin import AdminService, update_kill_gauge
 from pep.authorizer import Authorizer
+from pep.authzen import AuthzenServer
 from pep.config import Config, split_address
 from pep.controls.killswitch import RuntimeKills
 from pep.controls.ratelimit import RateLimiter
@@ -56,6 +57,8 @@ class Server:
     admin_address: str = ""
     metrics_http: ThreadingHTTPServer | None = None
     metrics_address: str = ""
+    authzen: AuthzenServer | None = None
+    authzen_address: str = ""
     _stopped: threading.Event = field(default_factory=threading.Event)
 
     def wait(self) -> None:
@@ -70,6 +73,8 @@ class Server:
             self.watcher.stop()
         if self.admin_server is not None:
             self.admin_server.stop(0)
+        if self.authzen is not None:
+            self.authzen.stop()
         self.grpc_server.stop(grace).wait()
         if self.metrics_http is not None:
             self.metrics_http.shutdown()
@@ -150,6 +155,15 @@ def build_server(config: Config, *, metrics: Metrics | None = None, max_workers:
         srv.admin_server.start()
     if config.metrics_listen:
         srv.metrics_http, srv.metrics_address = _start_metrics_http(config.metrics_listen, srv)
+    if config.authzen.listen:
+        try:
+            srv.authzen = AuthzenServer(config.authzen, authorizer, shutdown_timeout=config.shutdown_grace_seconds)
+        except OSError as e:
+            srv.stop(0)
+            raise ListenError(config.authzen.listen, e.strerror or str(e)) from None
+        srv.authzen_address = srv.authzen.address
+        who = "subject as given" if config.authzen.trust_subject else "subject from the token"
+        log.info("AuthZEN API on %s (%s)", srv.authzen_address, who)
     log.info("pep serving on %s (metrics on %s)", ", ".join(addresses), srv.metrics_address or "off")
     return srv
 

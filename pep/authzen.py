@@ -1,0 +1,421 @@
+"""The OpenID AuthZEN Authorization API 1.0 over HTTP (SPEC 10): JSON <-> plain data.
+
+Like `service.py` for gRPC, this module only translates. It parses a request into checks,
+asks the `Authorizer` (which logs and counts every decision, exactly as for gRPC) and
+renders the decisions as AuthZEN responses:
+
+- `POST /access/v1/evaluation`: one subject/action/resource/context 4-tuple.
+- `POST /access/v1/evaluations`: top-level members are defaults each item of `evaluations`
+  may replace, with `options.evaluations_semantic` `execute_all` (default),
+  `deny_on_first_deny` or `permit_on_first_permit` (the answer stops at the first deny or
+  permit; later items are neither evaluated nor logged).
+- `GET /.well-known/authzen-configuration`: the metadata document.
+
+Who the subject is: a `trust_subject` listener (loopback or Unix socket, checked in
+config) takes the body's subject as given. Any other listener takes it from the
+`Authorization` header's token (and the `DPoP` header) through the full pipeline; the
+body's subject must then name the principal that token resolves to (`Agent::"<current
+actor>"`), or the decision is a deny (`invalid_request`).
+
+HTTP errors (a JSON body `{"error": {"status", "message"}}`) are for requests pep cannot
+judge: malformed JSON or a missing member (400), too large (413), not JSON (415), no
+policy loaded (503), internal faults (500). Every judgeable request answers 200 with a
+decision, bad tokens included, as over gRPC. Served by cheroot, a threaded WSGI server,
+with a body size limit, a per-connection idle timeout and a bounded worker pool.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import threading
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from cheroot import wsgi
+
+from pep.authorizer import Authorizer, Subject
+from pep.config import AuthzenConfig, split_address
+from pep.decision import Decision, Fault
+from pep.policy.request import Check, ResourceRef
+from pep.tokens.verifier import Credentials
+
+log = logging.getLogger(__name__)
+
+EVALUATION_PATH = "/access/v1/evaluation"
+EVALUATIONS_PATH = "/access/v1/evaluations"
+METADATA_PATH = "/.well-known/authzen-configuration"
+SEMANTICS = ("execute_all", "deny_on_first_deny", "permit_on_first_permit")
+# Who may connect to a trust_subject Unix socket: the owner and its group.
+SOCKET_MODE = 0o660
+MAX_HEADER_BYTES = 64 * 1024
+_MAX_REQUEST_ID = 256
+_STATUS_TEXT = {
+    200: "OK",
+    400: "Bad Request",
+    404: "Not Found",
+    405: "Method Not Allowed",
+    413: "Content Too Large",
+    415: "Unsupported Media Type",
+    500: "Internal Server Error",
+    503: "Service Unavailable",
+}
+_FAULT_STATUS = {Fault.INVALID_ARGUMENT: 400, Fault.UNAVAILABLE: 503, Fault.INTERNAL: 500}
+_STOP: dict[str, Callable[[bool], bool] | None] = {
+    "execute_all": None,
+    "deny_on_first_deny": lambda allowed: not allowed,
+    "permit_on_first_permit": lambda allowed: allowed,
+}
+
+
+class HTTPError(Exception):
+    """A request pep cannot judge: answered with `status` and a JSON error body."""
+
+    def __init__(self, status: int, message: str, headers: Sequence[tuple[str, str]] = ()) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.headers = tuple(headers)
+
+
+def _bad(message: str) -> HTTPError:
+    return HTTPError(400, message)
+
+
+# --- request parsing ---------------------------------------------------------------------
+
+
+def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in out:
+            raise ValueError(f"duplicate member {key!r}")
+        out[key] = value
+    return out
+
+
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
+
+
+def load_json(body: bytes) -> Any:
+    """The request body as JSON, or a 400 saying why not. NaN, Infinity and duplicate members are refused."""
+    try:
+        text = body.decode("utf-8")
+        return json.loads(text, object_pairs_hook=_no_duplicates, parse_constant=_no_constant)
+    except UnicodeDecodeError:
+        raise _bad("the body is not UTF-8") from None
+    except RecursionError:
+        raise _bad("the body nests too deeply") from None
+    except ValueError as e:
+        raise _bad(f"the body is not valid JSON: {e}") from None
+
+
+def _object(value: Any, where: str, *, required: bool) -> dict[str, Any] | None:
+    """A JSON object member; null counts as absent."""
+    if value is None:
+        if required:
+            raise _bad(f"{where} is required")
+        return None
+    if not isinstance(value, dict):
+        raise _bad(f"{where} must be a JSON object")
+    return value
+
+
+def _string(obj: Mapping[str, Any], key: str, where: str) -> str:
+    value = obj.get(key)
+    if not isinstance(value, str) or not value:
+        raise _bad(f"{where}.{key} is required and must be a non-empty string")
+    return value
+
+
+def _entity(value: Any, where: str) -> tuple[str, str, dict[str, Any] | None]:
+    obj = _object(value, where, required=True)
+    assert obj is not None
+    properties = _object(obj.get("properties"), f"{where}.properties", required=False)
+    return _string(obj, "type", where), _string(obj, "id", where), properties
+
+
+def parse_evaluation(request: Mapping[str, Any], where: str = "") -> tuple[Subject, Check]:
+    """One AuthZEN 4-tuple as the subject and the check pep evaluates (SPEC 10 mapping)."""
+    prefix = f"{where}." if where else ""
+    stype, sid, sprops = _entity(request.get("subject"), f"{prefix}subject")
+    action = _object(request.get("action"), f"{prefix}action", required=True)
+    assert action is not None
+    name = _string(action, "name", f"{prefix}action")
+    if _object(action.get("properties"), f"{prefix}action.properties", required=False):
+        raise _bad(f"{prefix}action.properties is not supported: a Cedar action has no attributes; use context")
+    rtype, rid, rprops = _entity(request.get("resource"), f"{prefix}resource")
+    context = _object(request.get("context"), f"{prefix}context", required=False) or {}
+    check = Check(action=name, resource=ResourceRef(rtype, rid, attributes=rprops), context=context)
+    return Subject(stype, sid, sprops), check
+
+
+@dataclass(frozen=True)
+class ParsedRequest:
+    subjects: list[Subject]
+    checks: list[Check]
+    # True for an `evaluations` array (answered as one), False for a single evaluation.
+    batch: bool
+    semantic: str = "execute_all"
+
+
+def parse_request(body: Any, *, batch_endpoint: bool, max_evaluations: int) -> ParsedRequest:
+    """Parse either endpoint's body. `evaluations` absent or empty: a single evaluation (spec 7.1)."""
+    if not isinstance(body, dict):
+        raise _bad("the body must be a JSON object")
+    items = body.get("evaluations") if batch_endpoint else None
+    if items is None or items == []:
+        subject, check = parse_evaluation(body)
+        return ParsedRequest([subject], [check], batch=False)
+    if not isinstance(items, list):
+        raise _bad("evaluations must be an array")
+    if len(items) > max_evaluations:
+        raise _bad(f"at most {max_evaluations} evaluations per request, got {len(items)}")
+    options = _object(body.get("options"), "options", required=False) or {}
+    semantic = options.get("evaluations_semantic", "execute_all")
+    if semantic not in SEMANTICS:
+        raise _bad(f"options.evaluations_semantic must be one of {', '.join(SEMANTICS)}, got {semantic!r}")
+    subjects, checks = [], []
+    for i, item in enumerate(items):
+        if not isinstance(item, dict):
+            raise _bad(f"evaluations[{i}] must be a JSON object")
+        # A member given in the item replaces the top-level default whole (spec 7.1.1).
+        merged = {k: item[k] if item.get(k) is not None else body.get(k) for k in ("subject", "action", "resource")}
+        merged["context"] = item.get("context") if item.get("context") is not None else body.get("context")
+        try:
+            subject, check = parse_evaluation(merged, f"evaluations[{i}]")
+        except HTTPError as e:
+            raise _bad(f"{e.message} (in the item or at the top level)") from None
+        subjects.append(subject)
+        checks.append(check)
+    return ParsedRequest(subjects, checks, batch=True, semantic=semantic)
+
+
+# --- responses ------------------------------------------------------------------------------
+
+
+def decision_body(d: Decision, *, identity: bool) -> dict[str, Any]:
+    """One AuthZEN decision. `context` carries pep's reason, determining policies and decision id."""
+    context: dict[str, Any] = {
+        "reason": d.reason.value,
+        "policies": list(d.policies),
+        "decision_id": d.decision_id,
+        "policy_version": d.policy_version,
+    }
+    if d.errors:
+        context["errors"] = list(d.errors)
+    if identity and d.agent:  # who the token resolved to, as gRPC's AuthorizeResponse says
+        context["agent"] = d.agent
+        context["on_behalf_of"] = d.on_behalf_of
+        context["delegation_chain"] = list(d.delegation_chain)
+    if d.fault is Fault.INVALID_ARGUMENT:
+        context["error"] = {"status": 400, "message": _fault_message(d)}
+    return {"decision": d.answer_allowed, "context": context}
+
+
+def _fault_message(d: Decision) -> str:
+    if d.fault is Fault.INTERNAL:
+        return "internal error"  # no details leak, as over gRPC
+    return "; ".join(d.errors) or d.reason.value
+
+
+def error_body(status: int, message: str) -> dict[str, Any]:
+    return {"error": {"status": status, "message": message}}
+
+
+def render(parsed: ParsedRequest, decisions: Sequence[Decision], *, identity: bool) -> dict[str, Any]:
+    """The response body; raises HTTPError when a fault concerns the whole request."""
+    for d in decisions:
+        if d.fault in (Fault.UNAVAILABLE, Fault.INTERNAL):
+            raise HTTPError(_FAULT_STATUS[d.fault], _fault_message(d))
+    if not parsed.batch:
+        d = decisions[0]
+        if d.fault is not None:
+            raise HTTPError(_FAULT_STATUS[d.fault], _fault_message(d))
+        return decision_body(d, identity=identity)
+    # Errors in one evaluation are answered in that evaluation (spec 7.2.1): decision false.
+    return {"evaluations": [decision_body(d, identity=identity) for d in decisions]}
+
+
+# --- the WSGI application -------------------------------------------------------------------
+
+
+def _media_type(environ: Mapping[str, Any]) -> str:
+    return str(environ.get("CONTENT_TYPE") or "").split(";", 1)[0].strip().lower()
+
+
+def read_body(environ: Mapping[str, Any], limit: int) -> bytes:
+    """At most `limit` bytes of body, or 413. A chunked body is read to `limit` + 1 and no further."""
+    stream = environ["wsgi.input"]
+    length = str(environ.get("CONTENT_LENGTH") or "").strip()
+    if length:
+        if not length.isdigit():
+            raise _bad("Content-Length must be a whole number")
+        if int(length) > limit:
+            raise HTTPError(413, f"the body is larger than {limit} bytes")
+        data = stream.read(int(length))
+    else:
+        data = stream.read(limit + 1)
+    if len(data) > limit:
+        raise HTTPError(413, f"the body is larger than {limit} bytes")
+    return bytes(data)
+
+
+def _request_id(environ: Mapping[str, Any]) -> str:
+    value = str(environ.get("HTTP_X_REQUEST_ID") or "")
+    if len(value) > _MAX_REQUEST_ID or not value.isprintable() or not value.isascii():
+        raise _bad(f"X-Request-ID must be at most {_MAX_REQUEST_ID} printable ASCII characters")
+    return value
+
+
+def _forwarded_uri(environ: Mapping[str, Any]) -> str:
+    """The URI of the request a DPoP proof was made for (X-Forwarded-Uri, with -Proto and -Host)."""
+    uri = str(environ.get("HTTP_X_FORWARDED_URI") or "")
+    if uri.startswith(("https://", "http://")) or not uri.startswith("/"):
+        return uri
+    host = str(environ.get("HTTP_X_FORWARDED_HOST") or "")
+    proto = str(environ.get("HTTP_X_FORWARDED_PROTO") or "https")
+    return f"{proto}://{host}{uri}" if host else uri
+
+
+def credentials(environ: Mapping[str, Any]) -> Credentials:
+    """The token (`Authorization`), its DPoP proof and the request that proof was made for."""
+    return Credentials(
+        token=str(environ.get("HTTP_AUTHORIZATION") or ""),
+        dpop_proof=str(environ.get("HTTP_DPOP") or ""),
+        http_method=str(environ.get("HTTP_X_FORWARDED_METHOD") or ""),
+        http_uri=_forwarded_uri(environ),
+    )
+
+
+class AuthzenApp:
+    """The WSGI application: routing, limits and the mapping to `Authorizer` calls."""
+
+    def __init__(self, authorizer: Authorizer, config: AuthzenConfig, base_url: str) -> None:
+        self._authorizer = authorizer
+        self._config = config
+        self._trust_subject = config.trust_subject
+        self._metadata = json.dumps(
+            {
+                "policy_decision_point": base_url,
+                "access_evaluation_endpoint": base_url + EVALUATION_PATH,
+                "access_evaluations_endpoint": base_url + EVALUATIONS_PATH,
+            }
+        ).encode()
+
+    def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+        headers: list[tuple[str, str]] = [("Content-Type", "application/json")]
+        try:
+            request_id = _request_id(environ)
+            if request_id:
+                headers.append(("X-Request-ID", request_id))
+            status, body, extra = self._route(environ, request_id)
+            headers.extend(extra)
+        except HTTPError as e:
+            status, body = e.status, json.dumps(error_body(e.status, e.message)).encode()
+            headers.extend(e.headers)
+        except Exception:  # a bug answers 500 without details, never a decision
+            log.exception("authzen: internal error")
+            status, body = 500, json.dumps(error_body(500, "internal error")).encode()
+        headers.append(("Content-Length", str(len(body))))
+        start_response(f"{status} {_STATUS_TEXT.get(status, '')}".rstrip(), headers)
+        return [body]
+
+    def _route(self, environ: Mapping[str, Any], request_id: str) -> tuple[int, bytes, list[tuple[str, str]]]:
+        path, method = environ.get("PATH_INFO", ""), environ.get("REQUEST_METHOD", "")
+        if path == METADATA_PATH:
+            if method != "GET":
+                raise HTTPError(405, f"{path} answers GET only", [("Allow", "GET")])
+            return 200, self._metadata, [("Cache-Control", "max-age=300")]
+        if path not in (EVALUATION_PATH, EVALUATIONS_PATH):
+            raise HTTPError(404, f"no such endpoint: {path}")
+        if method != "POST":
+            raise HTTPError(405, f"{path} answers POST only", [("Allow", "POST")])
+        if _media_type(environ) != "application/json":
+            raise HTTPError(415, "the body must be sent as Content-Type: application/json")
+        body = load_json(read_body(environ, self._config.max_body_bytes))
+        parsed = parse_request(
+            body, batch_endpoint=path == EVALUATIONS_PATH, max_evaluations=self._config.max_evaluations
+        )
+        checks = [Check(c.action, c.resource, c.context, request_id) for c in parsed.checks]
+        traceparent = str(environ.get("HTTP_TRACEPARENT") or "")[:128]
+        stop = _STOP[parsed.semantic]
+        if self._trust_subject:
+            decisions = self._authorizer.authorize_subject(parsed.subjects, checks, traceparent, stop=stop)
+        else:
+            decisions = self._authorizer.authorize(
+                credentials(environ), checks, traceparent, subject=_token_subject(parsed.subjects), stop=stop
+            )
+        answer = render(parsed, decisions, identity=not self._trust_subject)
+        return 200, json.dumps(answer).encode(), [("Cache-Control", "no-store")]
+
+
+def _token_subject(subjects: Sequence[Subject]) -> tuple[str, str]:
+    """The one subject a token request names; the token's principal must be it."""
+    if any(s.properties for s in subjects):
+        raise _bad("subject.properties cannot be sent with a token: the principal's attributes come from pep")
+    named = {(s.type, s.id) for s in subjects}
+    if len(named) > 1:
+        raise _bad("with a token every evaluation names the same subject: the token's principal")
+    return named.pop()
+
+
+# --- the server --------------------------------------------------------------------------------
+
+
+class _Server(wsgi.Server):
+    """cheroot's WSGI server, logging through `logging` and with a private Unix socket."""
+
+    def error_log(self, msg: str = "", level: int = 20, traceback: bool = False) -> None:
+        log.log(level, "authzen http: %s", msg, exc_info=traceback)
+
+    def bind_unix_socket(self, bind_addr: Any) -> Any:
+        sock = super().bind_unix_socket(bind_addr)
+        # cheroot makes the socket world-writable; on a trust_subject listener whoever can
+        # connect can name any subject. Tightened before listen(), so no one connects first.
+        os.chmod(self.bind_addr, SOCKET_MODE)
+        return sock
+
+
+class AuthzenServer:
+    """A running AuthZEN listener. `address` is where it listens (port 0 resolved)."""
+
+    def __init__(self, config: AuthzenConfig, authorizer: Authorizer, *, shutdown_timeout: float = 5.0) -> None:
+        bind: Any
+        if config.listen.startswith("unix://"):
+            bind = config.listen[len("unix://") :]
+            os.makedirs(os.path.dirname(bind) or "/", exist_ok=True)
+        else:
+            bind = split_address(config.listen)
+        self._server = _Server(
+            bind,
+            None,  # the app needs the bound address for its metadata: set below
+            numthreads=config.threads,
+            max=config.threads,
+            server_name="pep",
+            timeout=max(1, round(config.timeout_seconds)),
+            shutdown_timeout=max(1, round(shutdown_timeout)),
+            accepted_queue_size=config.threads * 16,
+            accepted_queue_timeout=1,
+        )
+        self._server.max_request_header_size = MAX_HEADER_BYTES
+        self._server.expiration_interval = 0.1  # how often the accept loop looks up: bounds stop()
+        self._server.prepare()  # binds and listens; raises OSError when it cannot
+        if isinstance(self._server.bind_addr, str):
+            self.address = config.listen
+            base = "http://localhost"
+        else:
+            host, port = self._server.bind_addr[:2]
+            self.address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+            base = f"http://{self.address}"
+        self._server.wsgi_app = AuthzenApp(authorizer, config, config.base_url or base)
+        self._thread = threading.Thread(target=self._server.serve, name="pep-authzen", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        """Stop accepting, let in-flight requests finish (up to the shutdown timeout), close."""
+        self._server.stop()
+        self._thread.join(timeout=10)
