@@ -82,6 +82,18 @@ class Stack:
         kw.setdefault("extra_claims", {"groups": ["finance", "employees"]})
         return devtoken.mint_token(self.key_path, issuer=ISSUER, audience=AUDIENCE, **kw)
 
+    def logged(self, decision_id: str) -> dict[str, Any]:
+        """The decision log line of one decision (the log is written in the background)."""
+        deadline = time.monotonic() + 5
+        while True:
+            for text in (self.tmp / "decisions.log").read_text().splitlines():
+                line = json.loads(text)
+                if line.get("decision_id") == decision_id:
+                    return line
+            if time.monotonic() > deadline:
+                raise AssertionError(f"decision {decision_id} was not logged")
+            time.sleep(0.02)
+
     def get(self, path: str, headers: dict[str, str] | None = None, *, tls: bool = False, cert: Cert | None = None):
         if tls:
             ctx = ssl.create_default_context(cafile=str(self.tmp / "ca.pem"))
@@ -250,9 +262,9 @@ def test_context_extensions_and_per_route_headers(stack: Stack) -> None:
     auth = {"authorization": f"Bearer {stack.token()}"}
     status, _, seen = stack.get("/handbook", auth)  # context_extensions on the route
     assert status == 200, seen
-    status, _, seen = stack.get("/salaries", {**auth, "x-pep-resource": 'File::"company/handbook.pdf"'})
+    status, headers, seen = stack.get("/salaries", {**auth, "x-pep-resource": 'File::"company/handbook.pdf"'})
     assert status == 200, seen  # header_mutation set the route's own resource, over the client's
-    line = [json.loads(x) for x in (stack.tmp / "decisions.log").read_text().splitlines()][-1]
+    line = stack.logged(headers["x-pep-decision-id"])
     assert line["resource"]["id"] == "hr/salaries-2026.csv"
 
 
