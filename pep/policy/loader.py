@@ -422,7 +422,7 @@ def _link_templates(
     except SourceProblemError as e:
         problems.append(e.problem)
         return policy_set, []
-    entries = (data or {}).get("links") if isinstance(data, Mapping) else None
+    entries = (data.get("links") or []) if isinstance(data, Mapping) and set(data) <= {"links"} else None
     if data is not None and not isinstance(entries, list):
         problems.append(SourceProblem(LINKS_FILE, "expected a mapping with a `links` list", line_of(data)))
         return policy_set, []

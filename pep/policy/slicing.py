@@ -100,20 +100,26 @@ class EntityIndex:
         cache_size: int = 4096,
     ) -> None:
         self.schema = schema
+        # Edges and JSON text are worked out on first use: a reload of 100,000 agents
+        # should not pay for entities no request ever touches.
+        self._entities: dict[Uid, dict[str, Any]] = {}
         self._json: dict[Uid, str] = {}
         self._edges: dict[Uid, tuple[Uid, ...]] = {}
         self._parents: dict[Uid, tuple[Uid, ...]] = {}
         for ent in entities:
-            uid = _uid(ent.get("uid"))
-            if uid is None:
+            try:
+                raw = ent["uid"]
+                uid = (raw["type"], raw["id"])
+            except (KeyError, TypeError):
+                uid = _uid(ent.get("uid"))
+            if uid is None or not isinstance(uid[0], str) or not isinstance(uid[1], str):
                 continue
-            self._json[uid] = json.dumps(ent, separators=(",", ":"))
-            parents = tuple(p for p in (_uid(x) for x in ent.get("parents") or ()) if p is not None)
-            self._parents[uid] = parents
-            self._edges[uid] = parents + tuple(entity_refs(ent.get("attrs") or {}))
+            self._entities[uid] = ent
         # Action entities come from the schema when there is one; without it, from the store.
         self._actions: tuple[Uid, ...] = (
-            () if schema is not None else tuple(u for u in self._json if u[0] == "Action" or u[0].endswith("::Action"))
+            ()
+            if schema is not None
+            else tuple(u for u in self._entities if u[0] == "Action" or u[0].endswith("::Action"))
         )
         self._literal = tuple(always)
         self._always = frozenset(self.closure([*self._literal, *self._actions]))
@@ -121,43 +127,69 @@ class EntityIndex:
         self._cache: LRU[tuple[Uid, ...], cedarpy.Entities] = LRU(cache_size)
 
     def __contains__(self, uid: object) -> bool:
-        return uid in self._json
+        return uid in self._entities
 
     def __len__(self) -> int:
-        return len(self._json)
+        return len(self._entities)
 
     @property
     def uids(self) -> frozenset[Uid]:
-        return frozenset(self._json)
+        return frozenset(self._entities)
+
+    def _parents_of(self, uid: Uid) -> tuple[Uid, ...]:
+        parents = self._parents.get(uid)
+        if parents is None:
+            ent = self._entities.get(uid)
+            raw = ent.get("parents") if ent is not None else None
+            parents = tuple(p for p in (_uid(x) for x in raw or ()) if p is not None)
+            self._parents[uid] = parents  # a benign race: every thread computes the same value
+        return parents
+
+    def _edges_of(self, uid: Uid) -> tuple[Uid, ...]:
+        edges = self._edges.get(uid)
+        if edges is None:
+            ent = self._entities.get(uid)
+            attrs = ent.get("attrs") if ent is not None else None
+            edges = self._parents_of(uid) + tuple(entity_refs(attrs or {}))
+            self._edges[uid] = edges
+        return edges
+
+    def _text(self, uid: Uid) -> str:
+        text = self._json.get(uid)
+        if text is None:
+            text = json.dumps(self._entities[uid], separators=(",", ":"))
+            self._json[uid] = text
+        return text
 
     def closure(self, roots: Iterable[Uid]) -> set[Uid]:
         """Every stored entity reachable from `roots` through parents and attribute references."""
         seen: set[Uid] = set()
-        stack = [r for r in roots if r in self._json]
+        stack = [r for r in roots if r in self._entities]
         while stack:
             uid = stack.pop()
             if uid in seen:
                 continue
             seen.add(uid)
-            stack.extend(e for e in self._edges.get(uid, ()) if e in self._json and e not in seen)
+            stack.extend(e for e in self._edges_of(uid) if e in self._entities and e not in seen)
         return seen
 
     def ancestors(self, uid: Uid, parents: Iterable[Uid] = ()) -> set[Uid]:
         """Transitive parents of `uid` (or of an unstored entity with these `parents`)."""
         out: set[Uid] = set()
-        stack = list(parents) + list(self._parents.get(uid, ()))
+        stack = list(parents) + list(self._parents_of(uid))
         while stack:
             p = stack.pop()
             if p in out:
                 continue
             out.add(p)
-            stack.extend(self._parents.get(p, ()))
+            stack.extend(self._parents_of(p))
         return out
 
     def with_added(self, entities: Iterable[dict[str, Any]]) -> EntityIndex:
         """A new index: this one's entities plus `entities` (a test suite's own)."""
-        mine = [json.loads(text) for text in self._json.values()]
-        return EntityIndex([*mine, *entities], self.schema, always=self._literal, cache_size=self._cache_size)
+        return EntityIndex(
+            [*self._entities.values(), *entities], self.schema, always=self._literal, cache_size=self._cache_size
+        )
 
     def handle(self, roots: Iterable[Uid], delta: list[dict[str, Any]] | None = None) -> cedarpy.Entities:
         """A Cedar entity set for a request: the closure of `roots` plus `delta` (request entities).
@@ -172,7 +204,7 @@ class EntityIndex:
         base = self._cache.get(key)
         if base is None:
             members = self.closure(refs) | self._always
-            text = "[" + ",".join(self._json[u] for u in sorted(members)) + "]"
+            text = "[" + ",".join(self._text(u) for u in sorted(members)) + "]"
             base = cedarpy.Entities.from_json_str(text, self.schema)
             self._cache.put(key, base)
         if not delta:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from typing import Any
 
@@ -63,7 +64,12 @@ def split_statements(text: str) -> list[Statement]:
     return out
 
 
-class _LineLoader(yaml.SafeLoader):
+# libyaml's parser when the wheel has it: pure-Python parsing of a 100,000-agent registry
+# takes minutes.
+_Base: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+
+class _LineLoader(_Base):  # type: ignore[misc]
     """A safe loader whose mappings remember the line they start on."""
 
 
@@ -85,7 +91,17 @@ _LineLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _con
 
 
 def load_yaml(text: str, path: str) -> Any:
-    """Parse YAML safely; mappings are `LineDict`s. Errors become a located `SourceProblem`."""
+    """Parse YAML safely; mappings are `LineDict`s. Errors become a located `SourceProblem`.
+
+    A file written as JSON (which is YAML too) is read with the JSON parser, many times
+    faster: generated registries of 100,000 agents load in a fraction of a second. Its
+    errors are then located by entry, not line.
+    """
+    if text.lstrip()[:1] in ("{", "["):
+        try:
+            return json.loads(text)
+        except ValueError:
+            pass  # YAML flow style, or broken: the YAML parser says which
     try:
         return yaml.load(text, Loader=_LineLoader)  # noqa: S506 - a SafeLoader subclass
     except yaml.MarkedYAMLError as e:
