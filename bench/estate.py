@@ -23,7 +23,9 @@ entity Group;
 entity User in [Group];
 entity Folder in [Folder];
 entity Doc in [Folder] {{ owner: User, classification: String }};
-action read, write, share appliesTo {{ principal: [Agent], resource: [Doc, Folder], context: {{ {STD}, amount?: Long }} }};
+action read, write, share appliesTo {{
+  principal: [Agent], resource: [Doc, Folder], context: {{ {STD}, amount?: Long }}
+}};
 action delegate appliesTo {{ principal: [User, Agent], resource: [Agent], context: {{ {STD} }} }};
 """
 

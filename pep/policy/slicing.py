@@ -107,6 +107,7 @@ class EntityIndex:
         self._edges: dict[Uid, tuple[Uid, ...]] = {}
         self._parents: dict[Uid, tuple[Uid, ...]] = {}
         for ent in entities:
+            uid: Uid | None
             try:
                 raw = ent["uid"]
                 uid = (raw["type"], raw["id"])

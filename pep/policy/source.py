@@ -69,7 +69,7 @@ def split_statements(text: str) -> list[Statement]:
 _Base: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 
-class _LineLoader(_Base):  # type: ignore[misc]
+class _LineLoader(_Base):
     """A safe loader whose mappings remember the line they start on."""
 
 
