@@ -211,3 +211,36 @@ def resolve(
     res = resource(*args, **kwargs) if callable(resource) else resource
     ctx = context(*args, **kwargs) if callable(context) else context
     return creds, res, ctx
+
+
+@dataclass
+class Call:
+    """One `authorize` call ready to send: the request and its budget."""
+
+    request: pb.AuthorizeRequest
+    budget: Budget
+
+
+def prepare(
+    credentials: CredentialsLike,
+    action: str,
+    resource: ResourceLike,
+    context: Mapping[str, Any] | None,
+    request_id: str,
+    timeout: float,
+    retries: int,
+) -> Call | Decision:
+    """The call to make, or the deny that stands for a request that cannot be sent."""
+    try:
+        request = build_request(credentials, action, resource, context, request_id)
+    except (ValueError, TypeError, json_format.ParseError) as e:
+        return error_decision(grpc.StatusCode.INVALID_ARGUMENT, f"request not sent: {e}")
+    return Call(request, Budget(time.monotonic() + timeout, retries))
+
+
+DEADLINE_PASSED = Decision(
+    False,
+    "policy_unavailable",
+    status=grpc.StatusCode.DEADLINE_EXCEEDED,
+    detail="deadline exceeded before pep answered",
+)

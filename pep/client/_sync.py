@@ -10,22 +10,21 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
 import grpc
-from google.protobuf import json_format
 
 from pep._proto.pep.v1 import authorizer_pb2_grpc as pb_grpc
 from pep.client._common import (
     CHANNEL_OPTIONS,
+    DEADLINE_PASSED,
     DEFAULT_RETRIES,
     DEFAULT_TIMEOUT,
-    Budget,
     CredentialsLike,
     Decision,
     Denied,
     F,
     ResourceLike,
-    build_request,
     decision_of,
     error_decision,
+    prepare,
     resolve,
     rpc_error,
 )
@@ -77,22 +76,28 @@ class Authorizer:
         metadata: Sequence[tuple[str, str]] = (),
     ) -> Decision:
         """pep's decision; never raises: any failure is a deny carrying the gRPC status."""
-        try:
-            request = build_request(credentials, action, resource, context, request_id)
-        except (ValueError, TypeError, json_format.ParseError) as e:
-            return error_decision(grpc.StatusCode.INVALID_ARGUMENT, f"request not sent: {e}")
-        budget = Budget(time.monotonic() + (self.timeout if timeout is None else timeout), self.retries)
+        call = prepare(
+            credentials,
+            action,
+            resource,
+            context,
+            request_id,
+            self.timeout if timeout is None else timeout,
+            self.retries,
+        )
+        if isinstance(call, Decision):
+            return call
         while True:
-            remaining = budget.remaining()
+            remaining = call.budget.remaining()
             if remaining <= 0:
-                return error_decision(grpc.StatusCode.DEADLINE_EXCEEDED, "deadline exceeded before pep answered")
+                return DEADLINE_PASSED
             try:
-                return decision_of(self._stub.Authorize(request, timeout=remaining, metadata=metadata or None))
+                return decision_of(self._stub.Authorize(call.request, timeout=remaining, metadata=metadata or None))
             except grpc.RpcError as e:
                 decision = rpc_error(e)
             except Exception as e:  # a client-side bug must still deny
                 return error_decision(grpc.StatusCode.INTERNAL, f"{type(e).__name__}: {e}")
-            delay = budget.next_delay(decision)
+            delay = call.budget.next_delay(decision)
             if delay is None:
                 return decision
             time.sleep(delay)
