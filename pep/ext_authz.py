@@ -211,8 +211,9 @@ def map_request(request: external_auth_pb2.CheckRequest, config: ExtAuthzConfig,
     if not problem and (not action or not resource.type):
         missing = " and ".join(w for w, gap in (("action", not action), ("resource", not resource.type)) if gap)
         problem = (
-            f"no {missing} for {http.method or '?'} {path or '/'}: set the {ACTION_EXTENSION}/{RESOURCE_EXTENSION} "
-            f"context extensions on the route, an ext_authz rule in pep's config, or the "
+            f"no {missing} for {http.method[:16] or '?'} {path[:200] or '/'}: set the "
+            f"{ACTION_EXTENSION}/{RESOURCE_EXTENSION} context extensions on the route, an ext_authz rule in "
+            f"pep's config, or the "
             f"{config.action_header or 'action'}/{config.resource_header or 'resource'} headers"
         )
     check = Check(action=action, resource=resource, request_id=http.id or headers.get("x-request-id", ""))
@@ -245,7 +246,7 @@ def challenges(reason: Reason, scheme: str, token: str, *, realm: str, dpop_algo
     if reason == Reason.TOKEN_MISSING:
         # No credentials: offer both schemes, with no error code (RFC 6750 3.1).
         bearer = "Bearer" + (" " + ", ".join(realm_param) if realm_param else "")
-        return [bearer, "DPoP " + ", ".join(realm_param + algs)]
+        return [bearer, " ".join(["DPoP", ", ".join(realm_param + algs)]).rstrip()]
     dpop = scheme == "dpop" or reason in _DPOP_PROOF_REASONS or _unverified_jkt(token)
     if dpop:
         if reason in _DPOP_PROOF_REASONS:
