@@ -11,7 +11,7 @@ PROTOS    := proto/pep/v1/authorizer.proto proto/pep/v1/admin.proto
 PROTOS    += proto/envoy/service/auth/v3/external_auth.proto proto/envoy/service/auth/v3/attribute_context.proto \
 	proto/envoy/config/core/v3/base.proto proto/envoy/type/v3/http_status.proto proto/google/rpc/status.proto
 
-.PHONY: run test lint typecheck proto proto-check install clean token
+.PHONY: run test lint typecheck proto proto-check install clean token bench
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -54,3 +54,7 @@ proto-check: $(STAMP)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
+
+## bench: pep vs a no-op gRPC server, side by side, plus scale curves (several minutes)
+bench: $(STAMP)
+	$(PY) -m bench.run

@@ -35,13 +35,14 @@ from pep.policy.request import (
     resource_entity,
     user_entity,
 )
-from pep.policy.slicing import Uid, entity_refs
+from pep.policy.slicing import LRU, Uid, entity_refs
 from pep.reasons import Reason
 from pep.tokens.verifier import Credentials, TokenVerifier, VerifiedToken
 
 log = logging.getLogger(__name__)
 
 DELEGATE_ACTION = "delegate"
+GRANT_CACHE_SIZE = 10_000
 AGENT_TYPE = "Agent"
 
 
@@ -88,6 +89,8 @@ class Authorizer:
         self._config = config
         self._kills = kills if kills is not None else RuntimeKills()
         self._limiter = limiter if limiter is not None else RateLimiter()
+        # Delegation-grant verdicts per (policy version, token): "" when every hop is permitted.
+        self._grants: LRU[tuple[str, str], str] = LRU(GRANT_CACHE_SIZE)
         self._store = store
         self._verifier = verifier
         self._recorder = recorder
@@ -275,45 +278,66 @@ class Authorizer:
                 for c, ctx in zip(checks, contexts, strict=True)
             ]
             hops = self._grant_queries(identity, base, user) if self._config.delegation.require_grants else []
-            entities, bad = self._entities(snapshot, [*queries, *hops], user, resources)
+            # Everything the request names; the base context adds only the chain and the user.
+            roots: set[Uid] = {("Agent", a) for a in identity.chain}
+            if identity.on_behalf_of is not None:
+                roots.add(("User", identity.on_behalf_of))
+            for c, ctx in zip(checks, contexts, strict=True):
+                roots.add((c.resource.type, c.resource.id))
+                roots.update(c.resource.parents)
+                roots.update(entity_refs(ctx))
+            entities, bad = self._entities(snapshot, roots, user, resources)
             if hops:
-                if entities is None:
-                    raise PepError(f"request entities: {bad[0]}", Reason.INVALID_REQUEST)
-                self._check_grants(snapshot, hops, entities)
+                self._check_grants(snapshot, creds.token, hops, entities, bad)
         except PepError as e:
             return [Outcome(False, e.reason, errors=(e.detail,))] * n, identity, token
+        rec = registry.get(identity.agent)
+        groups = rec.groups if rec else ()
+        if stop is None and entities is not None:
+            # The common case: rate limits in order, then every admitted check in one Cedar call.
+            limited: dict[int, Outcome] = {}
+            for i, check in enumerate(checks):
+                try:
+                    self._limiter.take(snapshot.limits, identity.agent, groups, check.action)
+                except PepError as e:
+                    limited[i] = Outcome(False, e.reason, errors=(e.detail,))
+            admitted = [i for i in range(n) if i not in limited]
+            answers = dict(
+                zip(admitted, self._evaluate(snapshot, [queries[i] for i in admitted], entities), strict=True)
+            )
+            return [limited[i] if i in limited else answers[i] for i in range(n)], identity, token
         outcomes: list[Outcome] = []
         for i, (check, query) in enumerate(zip(checks, queries, strict=True)):
             if stop is not None and outcomes and stop(self._answer(outcomes[-1])):
                 break
             try:
-                rec = registry.get(identity.agent)
-                self._limiter.take(snapshot.limits, identity.agent, rec.groups if rec else (), check.action)
+                self._limiter.take(snapshot.limits, identity.agent, groups, check.action)
             except PepError as e:
                 outcomes.append(Outcome(False, e.reason, errors=(e.detail,)))
                 continue
             handle = entities
             if handle is None:  # this batch's request entities do not fit together: one at a time
-                handle, problems = self._entities(snapshot, [query, *hops], user, [resources[i]])
+                one = {("Agent", a) for a in identity.chain} | roots_of([query])
+                handle, problems = self._entities(snapshot, one, user, [resources[i]])
                 if handle is None:
                     outcomes.append(
                         Outcome(False, Reason.INVALID_REQUEST, errors=(f"request entities: {problems[0]}",))
                     )
                     continue
-            outcomes.append(self._evaluate(snapshot, query, handle))
+            outcomes.extend(self._evaluate(snapshot, [query], handle))
         return outcomes, identity, token
 
     def _entities(
         self,
         snapshot: Snapshot,
-        queries: Sequence[Query],
+        roots: set[Uid],
         user: dict[str, Any] | None,
         resources: Sequence[dict[str, Any] | None],
     ) -> tuple[cedarpy.Entities | None, list[str]]:
-        """One entity slice for all `queries`, or (None, why) if the request's own entities do not fit."""
+        """One entity slice for the request, or (None, why) if the request's own entities do not fit."""
         try:
             delta = entity_delta([user, *resources])
-            return snapshot.entities_for(roots_of(queries), delta), []
+            return snapshot.entities_for(roots, delta), []
         except (ValueError, RequestError) as e:
             return None, [str(e)]
 
@@ -329,14 +353,32 @@ class Authorizer:
             hops.append(Query(("Agent", delegator), delegate_action, ("Agent", delegate), context))
         return hops
 
-    def _check_grants(self, snapshot: Snapshot, hops: Sequence[Query], entities: cedarpy.Entities) -> None:
-        for hop, result in zip(hops, evaluate(snapshot, hops, entities), strict=True):
-            if not result.allowed or (self._strict and result.diagnostics.errors):
-                who = f'{hop.principal[0]}::"{hop.principal[1]}"'
-                detail = f'{who} may not delegate to Agent::"{hop.resource[1]}"'
-                if result.diagnostics.errors:
-                    detail += ": " + "; ".join(result.diagnostics.errors)
-                raise PepError(detail, Reason.CHAIN_DELEGATION_FORBIDDEN)
+    def _check_grants(
+        self,
+        snapshot: Snapshot,
+        raw_token: str,
+        hops: Sequence[Query],
+        entities: cedarpy.Entities | None,
+        bad: Sequence[str],
+    ) -> None:
+        """Every hop must be permitted. The verdict depends only on the token and the snapshot,
+        so it is kept per (policy version, token) and a token's later calls skip Cedar."""
+        key = (snapshot.version, raw_token)
+        refused = self._grants.get(key)
+        if refused is None:
+            if entities is None:
+                raise PepError(f"request entities: {bad[0]}", Reason.INVALID_REQUEST)
+            refused = ""
+            for hop, result in zip(hops, evaluate(snapshot, hops, entities), strict=True):
+                if not result.allowed or (self._strict and result.diagnostics.errors):
+                    who = f'{hop.principal[0]}::"{hop.principal[1]}"'
+                    refused = f'{who} may not delegate to Agent::"{hop.resource[1]}"'
+                    if result.diagnostics.errors:
+                        refused += ": " + "; ".join(result.diagnostics.errors)
+                    break
+            self._grants.put(key, refused)
+        if refused:
+            raise PepError(refused, Reason.CHAIN_DELEGATION_FORBIDDEN)
 
     def _decide_subjects(
         self,
@@ -415,14 +457,18 @@ class Authorizer:
             return Outcome(False, e.reason, errors=(e.detail,), fault=Fault.INVALID_ARGUMENT)
         except ValueError as e:
             return Outcome(False, Reason.INVALID_REQUEST, errors=(f"request entities: {e}",))
-        return self._evaluate(snapshot, query, entities)
+        return self._evaluate(snapshot, [query], entities)[0]
 
-    def _evaluate(self, snapshot: Snapshot, query: Query, entities: cedarpy.Entities) -> Outcome:
-        outcome = outcome_of(evaluate(snapshot, [query], entities)[0], strict=self._strict)
+    def _evaluate(self, snapshot: Snapshot, queries: Sequence[Query], entities: cedarpy.Entities) -> list[Outcome]:
+        if not queries:
+            return []
+        outcomes = [outcome_of(r, strict=self._strict) for r in evaluate(snapshot, queries, entities)]
         if snapshot.shadow_index is not None:
-            shadow = evaluate(snapshot, [query], entities, shadow=True)[0]
-            outcome = replace(outcome, shadow=outcome_of(shadow, strict=self._strict))
-        return outcome
+            shadows = evaluate(snapshot, queries, entities, shadow=True)
+            outcomes = [
+                replace(o, shadow=outcome_of(r, strict=self._strict)) for o, r in zip(outcomes, shadows, strict=True)
+            ]
+        return outcomes
 
 
 def outcome_of(result: cedarpy.AuthzResult, *, strict: bool = True) -> Outcome:

@@ -38,25 +38,21 @@ def evaluate(
     shadow: bool = False,
     schema: bool = True,
 ) -> list[cedarpy.AuthzResult]:
-    """Cedar's answer for each query, in order, over the live (or shadow) policies."""
+    """Cedar's answer for each query, in order, over the live (or shadow) policies.
+
+    All queries go to Cedar in one call, over the union of their slices: a policy in
+    another query's slice cannot match this query's scope, so it changes nothing here.
+    """
     index = snapshot.shadow_index if shadow else snapshot.policy_index
     if index is None:
         raise ValueError("this snapshot has no shadow policies")
-    groups: dict[frozenset[str], list[int]] = {}
-    for i, q in enumerate(queries):
+    ids: frozenset[str] = frozenset()
+    for q in queries:
         ancestors = snapshot.entity_index.ancestors(q.principal, q.principal_parents)
-        groups.setdefault(index.slice_ids(q.principal, ancestors, q.action), []).append(i)
-    results: list[cedarpy.AuthzResult | None] = [None] * len(queries)
-    for ids, positions in groups.items():
-        answers = cedarpy.is_authorized_batch(
-            [queries[i].request() for i in positions],
-            index.policy_set(ids),
-            entities,
-            snapshot.schema if schema else None,
-        )
-        for i, answer in zip(positions, answers, strict=True):
-            results[i] = answer
-    return [r for r in results if r is not None]
+        ids = ids | index.slice_ids(q.principal, ancestors, q.action)
+    return cedarpy.is_authorized_batch(
+        [q.request() for q in queries], index.policy_set(ids), entities, snapshot.schema if schema else None
+    )
 
 
 def roots_of(queries: Sequence[Query]) -> set[Uid]:
