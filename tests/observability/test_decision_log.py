@@ -5,6 +5,7 @@ on shutdown. Unit tests below cover the writer's retry and partial-write handlin
 from __future__ import annotations
 
 import base64
+import datetime as dt
 import fcntl
 import json
 import os
@@ -24,7 +25,7 @@ from pep import devtoken
 from pep._proto.pep.v1 import authorizer_pb2 as pb
 from pep.config import DecisionLogConfig
 from pep.decision import Decision, TokenSummary
-from pep.decision_log import REDACTED, DecisionLog, FileSink, log_entry, valid_traceparent
+from pep.decision_log import REDACTED, DecisionLog, FileSink, log_entry, utc_timestamp, valid_traceparent
 from pep.metrics import Metrics
 from pep.reasons import Reason
 from tests.grpc.conftest import Harness, request
@@ -88,6 +89,12 @@ def test_entry_has_the_spec_fields_and_a_schema_version(obs: Factory) -> None:
     assert allow["policy_version"] == r.policy_version
     assert isinstance(allow["duration_us"], int) and allow["duration_us"] >= 0
     assert allow["traceparent"] == TRACEPARENT and "traceparent" not in deny
+
+
+@pytest.mark.parametrize("ts", [0.0, 1.5, 1795883129.696289, 1795883129.9999996, 4102444799.000001])
+def test_timestamps_are_rfc3339_utc_with_microseconds(ts: float) -> None:
+    expected = dt.datetime.fromtimestamp(ts, dt.UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
+    assert utc_timestamp(ts) == expected
 
 
 @pytest.mark.parametrize(
