@@ -166,6 +166,7 @@ def test_prometheus_counts_what_pep_answered(scraped: Scraped) -> None:
         r["metric"]["reason"]: int(float(r["value"][1]))
         for r in scraped.prom.query("sum by (reason) (pep_decisions_total)")
     }
+    print("sum by (reason) (pep_decisions_total):", dict(sorted(seen.items())))
     assert seen == dict(scraped.reasons)
     assert {"allowed", "policy_forbid", "token_malformed", "agent_disabled", "rate_limited"} <= set(seen)
 
