@@ -322,8 +322,7 @@ def _cmd_validate(args: argparse.Namespace) -> int:
     try:
         snap = load_snapshot(args.dir)
     except PolicyLoadError as e:
-        for problem in e.problems:
-            print(_prefixed(args.dir, str(problem)), file=sys.stderr)
+        _report(e, args.dir)
         print(f"{len(e.problems)} problem(s) found", file=sys.stderr)
         return EXIT_FAILED
     print(
@@ -359,8 +358,7 @@ def _cmd_check(args: argparse.Namespace) -> int:
     try:
         runner = SuiteRunner(args.policies)
     except PolicyLoadError as e:
-        for problem in e.problems:
-            print(_prefixed(args.policies, str(problem)), file=sys.stderr)
+        _report(e, args.policies)
         return EXIT_FAILED
     try:
         case: dict[str, Any] = {"action": args.action, "expect": "allow"}
@@ -429,8 +427,7 @@ def _cmd_test(args: argparse.Namespace) -> int:
     try:
         runner = SuiteRunner(args.dir)
     except PolicyLoadError as e:
-        for problem in e.problems:
-            print(_prefixed(args.dir, str(problem)), file=sys.stderr)
+        _report(e, args.dir)
         return EXIT_FAILED
     results = []
     try:
@@ -441,8 +438,7 @@ def _cmd_test(args: argparse.Namespace) -> int:
             elif args.verbose:
                 print(f"ok   {result.suite}:{result.line}: {result.name}")
     except PolicyLoadError as e:
-        for problem in e.problems:
-            print(_prefixed(args.dir, str(problem)), file=sys.stderr)
+        _report(e, args.dir)
         return EXIT_FAILED
     finally:
         runner.close()
@@ -451,6 +447,11 @@ def _cmd_test(args: argparse.Namespace) -> int:
         return EXIT_FAILED
     print(summarize(results))
     return EXIT_OK if all(r.passed for r in results) else EXIT_FAILED
+
+
+def _report(error: PolicyLoadError, directory: str) -> None:
+    for problem in error.problems:
+        print(_prefixed(directory, str(problem)), file=sys.stderr)
 
 
 def _prefixed(directory: str, text: str) -> str:
