@@ -242,7 +242,7 @@ class Authorizer:
             )
             return [out] * n, None, None
         try:
-            resources = [resource_entity(c.resource, snapshot.entity_uids) for c in checks]
+            resources = [resource_entity(c.resource, snapshot.entity_index) for c in checks]
         except RequestError as e:
             return [Outcome(False, e.reason, errors=(e.detail,), fault=Fault.INVALID_ARGUMENT)] * n, None, None
         token: VerifiedToken | None = None
@@ -266,7 +266,7 @@ class Authorizer:
             check_lifecycle(identity.chain, registry, dt.datetime.fromtimestamp(self._clock(), dt.UTC).date())
             base = base_context(identity, token)
             user = user_entity(identity)
-            if user is not None and ("User", user["uid"]["id"]) in snapshot.entity_uids:
+            if user is not None and ("User", user["uid"]["id"]) in snapshot.entity_index:
                 user = None  # the entity store's user wins over the token's view
             queries = [
                 Query(
@@ -518,7 +518,7 @@ def _entities_with_properties(
         if not properties and not parents:
             continue
         attrs = cedar_value(dict(properties or {}), f'{uid[0]}::"{uid[1]}" properties')
-        if uid in snapshot.entity_uids:
+        if uid in snapshot.entity_index:
             if parents:
                 raise RequestError(f'{uid[0]}::"{uid[1]}" is in the entity store; its parents come from there')
             ent = _stored_entity(snapshot, uid)
@@ -528,7 +528,7 @@ def _entities_with_properties(
         if uid in added and added[uid] != ent:
             raise RequestError(f'{uid[0]}::"{uid[1]}" is described twice with different properties')
         added[uid] = ent
-    if not any(uid in snapshot.entity_uids for uid in added):
+    if not any(uid in snapshot.entity_index for uid in added):
         return snapshot.entities_for(roots_of([query]), list(added.values()) or None)
     roots = roots_of([query])
     for ent in added.values():

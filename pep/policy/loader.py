@@ -165,6 +165,8 @@ def content_version(directory: str) -> str | None:
         return None
 
 
+# Reloads run beside live traffic: Cedar's parsers are asked to release the GIL so
+# decisions keep flowing while a large set is parsed.
 def load_snapshot(
     directory: str,
     *,
@@ -191,7 +193,7 @@ def load_snapshot(
     schema = None
     if schema_text is not None:
         try:
-            schema = cedarpy.Schema.from_str(schema_text)
+            schema = cedarpy.Schema.from_str(schema_text, release_gil=True)
         except ValueError as e:
             problems.append(SourceProblem(SCHEMA_FILE, f"invalid schema: {e}"))
 
@@ -220,9 +222,9 @@ def load_snapshot(
     links: list[tuple[str, str, Mapping[str, Any]]] = []
     if not problems:
         try:
-            policy_set = cedarpy.PolicySet.from_json_str(json.dumps(est))
+            policy_set = cedarpy.PolicySet.from_json_str(json.dumps(est), release_gil=True)
             if read.shadow:
-                shadow_set = cedarpy.PolicySet.from_json_str(json.dumps(shadow_est))
+                shadow_set = cedarpy.PolicySet.from_json_str(json.dumps(shadow_est), release_gil=True)
         except ValueError as e:
             problems.append(SourceProblem(directory, f"could not assemble the policy set: {e}"))
     if links_text is not None and policy_set is not None:
@@ -325,7 +327,7 @@ def _validate_file(rel: str, text: str, schema: cedarpy.Schema, problems: list[S
     if not text.strip():
         return
     try:
-        result = cedarpy.validate_policies(text, schema)
+        result = cedarpy.validate_policies(text, schema, release_gil=True)
     except ValueError:
         return  # a parse error, already reported
     if result.validation_passed:
@@ -382,7 +384,7 @@ def _build_entities(
         problems.append(SourceProblem(ENTITIES_FILE, f'Agent::"{a}" is defined here and in {AGENTS_FILE}'))
     agents = agent_entities(registry, uids)
     try:
-        cedarpy.Entities.from_json_str(json.dumps(stored), schema)
+        cedarpy.Entities.from_json_str(json.dumps(stored), schema, release_gil=True)
     except (ValueError, TypeError) as e:
         problems.append(SourceProblem(ENTITIES_FILE, f"invalid entities: {e}"))
         return None

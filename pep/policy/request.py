@@ -6,7 +6,7 @@ collides with one is refused, never merged.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Container, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -115,7 +115,7 @@ def user_entity(identity: Identity) -> dict[str, Any] | None:
     }
 
 
-def resource_entity(resource: ResourceRef, stored: frozenset[tuple[str, str]]) -> dict[str, Any] | None:
+def resource_entity(resource: ResourceRef, stored: Container[tuple[str, str]]) -> dict[str, Any] | None:
     """The resource as a request entity, or None when the store holds it or nothing is known.
 
     A resource sent without attributes or parents is left out, as Cedar does with an

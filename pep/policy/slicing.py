@@ -103,6 +103,7 @@ class EntityIndex:
         # Edges and JSON text are worked out on first use: a reload of 100,000 agents
         # should not pay for entities no request ever touches.
         self._entities: dict[Uid, dict[str, Any]] = {}
+        self._uids: frozenset[Uid] | None = None
         self._json: dict[Uid, str] = {}
         self._edges: dict[Uid, tuple[Uid, ...]] = {}
         self._parents: dict[Uid, tuple[Uid, ...]] = {}
@@ -135,7 +136,10 @@ class EntityIndex:
 
     @property
     def uids(self) -> frozenset[Uid]:
-        return frozenset(self._entities)
+        """Every stored uid (built once: use `uid in index` on hot paths)."""
+        if self._uids is None:
+            self._uids = frozenset(self._entities)
+        return self._uids
 
     def _parents_of(self, uid: Uid) -> tuple[Uid, ...]:
         parents = self._parents.get(uid)

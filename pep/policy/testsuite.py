@@ -90,7 +90,7 @@ def evaluate_principal(
     use_schema: bool = True,
 ) -> Outcome:
     query = Query(principal, action, (resource.type, resource.id), dict(context))
-    delta = entity_delta([resource_entity(resource, snapshot.entity_uids)])
+    delta = entity_delta([resource_entity(resource, snapshot.entity_index)])
     entities = snapshot.entities_for(roots_of([query]), delta)
     return outcome_of(evaluate(snapshot, [query], entities, schema=use_schema)[0], strict=strict)
 
