@@ -59,8 +59,15 @@ def main() -> None:
         specs: list[dict[str, Any]] = json.load(f)
     calls = []
     for spec in specs:
-        token = devtoken.mint_token(key, issuer=ISSUER, audience=AUDIENCE, sub=spec["sub"],
-                                    act_chain=spec["chain"], scopes=spec.get("scopes", []), ttl_seconds=3600)
+        token = devtoken.mint_token(
+            key,
+            issuer=ISSUER,
+            audience=AUDIENCE,
+            sub=spec["sub"],
+            act_chain=spec["chain"],
+            scopes=spec.get("scopes", []),
+            ttl_seconds=3600,
+        )
         rtype, rid = spec["resource"]
         check = Check(spec["action"], ResourceRef(rtype, rid), spec.get("context", {}))
         calls.append((Credentials(token), [check]))
@@ -80,16 +87,20 @@ def main() -> None:
         i += 1
     elapsed = time.perf_counter() - began
     latencies.sort()
-    print(json.dumps({
-        "load_s": load_s,
-        "policies": snapshot.policy_count,
-        "agents": len(snapshot.registry),
-        "decisions_per_s": len(latencies) / elapsed,
-        "p50_us": latencies[len(latencies) // 2] * 1e6,
-        "p99_us": latencies[int(len(latencies) * 0.99)] * 1e6,
-        "mean_us": statistics.fmean(latencies) * 1e6,
-        "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-    }))
+    print(
+        json.dumps(
+            {
+                "load_s": load_s,
+                "policies": snapshot.policy_count,
+                "agents": len(snapshot.registry),
+                "decisions_per_s": len(latencies) / elapsed,
+                "p50_us": latencies[len(latencies) // 2] * 1e6,
+                "p99_us": latencies[int(len(latencies) * 0.99)] * 1e6,
+                "mean_us": statistics.fmean(latencies) * 1e6,
+                "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

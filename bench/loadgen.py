@@ -44,6 +44,7 @@ async def run(args: argparse.Namespace, make: Callable[[int], object], per_call:
         nonlocal denied
         answers = response.responses if args.kind == "batch" else [response]  # type: ignore[attr-defined]
         denied += sum(1 for r in answers if r.decision != pb.DECISION_ALLOW)
+
     start = time.perf_counter()
     stop = start + args.seconds
     if args.mode == "closed":

@@ -16,10 +16,10 @@ _ALLOW = pb.AuthorizeResponse(decision=pb.DECISION_ALLOW, reason="allowed")
 
 
 class Noop(pb_grpc.AuthorizerServicer):
-    def Authorize(self, request: pb.AuthorizeRequest, context: grpc.ServicerContext) -> pb.AuthorizeResponse:  # noqa: N802
+    def Authorize(self, request: pb.AuthorizeRequest, context: grpc.ServicerContext) -> pb.AuthorizeResponse:
         return _ALLOW
 
-    def AuthorizeBatch(  # noqa: N802
+    def AuthorizeBatch(
         self, request: pb.AuthorizeBatchRequest, context: grpc.ServicerContext
     ) -> pb.AuthorizeBatchResponse:
         return pb.AuthorizeBatchResponse(responses=[_ALLOW] * len(request.checks))

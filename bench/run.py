@@ -57,8 +57,14 @@ class Requests:
         self.key, self.jwks = devtoken.ensure_dev_keys(str(tmp / "keys"))
         self.dpop_key, self.dpop_jwk = devtoken.new_dpop_key()
         self.token = devtoken.mint_token(
-            self.key, issuer=ISSUER, audience=AUDIENCE, sub="alice", act_chain=["billing-bot", "assistant"],
-            scopes=["payments:write"], ttl_seconds=3600, dpop_jkt=devtoken.jwk_thumbprint(self.dpop_jwk),
+            self.key,
+            issuer=ISSUER,
+            audience=AUDIENCE,
+            sub="alice",
+            act_chain=["billing-bot", "assistant"],
+            scopes=["payments:write"],
+            ttl_seconds=3600,
+            dpop_jkt=devtoken.jwk_thumbprint(self.dpop_jwk),
         )
         self.resource = pb.Resource(type="Account", id="ops-usd")
         self.context = json_format.ParseDict({"amount": 120000, "currency": "USD"}, struct_pb2.Struct())
@@ -74,13 +80,22 @@ class Requests:
                 if kind == "batch":
                     checks = [pb.Check(action="pay", resource=self.resource, context=self.context)] * 50
                     req: Any = pb.AuthorizeBatchRequest(
-                        token="DPoP " + self.token, dpop_proof=self._proof("AuthorizeBatch"), http_method="POST",
-                        http_uri=HTU + "AuthorizeBatch", checks=checks, request_id=f"b{i}",
+                        token="DPoP " + self.token,
+                        dpop_proof=self._proof("AuthorizeBatch"),
+                        http_method="POST",
+                        http_uri=HTU + "AuthorizeBatch",
+                        checks=checks,
+                        request_id=f"b{i}",
                     )
                 else:
                     req = pb.AuthorizeRequest(
-                        token="DPoP " + self.token, dpop_proof=self._proof("Authorize"), http_method="POST",
-                        http_uri=HTU + "Authorize", action="pay", resource=self.resource, context=self.context,
+                        token="DPoP " + self.token,
+                        dpop_proof=self._proof("Authorize"),
+                        http_method="POST",
+                        http_uri=HTU + "Authorize",
+                        action="pay",
+                        resource=self.resource,
+                        context=self.context,
                         request_id=f"r{i}",
                     )
                 f.write(req.SerializeToString().hex() + "\n")
@@ -95,15 +110,20 @@ def server(kind: str, tmp: Path, requests: Requests) -> Iterator[str]:
         argv = [sys.executable, "-m", "bench.noop_server", "--listen", address]
     else:
         config = tmp / "pep.yaml"
-        config.write_text(json.dumps({
-            "listen": address,
-            "metrics_listen": f"127.0.0.1:{free_port()}",
-            "admin_listen": "",
-            "policies": str(ROOT / "policies"),
-            "issuers": [{"issuer": ISSUER, "audiences": [AUDIENCE], "jwks_file": requests.jwks,
-                         "algorithms": ["ES256"]}],
-            "decision_log": {"sink": str(tmp / "decisions.log")},
-        }))
+        config.write_text(
+            json.dumps(
+                {
+                    "listen": address,
+                    "metrics_listen": f"127.0.0.1:{free_port()}",
+                    "admin_listen": "",
+                    "policies": str(ROOT / "policies"),
+                    "issuers": [
+                        {"issuer": ISSUER, "audiences": [AUDIENCE], "jwks_file": requests.jwks, "algorithms": ["ES256"]}
+                    ],
+                    "decision_log": {"sink": str(tmp / "decisions.log")},
+                }
+            )
+        )
         argv = [sys.executable, "-m", "pep.cli", "serve", "--config", str(config), "--log-level", "WARNING"]
     proc = subprocess.Popen(pinned(SERVER_CPU, argv), cwd=ROOT, stdout=subprocess.DEVNULL)
     try:
@@ -124,9 +144,23 @@ def server(kind: str, tmp: Path, requests: Requests) -> Iterator[str]:
 
 def load(address: str, requests_file: Path, kind: str, mode: str, seconds: float, concurrency: int) -> dict[str, Any]:
     argv = [
-        sys.executable, "-m", "bench.loadgen", "--target", address, "--kind", kind, "--mode", mode,
-        "--seconds", str(seconds), "--concurrency", str(concurrency), "--rate", "1000",
-        "--requests", str(requests_file),
+        sys.executable,
+        "-m",
+        "bench.loadgen",
+        "--target",
+        address,
+        "--kind",
+        kind,
+        "--mode",
+        mode,
+        "--seconds",
+        str(seconds),
+        "--concurrency",
+        str(concurrency),
+        "--rate",
+        "1000",
+        "--requests",
+        str(requests_file),
     ]
     out = subprocess.run(pinned(CLIENT_CPU, argv), cwd=ROOT, capture_output=True, text=True, check=True)
     return dict(json.loads(out.stdout.strip().splitlines()[-1]))
@@ -140,16 +174,32 @@ def median_of(runs: list[dict[str, Any]]) -> dict[str, Any]:
 def engine(policies: Path, specs: list[dict[str, Any]], tmp: Path, seconds: float) -> dict[str, Any]:
     spec_file = tmp / f"specs-{abs(hash(str(policies)))}.json"
     spec_file.write_text(json.dumps(specs))
-    argv = [sys.executable, "-m", "bench.engine", "--policies", str(policies), "--requests", str(spec_file),
-            "--seconds", str(seconds)]
+    argv = [
+        sys.executable,
+        "-m",
+        "bench.engine",
+        "--policies",
+        str(policies),
+        "--requests",
+        str(spec_file),
+        "--seconds",
+        str(seconds),
+    ]
     out = subprocess.run(pinned(SERVER_CPU, argv), cwd=ROOT, capture_output=True, text=True, check=True)
     if out.stderr.strip():
         print(out.stderr.strip(), file=sys.stderr)
     return dict(json.loads(out.stdout.strip().splitlines()[-1]))
 
 
-EXAMPLE_SPECS = [{"sub": "alice", "chain": ["billing-bot", "assistant"], "scopes": ["payments:write"],
-                  "action": "read_account", "resource": ["Account", "ops-usd"]}]
+EXAMPLE_SPECS = [
+    {
+        "sub": "alice",
+        "chain": ["billing-bot", "assistant"],
+        "scopes": ["payments:write"],
+        "action": "read_account",
+        "resource": ["Account", "ops-usd"],
+    }
+]
 
 
 def scale_specs(agents: int) -> list[dict[str, Any]]:
@@ -158,8 +208,9 @@ def scale_specs(agents: int) -> list[dict[str, Any]]:
     specs = []
     for k in range(1, agents, step):
         u = k % 100 if k % 10 else k % 100 + 1  # every tenth doc is secret
-        specs.append({"sub": f"user-{u}", "chain": [f"agent-{k}", "agent-0"], "action": "read",
-                      "resource": ["Doc", f"doc-{u}"]})
+        specs.append(
+            {"sub": f"user-{u}", "chain": [f"agent-{k}", "agent-0"], "action": "read", "resource": ["Doc", f"doc-{u}"]}
+        )
     return specs[:50]
 
 
@@ -169,11 +220,15 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=3.0)
     parser.add_argument("--concurrency", type=int, default=16)
     parser.add_argument("--skip-scale", action="store_true")
+    parser.add_argument("--only-scale", action="store_true")
     parser.add_argument("--quick", action="store_true", help="1 repetition, 1.5 s each, small scale sizes")
     args = parser.parse_args()
     if args.quick:
         args.reps, args.seconds = 1, 1.5
     tmp = Path(tempfile.mkdtemp(prefix="pep-bench-"))
+    if args.only_scale:
+        scale(args, tmp)
+        return
     requests = Requests(tmp)
     pin_note = "pinned: servers core 0, load core 1" if "taskset" in pinned("0", [""]) else "NOT pinned"
     print(f"pep benchmark: {args.reps} repetitions x {args.seconds:g} s, concurrency {args.concurrency}, {pin_note}")
@@ -211,30 +266,43 @@ def main() -> None:
             notes.append(f"{m['errors']:.0f} errors")
         if srv_denied := m.get("denied"):
             notes.append(f"{srv_denied:.0f} denied")
-        print(f"{name:34s} {m['decisions_per_s']:12.0f} {m['p50_ms']:8.3f} {m['p99_ms']:8.3f} {ratio_text}  "
-              + ", ".join(notes))
-    print(f"{'engine in-process (no gRPC)':34s} {eng['decisions_per_s']:12.0f} {eng['p50_us'] / 1000:8.3f} "
-          f"{eng['p99_us'] / 1000:8.3f} {eng['decisions_per_s'] / floor['decisions_per_s']:8.2f}x")
+        print(
+            f"{name:34s} {m['decisions_per_s']:12.0f} {m['p50_ms']:8.3f} {m['p99_ms']:8.3f} {ratio_text}  "
+            + ", ".join(notes)
+        )
+    print(
+        f"{'engine in-process (no gRPC)':34s} {eng['decisions_per_s']:12.0f} {eng['p50_us'] / 1000:8.3f} "
+        f"{eng['p99_us'] / 1000:8.3f} {eng['decisions_per_s'] / floor['decisions_per_s']:8.2f}x"
+    )
     single = median_of(results["pep Authorize"])["decisions_per_s"]
     batch = median_of(results["pep AuthorizeBatch x50"])["decisions_per_s"]
-    print(f"\nbatch vs single decisions/s: {batch / single:.2f}x; "
-          f"pep Authorize vs floor: {single / floor['decisions_per_s']:.0%}")
+    print(
+        f"\nbatch vs single decisions/s: {batch / single:.2f}x; "
+        f"pep Authorize vs floor: {single / floor['decisions_per_s']:.0%}"
+    )
 
-    if args.skip_scale:
-        return
+    if not args.skip_scale:
+        scale(args, tmp)
+
+
+def scale(args: argparse.Namespace, tmp: Path) -> None:
     from bench.estate import write_estate
 
     sizes = [(10, 100), (1000, 100), (10000, 100), (10, 10000), (10, 100000), (10000, 100000)]
     if args.quick:
         sizes = [(10, 100), (1000, 100), (10, 10000)]
-    print(f"\n{'scale: policies x agents':28s} {'reload s':>9s} {'p50 us':>8s} {'p99 us':>8s} {'dec/s':>8s} "
-          f"{'peak RSS MB':>12s}")
+    print(
+        f"\n{'scale: policies x agents':28s} {'reload s':>9s} {'p50 us':>8s} {'p99 us':>8s} {'dec/s':>8s} "
+        f"{'peak RSS MB':>12s}"
+    )
     for policies, agents in sizes:
         progress(f"scale {policies} policies x {agents} agents")
         directory = write_estate(tmp / f"estate-{policies}-{agents}", policies=policies, agents=agents)
         r = engine(directory, scale_specs(agents), tmp, max(1.0, args.seconds / 2))
-        print(f"{policies:>10,d} x {agents:<13,d}   {r['load_s']:9.2f} {r['p50_us']:8.0f} {r['p99_us']:8.0f} "
-              f"{r['decisions_per_s']:8.0f} {r['peak_rss_mb']:12.0f}")
+        print(
+            f"{policies:>10,d} x {agents:<13,d}   {r['load_s']:9.2f} {r['p50_us']:8.0f} {r['p99_us']:8.0f} "
+            f"{r['decisions_per_s']:8.0f} {r['peak_rss_mb']:12.0f}"
+        )
     shutil.rmtree(tmp, ignore_errors=True)
 
 
