@@ -424,3 +424,63 @@ def test_verifier_over_http(env: Env, jwks_server: str) -> None:
         assert hook == ["success"]
     finally:
         v.close()
+
+
+class _IdP(http.server.BaseHTTPRequestHandler):
+    """A real HTTP JWKS endpoint that can rotate keys and go down."""
+
+    keys: list[PrivateKey] = []
+    down = False
+    hits = 0
+
+    def do_GET(self) -> None:
+        type(self).hits += 1
+        if type(self).down:
+            self.send_error(503)
+            return
+        body = json.dumps({"keys": [_jwk(k) for k in type(self).keys]}).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/jwk-set+json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+
+def test_rotation_outage_and_refetch_limit_over_real_http(env: Env, other_ec_key: ec.EllipticCurvePrivateKey) -> None:
+    _IdP.keys, _IdP.down, _IdP.hits = [env.key], False, 0
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _IdP)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    uri = f"http://127.0.0.1:{server.server_address[1]}/jwks"
+    results: list[str] = []
+    issuer = IssuerConfig(ISSUER, (AUDIENCE,), ("ES256",), jwks_uri=uri)
+    cfg = replace(TokenConfig(), jwks_min_refetch_seconds=30)
+    v = TokenVerifier([issuer], cfg, clock=env.clock, on_jwks_refresh=results.append, jwks_background_refresh=False)
+    try:
+        assert v.verify(_tok(env.key, env.clock)).issuer == ISSUER
+        assert (_IdP.hits, results) == (1, ["success"])
+        # Rotation: the issuer publishes a new key; a token signed with it triggers one refetch.
+        _IdP.keys = [env.key, other_ec_key]
+        env.clock.now += 31
+        assert v.verify(_tok(other_ec_key, env.clock))
+        assert (_IdP.hits, results[-1]) == (2, "success")
+        # Outage: the endpoint fails; the last good keys keep verifying both keys' tokens.
+        _IdP.down = True
+        env.clock.now += 31
+        stranger = ec.generate_private_key(ec.SECP256R1())
+        with pytest.raises(TokenError) as info:
+            v.verify(_tok(stranger, env.clock))  # unknown kid: one refetch, which fails
+        assert info.value.reason == Reason.TOKEN_SIGNATURE_INVALID
+        assert (_IdP.hits, results[-1]) == (3, "failure")
+        assert v.verify(_tok(env.key, env.clock)) and v.verify(_tok(other_ec_key, env.clock))
+        # Unknown kids during the outage do not hammer the endpoint: at most one fetch per interval.
+        for _ in range(10):
+            with pytest.raises(TokenError):
+                v.verify(_tok(stranger, env.clock))
+        assert _IdP.hits == 3
+    finally:
+        v.close()
+        server.shutdown()
+        server.server_close()
