@@ -120,7 +120,7 @@ def test_templates_are_linked_from_links_yaml(tmp_path: Path) -> None:
             "agents.yaml": AGENTS,
             "t.cedar": '@id("may-read")\npermit(principal == ?principal, action == Action::"read", resource);',
             "links.yaml": "links:\n  - template: may-read\n    id: bot-reads\n"
-            "    values: {\"?principal\": 'Agent::\"bot\"'}\n",
+            '    values: {"?principal": \'Agent::"bot"\'}\n',
         },
     )
     snap = load_snapshot(str(tmp_path))
