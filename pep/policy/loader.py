@@ -19,7 +19,7 @@ from pep.controls.killswitch import KillList, parse_killswitch
 from pep.controls.ratelimit import Limits, parse_limits
 from pep.errors import PolicyLoadError, SourceProblem
 from pep.policy.registry import Registry, agent_entities, parse_registry
-from pep.policy.slicing import EntityIndex, PolicyIndex, Uid, action_parents, entity_refs, link_value
+from pep.policy.slicing import EntityIndex, PolicyIndex, Uid, action_parents, entity_refs
 from pep.policy.source import SourceProblemError, Statement, line_of, load_yaml, split_statements
 
 T = TypeVar("T")
@@ -233,10 +233,10 @@ def load_snapshot(
         raise PolicyLoadError(problems)
     assert policy_set is not None and entities is not None
     actions = _schema_actions(schema_text) if schema_text is not None else frozenset()
-    # Entities the policies name literally are in every slice: a policy may read them.
-    literal = {*entity_refs(est), *entity_refs(shadow_est)}
-    for _, _, values in links:
-        literal.update(u for v in values.values() if (u := entity_uid(link_value(v))) is not None)
+    # Entities named in policy conditions are in every slice: a condition may read their
+    # attributes. Scope entities (and template link values, which only fill scopes) need
+    # not be: `==` and `in` are answered from the request's own entities and ancestors.
+    literal = {*_condition_refs(est), *_condition_refs(shadow_est)}
     parents = action_parents(schema, entities)
     policy_index = PolicyIndex(est, links, parents)
     shadow_index = PolicyIndex(shadow_est, (), parents) if shadow_set is not None else None
@@ -400,6 +400,14 @@ def _build_entities(
             where = rec.line if rec is not None else 1
             problems.append(SourceProblem(AGENTS_FILE, f"{what} does not fit the schema: {e}", where))
     return [*stored, *agents]
+
+
+def _condition_refs(est: Mapping[str, Any]) -> set[Uid]:
+    refs: set[Uid] = set()
+    for section in ("staticPolicies", "templates"):
+        for body in (est.get(section) or {}).values():
+            refs.update(entity_refs(body.get("conditions") or []))
+    return refs
 
 
 def _shape(value: Any) -> str:
