@@ -18,7 +18,7 @@ import cedarpy
 from pep.controls.killswitch import KillList, parse_killswitch
 from pep.controls.ratelimit import Limits, parse_limits
 from pep.errors import PolicyLoadError, SourceProblem
-from pep.policy.registry import Registry, agent_entities, parse_registry
+from pep.policy.registry import AgentRecord, Registry, agent_entity, group_entities, parse_registry
 from pep.policy.slicing import EntityIndex, PolicyIndex, Uid, action_parents, entity_refs
 from pep.policy.source import SourceProblemError, Statement, line_of, load_yaml, split_statements
 
@@ -173,6 +173,7 @@ def load_snapshot(
     loaded_at: float = 0.0,
     validate_policies: bool = True,
     schema_for_entities: bool = True,
+    cache: dict[Any, Any] | None = None,
 ) -> Snapshot:
     """Build a snapshot of `directory`, or raise `PolicyLoadError` listing every problem.
 
@@ -197,26 +198,44 @@ def load_snapshot(
         except ValueError as e:
             problems.append(SourceProblem(SCHEMA_FILE, f"invalid schema: {e}"))
 
-    est, infos = _parse_policies(sources, problems)
-    shadow_est, shadow_infos = _parse_policies(read.shadow, problems)
+    est, infos = _parse_policies(sources, problems, cache)
+    shadow_est, shadow_infos = _parse_policies(read.shadow, problems, cache)
     if schema is not None and validate_policies:
         unparsed = {p.path for p in problems}
         for rel, text in (*sources.items(), *read.shadow.items()):
             if rel not in unparsed:  # a parse error is already reported once
-                _validate_file(rel, text, schema, problems)
+                _validate_file(rel, text, schema, problems, cache, schema_text or "")
+    if cache is not None:  # keep only what this version uses
+        texts = {**sources, **read.shadow}
+        stale = [k for k in cache if k[0] in ("parse", "valid") and texts.get(k[1]) != k[2]]
+        stale += [k for k in cache if k[0] == "valid" and k[3] != schema_text]
+        for key in stale:
+            del cache[key]
     killswitch = _parse_optional(others[KILLSWITCH_FILE], KILLSWITCH_FILE, parse_killswitch, KillList(), problems)
     limits = _parse_optional(others[LIMITS_FILE], LIMITS_FILE, parse_limits, Limits(), problems)
 
-    registry = Registry({})
-    if agents_text is not None:
-        try:
-            registry, reg_problems = parse_registry(load_yaml(agents_text, AGENTS_FILE), AGENTS_FILE)
-            problems.extend(reg_problems)
-        except SourceProblemError as e:
-            problems.append(e.problem)
-
     entity_schema = schema if schema_for_entities else None
-    entities = _build_entities(entities_text, registry, entity_schema, problems)
+    # The registry and the entities are reused as built when their files (and the schema)
+    # are unchanged: the common reload edits a policy, not a 100,000-agent registry.
+    key = ("entities", agents_text, entities_text, schema_text if schema_for_entities else None)
+    built = cache.get(key) if cache is not None else None
+    if built is None:
+        found: list[SourceProblem] = []
+        registry = Registry({})
+        if agents_text is not None:
+            try:
+                registry, reg_problems = parse_registry(load_yaml(agents_text, AGENTS_FILE), AGENTS_FILE)
+                found.extend(reg_problems)
+            except SourceProblemError as e:
+                found.append(e.problem)
+        entities = _build_entities(entities_text, registry, entity_schema, found)
+        built = (registry, entities, found)
+        if cache is not None:
+            for old in [k for k in cache if k[0] == "entities"]:
+                del cache[old]
+            cache[key] = built
+    registry, entities, found = built
+    problems.extend(found)
 
     policy_set = shadow_set = None
     links: list[tuple[str, str, Mapping[str, Any]]] = []
@@ -247,7 +266,9 @@ def load_snapshot(
         schema=schema,
         registry=registry,
         policies=infos,
-        entity_index=EntityIndex(entities, entity_schema, always=literal),
+        entity_index=EntityIndex(
+            entities, entity_schema, always=literal, agents=registry.agents, agent_entity=agent_entity
+        ),
         policy_index=policy_index,
         actions=actions,
         files=tuple(files),
@@ -280,18 +301,28 @@ def _parse_optional(
 
 
 def _parse_policies(
-    sources: Mapping[str, str], problems: list[SourceProblem]
+    sources: Mapping[str, str], problems: list[SourceProblem], cache: dict[Any, Any] | None = None
 ) -> tuple[dict[str, Any], dict[str, PolicyInfo]]:
-    """Parse each file, giving every policy its stable id (`@id`, else `<file>:<n>`)."""
+    """Parse each file, giving every policy its stable id (`@id`, else `<file>:<n>`).
+
+    With a `cache` (the store keeps one across reloads), a file whose text is unchanged
+    is not parsed again: a reload after editing one file of 10,000 policies parses one file.
+    """
     est: dict[str, Any] = {"staticPolicies": {}, "templates": {}, "templateLinks": []}
     infos: dict[str, PolicyInfo] = {}
     for rel, text in sources.items():
-        statements = split_statements(text)
-        try:
-            parsed = json.loads(cedarpy.policies_to_json_str(text))
-        except ValueError as e:
-            problems.extend(_locate_parse_errors(rel, statements, str(e)))
-            continue
+        hit = cache.get(("parse", rel, text)) if cache is not None else None
+        if hit is not None:
+            statements, parsed = hit
+        else:
+            statements = split_statements(text)
+            try:
+                parsed = json.loads(cedarpy.policies_to_json_str(text))
+            except ValueError as e:
+                problems.extend(_locate_parse_errors(rel, statements, str(e)))
+                continue
+            if cache is not None:
+                cache[("parse", rel, text)] = (statements, parsed)
         positional = {**parsed.get("staticPolicies", {}), **parsed.get("templates", {})}
         for n, stmt in enumerate(statements):
             body = positional.get(f"policy{n}")
@@ -323,22 +354,35 @@ def _locate_parse_errors(rel: str, statements: list[Statement], whole_error: str
     return found or [SourceProblem(rel, f"parse error: {whole_error}")]
 
 
-def _validate_file(rel: str, text: str, schema: cedarpy.Schema, problems: list[SourceProblem]) -> None:
+def _validate_file(
+    rel: str,
+    text: str,
+    schema: cedarpy.Schema,
+    problems: list[SourceProblem],
+    cache: dict[Any, Any] | None = None,
+    schema_text: str = "",
+) -> None:
     if not text.strip():
+        return
+    key = ("valid", rel, text, schema_text)
+    if cache is not None and key in cache:
+        problems.extend(cache[key])
         return
     try:
         result = cedarpy.validate_policies(text, schema, release_gil=True)
     except ValueError:
         return  # a parse error, already reported
-    if result.validation_passed:
-        return
-    statements = split_statements(text)
-    for err in result.errors:
-        m = re.fullmatch(r"policy(\d+)", err.policy_id or "")
-        stmt = statements[int(m.group(1))] if m and int(m.group(1)) < len(statements) else None
-        problems.append(
-            SourceProblem(rel, f"schema validation: {err.error}", stmt.line if stmt else 1, stmt.col if stmt else 1)
-        )
+    found = []
+    if not result.validation_passed:
+        statements = split_statements(text)
+        for err in result.errors:
+            m = re.fullmatch(r"policy(\d+)", err.policy_id or "")
+            stmt = statements[int(m.group(1))] if m and int(m.group(1)) < len(statements) else None
+            line, col = (stmt.line, stmt.col) if stmt else (1, 1)
+            found.append(SourceProblem(rel, f"schema validation: {err.error}", line, col))
+    if cache is not None:
+        cache[key] = found
+    problems.extend(found)
 
 
 def entity_uid(value: Any) -> tuple[str, str] | None:
@@ -382,24 +426,24 @@ def _build_entities(
     clashes = [a for a in registry.agents if ("Agent", a) in uids]
     for a in clashes:
         problems.append(SourceProblem(ENTITIES_FILE, f'Agent::"{a}" is defined here and in {AGENTS_FILE}'))
-    agents = agent_entities(registry, uids)
+    groups = group_entities(registry, uids)
     try:
         cedarpy.Entities.from_json_str(json.dumps(stored), schema, release_gil=True)
     except (ValueError, TypeError) as e:
         problems.append(SourceProblem(ENTITIES_FILE, f"invalid entities: {e}"))
         return None
-    shapes: dict[str, dict[str, Any]] = {}
-    for ent in agents:
-        shapes.setdefault(_shape(ent["attrs"]) + ("+parents" if ent["parents"] else ""), ent)
-    for ent in shapes.values():
+    shapes: dict[str, AgentRecord] = {}
+    for rec in registry.agents.values():
+        shapes.setdefault(_shape(rec.attributes or {}) + ("+parents" if rec.groups else ""), rec)
+    for ent in [*(agent_entity(rec) for rec in shapes.values()), *groups]:
         try:
             cedarpy.Entities.from_json_str(json.dumps([ent]), schema)
         except (ValueError, TypeError) as e:
             what = f'{ent["uid"]["type"]}::"{ent["uid"]["id"]}"'
-            rec = registry.get(ent["uid"]["id"]) if ent["uid"]["type"] == "Agent" else None
-            where = rec.line if rec is not None else 1
+            found = registry.get(ent["uid"]["id"]) if ent["uid"]["type"] == "Agent" else None
+            where = found.line if found is not None else 1
             problems.append(SourceProblem(AGENTS_FILE, f"{what} does not fit the schema: {e}", where))
-    return [*stored, *agents]
+    return [*stored, *groups]
 
 
 def _condition_refs(est: Mapping[str, Any]) -> set[Uid]:

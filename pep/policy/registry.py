@@ -57,6 +57,10 @@ def parse_registry(data: Any, path: str) -> tuple[Registry, list[SourceProblem]]
         return Registry({}), problems
     agents: dict[str, AgentRecord] = {}
     for i, entry in enumerate(entries):
+        quick = _well_formed(entry, agents)
+        if quick is not None:
+            agents[quick.id] = quick
+            continue
         line = line_of(entry, line_of(data))
         where = f"agents[{i}]"
 
@@ -116,20 +120,58 @@ def parse_registry(data: Any, path: str) -> tuple[Registry, list[SourceProblem]]
     return Registry(agents), problems
 
 
-def agent_entities(registry: Registry, defined: set[tuple[str, str]]) -> list[dict[str, Any]]:
-    """Cedar JSON for each agent, plus each named group that entities.json does not define."""
-    out: list[dict[str, Any]] = []
+def _well_formed(entry: Any, seen: Mapping[str, AgentRecord]) -> AgentRecord | None:
+    """The record for an entry that needs no diagnosis (the common case), else None.
+
+    A 100,000-agent registry goes through here; anything unusual takes the slow path,
+    which reports every problem.
+    """
+    if not isinstance(entry, dict) or not entry.keys() <= _ENTRY_KEYS:
+        return None
+    agent_id, owner = entry.get("id"), entry.get("owner")
+    status, expires = entry.get("status", "active"), entry.get("expires")
+    groups, attributes = entry.get("groups") or [], entry.get("attributes") or {}
+    if (
+        type(agent_id) is not str
+        or not agent_id
+        or agent_id in seen
+        or type(owner) is not str
+        or not owner.strip()
+        or status not in STATUSES
+        or type(groups) is not list
+        or not isinstance(attributes, dict)
+    ):
+        return None
+    for g in groups:
+        if type(g) is not str or not g:
+            return None
+    if expires is not None:
+        if type(expires) is str:
+            try:
+                expires = dt.date.fromisoformat(expires)
+            except ValueError:
+                return None
+        elif type(expires) is not dt.date:
+            return None
+    return AgentRecord(agent_id, owner, status, expires, tuple(groups), attributes, line_of(entry))
+
+
+def agent_entity(rec: AgentRecord) -> dict[str, Any]:
+    """The Cedar JSON entity of one agent: its attributes, its groups as parents."""
+    return {
+        "uid": {"type": "Agent", "id": rec.id},
+        "attrs": dict(rec.attributes or {}),
+        "parents": [{"type": "AgentGroup", "id": g} for g in rec.groups],
+    }
+
+
+def group_entities(registry: Registry, defined: set[tuple[str, str]]) -> list[dict[str, Any]]:
+    """An `AgentGroup` entity for each group the registry names and entities.json does not define."""
     groups: set[str] = set()
     for rec in registry.agents.values():
-        out.append(
-            {
-                "uid": {"type": "Agent", "id": rec.id},
-                "attrs": dict(rec.attributes or {}),
-                "parents": [{"type": "AgentGroup", "id": g} for g in rec.groups],
-            }
-        )
         groups.update(rec.groups)
-    for g in sorted(groups):
-        if ("AgentGroup", g) not in defined:
-            out.append({"uid": {"type": "AgentGroup", "id": g}, "attrs": {}, "parents": []})
-    return out
+    return [
+        {"uid": {"type": "AgentGroup", "id": g}, "attrs": {}, "parents": []}
+        for g in sorted(groups)
+        if ("AgentGroup", g) not in defined
+    ]

@@ -23,7 +23,7 @@ from __future__ import annotations
 import json
 import threading
 from collections import OrderedDict
-from collections.abc import Hashable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Hashable, Iterable, Iterator, Mapping
 from typing import Any, Generic, TypeVar
 
 import cedarpy
@@ -98,10 +98,17 @@ class EntityIndex:
         *,
         always: Iterable[Uid] = (),
         cache_size: int = 4096,
+        agents: Mapping[str, Any] | None = None,
+        agent_entity: Callable[[Any], dict[str, Any]] | None = None,
     ) -> None:
+        """`agents` (registry records by id) become `Agent` entities through `agent_entity`
+        only when a request reaches them."""
         self.schema = schema
-        # Edges and JSON text are worked out on first use: a reload of 100,000 agents
-        # should not pay for entities no request ever touches.
+        # Edges, JSON text and agent entities are worked out on first use: a reload of
+        # 100,000 agents should not pay for entities no request ever touches.
+        self._agents: Mapping[str, Any] = agents or {}
+        self._agent_entity = agent_entity
+        self._made: dict[Uid, dict[str, Any]] = {}
         self._entities: dict[Uid, dict[str, Any]] = {}
         self._uids: frozenset[Uid] | None = None
         self._json: dict[Uid, str] = {}
@@ -129,22 +136,32 @@ class EntityIndex:
         self._cache: LRU[tuple[Uid, ...], cedarpy.Entities] = LRU(cache_size)
 
     def __contains__(self, uid: object) -> bool:
-        return uid in self._entities
+        if uid in self._entities:
+            return True
+        return isinstance(uid, tuple) and len(uid) == 2 and uid[0] == "Agent" and uid[1] in self._agents
 
     def __len__(self) -> int:
-        return len(self._entities)
+        return len(self._entities) + len(self._agents)
 
     @property
     def uids(self) -> frozenset[Uid]:
         """Every stored uid (built once: use `uid in index` on hot paths)."""
         if self._uids is None:
-            self._uids = frozenset(self._entities)
+            self._uids = frozenset(self._entities) | {("Agent", a) for a in self._agents}
         return self._uids
+
+    def _get(self, uid: Uid) -> dict[str, Any] | None:
+        ent = self._entities.get(uid) or self._made.get(uid)
+        if ent is None and uid[0] == "Agent" and self._agent_entity is not None:
+            record = self._agents.get(uid[1])
+            if record is not None:
+                ent = self._made[uid] = self._agent_entity(record)
+        return ent
 
     def _parents_of(self, uid: Uid) -> tuple[Uid, ...]:
         parents = self._parents.get(uid)
         if parents is None:
-            ent = self._entities.get(uid)
+            ent = self._get(uid)
             raw = ent.get("parents") if ent is not None else None
             parents = tuple(p for p in (_uid(x) for x in raw or ()) if p is not None)
             self._parents[uid] = parents  # a benign race: every thread computes the same value
@@ -153,7 +170,7 @@ class EntityIndex:
     def _edges_of(self, uid: Uid) -> tuple[Uid, ...]:
         edges = self._edges.get(uid)
         if edges is None:
-            ent = self._entities.get(uid)
+            ent = self._get(uid)
             attrs = ent.get("attrs") if ent is not None else None
             edges = self._parents_of(uid) + tuple(entity_refs(attrs or {}))
             self._edges[uid] = edges
@@ -162,20 +179,20 @@ class EntityIndex:
     def _text(self, uid: Uid) -> str:
         text = self._json.get(uid)
         if text is None:
-            text = json.dumps(self._entities[uid], separators=(",", ":"))
+            text = json.dumps(self._get(uid), separators=(",", ":"))
             self._json[uid] = text
         return text
 
     def closure(self, roots: Iterable[Uid]) -> set[Uid]:
         """Every stored entity reachable from `roots` through parents and attribute references."""
         seen: set[Uid] = set()
-        stack = [r for r in roots if r in self._entities]
+        stack = [r for r in roots if r in self]
         while stack:
             uid = stack.pop()
             if uid in seen:
                 continue
             seen.add(uid)
-            stack.extend(e for e in self._edges_of(uid) if e in self._entities and e not in seen)
+            stack.extend(e for e in self._edges_of(uid) if e not in seen and e in self)
         return seen
 
     def ancestors(self, uid: Uid, parents: Iterable[Uid] = ()) -> set[Uid]:
@@ -193,7 +210,12 @@ class EntityIndex:
     def with_added(self, entities: Iterable[dict[str, Any]]) -> EntityIndex:
         """A new index: this one's entities plus `entities` (a test suite's own)."""
         return EntityIndex(
-            [*self._entities.values(), *entities], self.schema, always=self._literal, cache_size=self._cache_size
+            [*self._entities.values(), *entities],
+            self.schema,
+            always=self._literal,
+            cache_size=self._cache_size,
+            agents=self._agents,
+            agent_entity=self._agent_entity,
         )
 
     def handle(self, roots: Iterable[Uid], delta: list[dict[str, Any]] | None = None) -> cedarpy.Entities:

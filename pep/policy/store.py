@@ -10,6 +10,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable
+from typing import Any
 
 from pep.errors import PolicyLoadError
 from pep.metrics import Metrics
@@ -29,6 +30,8 @@ class PolicyStore:
         self.last_error: PolicyLoadError | None = None
         # The content version last rejected: not retried until the files change again.
         self._failed_version: str | None = None
+        # Parses of unchanged policy files, reused by the next reload.
+        self._parse_cache: dict[Any, Any] = {}
 
     def current(self) -> Snapshot | None:
         return self._snapshot
@@ -51,7 +54,7 @@ class PolicyStore:
         with self._lock:
             now = self._clock()
             try:
-                snapshot = load_snapshot(self.directory, loaded_at=now)
+                snapshot = load_snapshot(self.directory, loaded_at=now, cache=self._parse_cache)
             except PolicyLoadError as e:
                 self.last_error = e
                 self._failed_version = content_version(self.directory)

@@ -210,3 +210,42 @@ def test_validation_and_entity_schema_checks_can_be_turned_off(tmp_path: Path) -
         load_snapshot(str(tmp_path), schema_for_entities=False)
     snap = load_snapshot(str(tmp_path), validate_policies=False, schema_for_entities=False)
     assert snap.schema is not None and snap.policy_count == 1
+
+
+def test_a_reload_reuses_unchanged_files_and_matches_a_fresh_load(tmp_path: Path) -> None:
+    write(
+        tmp_path,
+        {
+            "schema.cedarschema": SCHEMA,
+            "a.cedar": 'permit(principal, action == Action::"read", resource);\n',
+            "b.cedar": "forbid(principal, action, resource) when { resource.public };\n",
+        },
+    )
+    cache: dict = {}
+    load_snapshot(str(tmp_path), cache=cache)
+    assert {k[1] for k in cache if k[0] == "parse"} == {"a.cedar", "b.cedar"}
+    (tmp_path / "b.cedar").write_text('@id("x")\nforbid(principal, action, resource) when { !resource.public };\n')
+    cached = load_snapshot(str(tmp_path), cache=cache)
+    fresh = load_snapshot(str(tmp_path))
+    assert cached.version == fresh.version and cached.policies == fresh.policies
+    assert len([k for k in cache if k[0] == "parse"]) == 2  # the old b.cedar entry is gone
+    (tmp_path / "b.cedar").write_text("permit(principal, action, resource) when { resource.nope };\n")
+    with pytest.raises(PolicyLoadError, match="nope"):
+        load_snapshot(str(tmp_path), cache=cache)
+    with pytest.raises(PolicyLoadError, match="nope"):  # a cached validation failure still fails
+        load_snapshot(str(tmp_path), cache=cache)
+
+
+def test_a_reload_sees_a_changed_registry(tmp_path: Path) -> None:
+    write(
+        tmp_path,
+        {"schema.cedarschema": SCHEMA, "agents.yaml": AGENTS, "p.cedar": "permit(principal, action, resource);"},
+    )
+    cache: dict = {}
+    assert set(load_snapshot(str(tmp_path), cache=cache).registry.agents) == {"bot"}
+    (tmp_path / "agents.yaml").write_text(AGENTS + "  - id: bot2\n    owner: o@example.com\n")
+    assert set(load_snapshot(str(tmp_path), cache=cache).registry.agents) == {"bot", "bot2"}
+    (tmp_path / "agents.yaml").write_text(AGENTS + "  - id: bot3\n")  # no owner: rejected, every time
+    for _ in range(2):
+        with pytest.raises(PolicyLoadError, match="owner"):
+            load_snapshot(str(tmp_path), cache=cache)
