@@ -171,7 +171,9 @@ def median_of(runs: list[dict[str, Any]]) -> dict[str, Any]:
     return {k: statistics.median(r[k] for r in runs) for k in keys}
 
 
-def engine(policies: Path, specs: list[dict[str, Any]], tmp: Path, seconds: float) -> dict[str, Any]:
+def engine(
+    policies: Path, specs: list[dict[str, Any]], tmp: Path, seconds: float, edit: str | None = None
+) -> dict[str, Any]:
     spec_file = tmp / f"specs-{abs(hash(str(policies)))}.json"
     spec_file.write_text(json.dumps(specs))
     argv = [
@@ -184,6 +186,7 @@ def engine(policies: Path, specs: list[dict[str, Any]], tmp: Path, seconds: floa
         str(spec_file),
         "--seconds",
         str(seconds),
+        *(["--edit", edit] if edit else []),
     ]
     out = subprocess.run(pinned(SERVER_CPU, argv), cwd=ROOT, capture_output=True, text=True, check=True)
     if out.stderr.strip():
@@ -292,16 +295,16 @@ def scale(args: argparse.Namespace, tmp: Path) -> None:
     if args.quick:
         sizes = [(10, 100), (1000, 100), (10, 10000)]
     print(
-        f"\n{'scale: policies x agents':28s} {'reload s':>9s} {'p50 us':>8s} {'p99 us':>8s} {'dec/s':>8s} "
-        f"{'peak RSS MB':>12s}"
+        f"\n{'scale: policies x agents':28s} {'load s':>7s} {'edit s':>7s} {'p50 us':>8s} {'p99 us':>8s} "
+        f"{'dec/s':>8s} {'peak RSS MB':>12s}"
     )
     for policies, agents in sizes:
         progress(f"scale {policies} policies x {agents} agents")
         directory = write_estate(tmp / f"estate-{policies}-{agents}", policies=policies, agents=agents)
-        r = engine(directory, scale_specs(agents), tmp, max(1.0, args.seconds / 2))
+        r = engine(directory, scale_specs(agents), tmp, max(1.0, args.seconds / 2), edit="shared.cedar")
         print(
-            f"{policies:>10,d} x {agents:<13,d}   {r['load_s']:9.2f} {r['p50_us']:8.0f} {r['p99_us']:8.0f} "
-            f"{r['decisions_per_s']:8.0f} {r['peak_rss_mb']:12.0f}"
+            f"{policies:>10,d} x {agents:<13,d}   {r['load_s']:7.2f} {r['reload_edit_s']:7.2f} {r['p50_us']:8.0f} "
+            f"{r['p99_us']:8.0f} {r['decisions_per_s']:8.0f} {r['peak_rss_mb']:12.0f}"
         )
     shutil.rmtree(tmp, ignore_errors=True)
 
