@@ -1,0 +1,7 @@
+"""`python -m pep.cli`."""
+
+import sys
+
+from pep.cli import main
+
+sys.exit(main())
