@@ -7,13 +7,11 @@ exactly one policy version.
 from __future__ import annotations
 
 import datetime as dt
-import json
 import logging
 import time
 import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
-from itertools import pairwise
 from typing import Any, Protocol
 
 import cedarpy
@@ -23,9 +21,12 @@ from pep.controls.killswitch import RuntimeKills, check_kill
 from pep.controls.ratelimit import RateLimiter
 from pep.decision import Decision, Fault, Recorder, ShadowSummary, TokenSummary
 from pep.errors import PepError, RequestError
+from pep.grants import Grants
 from pep.identity import Identity, check_chain, check_lifecycle, resolve_identity
+from pep.outcome import Outcome, outcome_of
 from pep.policy.evaluate import Query, evaluate, roots_of
 from pep.policy.loader import Snapshot
+from pep.policy.properties import entities_with_properties
 from pep.policy.request import (
     Check,
     base_context,
@@ -35,30 +36,17 @@ from pep.policy.request import (
     resource_entity,
     user_entity,
 )
-from pep.policy.slicing import LRU, Uid, entity_refs
+from pep.policy.slicing import Uid, entity_refs
 from pep.reasons import Reason
 from pep.tokens.verifier import Credentials, TokenVerifier, VerifiedToken
 
 log = logging.getLogger(__name__)
 
-DELEGATE_ACTION = "delegate"
-GRANT_CACHE_SIZE = 10_000
 AGENT_TYPE = "Agent"
 
 
 class SnapshotSource(Protocol):
     def current(self) -> Snapshot | None: ...
-
-
-@dataclass(frozen=True)
-class Outcome:
-    allowed: bool
-    reason: Reason
-    policies: tuple[str, ...] = ()
-    errors: tuple[str, ...] = ()
-    fault: Fault | None = None
-    # What the shadow policies would have answered, when they exist.
-    shadow: Outcome | None = None
 
 
 @dataclass(frozen=True)
@@ -89,8 +77,7 @@ class Authorizer:
         self._config = config
         self._kills = kills if kills is not None else RuntimeKills()
         self._limiter = limiter if limiter is not None else RateLimiter()
-        # Delegation-grant verdicts per (policy version, token): "" when every hop is permitted.
-        self._grants: LRU[tuple[str, str], str] = LRU(GRANT_CACHE_SIZE)
+        self._grants = Grants(strict=strict)
         self._store = store
         self._verifier = verifier
         self._recorder = recorder
@@ -277,7 +264,7 @@ class Authorizer:
                 )
                 for c, ctx in zip(checks, contexts, strict=True)
             ]
-            hops = self._grant_queries(identity, base, user) if self._config.delegation.require_grants else []
+            hops = self._grants.queries(identity, base, user) if self._config.delegation.require_grants else []
             # Everything the request names; the base context adds only the chain and the user.
             roots: set[Uid] = {("Agent", a) for a in identity.chain}
             if identity.on_behalf_of is not None:
@@ -288,7 +275,7 @@ class Authorizer:
                 roots.update(entity_refs(ctx))
             entities, bad = self._entities(snapshot, roots, user, resources)
             if hops:
-                self._check_grants(snapshot, creds.token, hops, entities, bad)
+                self._grants.check(snapshot, creds.token, hops, entities, bad)
         except PepError as e:
             return [Outcome(False, e.reason, errors=(e.detail,))] * n, identity, token
         rec = registry.get(identity.agent)
@@ -340,45 +327,6 @@ class Authorizer:
             return snapshot.entities_for(roots, delta), []
         except (ValueError, RequestError) as e:
             return None, [str(e)]
-
-    def _grant_queries(self, identity: Identity, context: dict[str, Any], user: dict[str, Any] | None) -> list[Query]:
-        """Each hop of the chain as Action::"delegate": delegator -> delegate agent (SPEC 2)."""
-        chain = list(reversed(identity.chain))  # first actor first
-        delegate_action = ("Action", DELEGATE_ACTION)
-        hops = []
-        if identity.on_behalf_of is not None:
-            groups = tuple(("Group", g) for g in identity.user_groups) if user is not None else ()
-            hops.append(Query(("User", identity.on_behalf_of), delegate_action, ("Agent", chain[0]), context, groups))
-        for delegator, delegate in pairwise(chain):
-            hops.append(Query(("Agent", delegator), delegate_action, ("Agent", delegate), context))
-        return hops
-
-    def _check_grants(
-        self,
-        snapshot: Snapshot,
-        raw_token: str,
-        hops: Sequence[Query],
-        entities: cedarpy.Entities | None,
-        bad: Sequence[str],
-    ) -> None:
-        """Every hop must be permitted. The verdict depends only on the token and the snapshot,
-        so it is kept per (policy version, token) and a token's later calls skip Cedar."""
-        key = (snapshot.version, raw_token)
-        refused = self._grants.get(key)
-        if refused is None:
-            if entities is None:
-                raise PepError(f"request entities: {bad[0]}", Reason.INVALID_REQUEST)
-            refused = ""
-            for hop, result in zip(hops, evaluate(snapshot, hops, entities), strict=True):
-                if not result.allowed or (self._strict and result.diagnostics.errors):
-                    who = f'{hop.principal[0]}::"{hop.principal[1]}"'
-                    refused = f'{who} may not delegate to Agent::"{hop.resource[1]}"'
-                    if result.diagnostics.errors:
-                        refused += ": " + "; ".join(result.diagnostics.errors)
-                    break
-            self._grants.put(key, refused)
-        if refused:
-            raise PepError(refused, Reason.CHAIN_DELEGATION_FORBIDDEN)
 
     def _decide_subjects(
         self,
@@ -452,7 +400,7 @@ class Authorizer:
                 ((subject.type, subject.id), subject.properties, ()),
                 ((check.resource.type, check.resource.id), check.resource.attributes, check.resource.parents),
             ]
-            entities = _entities_with_properties(snapshot, query, described)
+            entities = entities_with_properties(snapshot, query, described)
         except RequestError as e:
             return Outcome(False, e.reason, errors=(e.detail,), fault=Fault.INVALID_ARGUMENT)
         except ValueError as e:
@@ -471,75 +419,11 @@ class Authorizer:
         return outcomes
 
 
-def outcome_of(result: cedarpy.AuthzResult, *, strict: bool = True) -> Outcome:
-    """Map a Cedar answer to a reason code."""
-    reasons = tuple(result.diagnostics.reasons)
-    errors = tuple(result.diagnostics.errors)
-    if result.decision == cedarpy.Decision.NoDecision:
-        # Cedar could not build the request: it does not fit the schema.
-        return Outcome(False, Reason.INVALID_REQUEST, errors=errors)
-    if errors and strict:
-        return Outcome(False, Reason.EVALUATION_ERROR, policies=reasons, errors=errors)
-    if result.allowed:
-        return Outcome(True, Reason.ALLOWED, policies=reasons, errors=errors)
-    if reasons:
-        return Outcome(False, Reason.POLICY_FORBID, policies=reasons, errors=errors)
-    return Outcome(False, Reason.POLICY_NO_PERMIT, errors=errors)
-
-
 def _subject_identity(subject: Subject) -> Identity:
     """How a trusted subject shows in the decision log: an agent as `agent`, anyone else as `on_behalf_of`."""
     if subject.type == AGENT_TYPE:
         return Identity(subject.id, None, (subject.id,))
     return Identity("", subject.id, ())
-
-
-def _stored_entity(snapshot: Snapshot, uid: Uid) -> dict[str, Any]:
-    for ent in json.loads(str(snapshot.entities_for([uid]))):
-        if (ent["uid"]["type"], ent["uid"]["id"]) == uid:
-            return dict(ent)
-    raise ValueError(f'{uid[0]}::"{uid[1]}" is not in the entity store')  # pragma: no cover - checked by caller
-
-
-def _entities_with_properties(
-    snapshot: Snapshot,
-    query: Query,
-    described: Sequence[tuple[Uid, Mapping[str, Any] | None, Sequence[Uid]]],
-) -> cedarpy.Entities:
-    """The query's entity slice, each described entity carrying its properties as attributes.
-
-    An entity the store lacks is added with those attributes and parents (given neither, it
-    stays absent, as Cedar leaves it). One the store holds keeps its parents and the
-    attributes not given; the given ones win. Cedar only adds to an entity set, so
-    replacing a stored entity rebuilds the slice without it.
-    """
-    added: dict[Uid, dict[str, Any]] = {}
-    for uid, properties, parents in described:
-        if not properties and not parents:
-            continue
-        attrs = cedar_value(dict(properties or {}), f'{uid[0]}::"{uid[1]}" properties')
-        if uid in snapshot.entity_index:
-            if parents:
-                raise RequestError(f'{uid[0]}::"{uid[1]}" is in the entity store; its parents come from there')
-            ent = _stored_entity(snapshot, uid)
-            ent["attrs"] = {**(ent.get("attrs") or {}), **attrs}
-        else:
-            ent = {"uid": {"type": uid[0], "id": uid[1]}, "attrs": attrs, "parents": [_ref(p) for p in parents]}
-        if uid in added and added[uid] != ent:
-            raise RequestError(f'{uid[0]}::"{uid[1]}" is described twice with different properties')
-        added[uid] = ent
-    if not any(uid in snapshot.entity_index for uid in added):
-        return snapshot.entities_for(roots_of([query]), list(added.values()) or None)
-    roots = roots_of([query])
-    for ent in added.values():
-        roots.update(entity_refs(ent.get("attrs") or {}))
-        roots.update((p["type"], p["id"]) for p in ent.get("parents") or ())
-    rest = [e for e in json.loads(str(snapshot.entities_for(roots))) if (e["uid"]["type"], e["uid"]["id"]) not in added]
-    return cedarpy.Entities.from_json_str(json.dumps([*rest, *added.values()]), snapshot.entity_index.schema)
-
-
-def _ref(uid: Uid) -> dict[str, str]:
-    return {"type": uid[0], "id": uid[1]}
 
 
 def _shadow_summary(outcome: Outcome) -> ShadowSummary | None:

@@ -16,10 +16,11 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from pep.authorizer import Authorizer, Outcome, outcome_of
+from pep.authorizer import Authorizer
 from pep.config import Config, IssuerConfig
 from pep.decision import Decision
 from pep.errors import PolicyLoadError, SourceProblem
+from pep.outcome import Outcome, outcome_of
 from pep.policy.evaluate import Query, evaluate, roots_of
 from pep.policy.loader import Snapshot, load_snapshot
 from pep.policy.request import Check, ResourceRef, entity_delta, resource_entity

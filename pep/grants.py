@@ -1,0 +1,71 @@
+"""Delegation grants (SPEC 2): every hop of a chain must itself be permitted.
+
+pep asks Cedar whether `Action::"delegate"` is permitted with the delegator (the user for
+the first hop, else the prior agent) as principal and the delegate agent as resource.
+The verdict depends only on the token and the snapshot, so it is kept per
+(policy version, token): a token's later calls skip Cedar.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from itertools import pairwise
+from typing import Any
+
+import cedarpy
+
+from pep.errors import PepError
+from pep.identity import Identity
+from pep.policy.evaluate import Query, evaluate
+from pep.policy.loader import Snapshot
+from pep.policy.slicing import LRU
+from pep.reasons import Reason
+
+DELEGATE_ACTION = "delegate"
+GRANT_CACHE_SIZE = 10_000
+
+
+class Grants:
+    def __init__(self, *, strict: bool = True, cache_size: int = GRANT_CACHE_SIZE) -> None:
+        self._strict = strict
+        # "" when every hop is permitted, else why not.
+        self._verdicts: LRU[tuple[str, str], str] = LRU(cache_size)
+
+    def queries(self, identity: Identity, context: dict[str, Any], user: dict[str, Any] | None) -> list[Query]:
+        """Each hop of the chain as Action::"delegate": delegator -> delegate agent (SPEC 2)."""
+        chain = list(reversed(identity.chain))  # first actor first
+        delegate_action = ("Action", DELEGATE_ACTION)
+        hops = []
+        if identity.on_behalf_of is not None:
+            groups = tuple(("Group", g) for g in identity.user_groups) if user is not None else ()
+            hops.append(Query(("User", identity.on_behalf_of), delegate_action, ("Agent", chain[0]), context, groups))
+        for delegator, delegate in pairwise(chain):
+            hops.append(Query(("Agent", delegator), delegate_action, ("Agent", delegate), context))
+        return hops
+
+    def check(
+        self,
+        snapshot: Snapshot,
+        raw_token: str,
+        hops: Sequence[Query],
+        entities: cedarpy.Entities | None,
+        bad: Sequence[str],
+    ) -> None:
+        """Every hop must be permitted. The verdict depends only on the token and the snapshot,
+        so it is kept per (policy version, token) and a token's later calls skip Cedar."""
+        key = (snapshot.version, raw_token)
+        refused = self._verdicts.get(key)
+        if refused is None:
+            if entities is None:
+                raise PepError(f"request entities: {bad[0]}", Reason.INVALID_REQUEST)
+            refused = ""
+            for hop, result in zip(hops, evaluate(snapshot, hops, entities), strict=True):
+                if not result.allowed or (self._strict and result.diagnostics.errors):
+                    who = f'{hop.principal[0]}::"{hop.principal[1]}"'
+                    refused = f'{who} may not delegate to Agent::"{hop.resource[1]}"'
+                    if result.diagnostics.errors:
+                        refused += ": " + "; ".join(result.diagnostics.errors)
+                    break
+            self._verdicts.put(key, refused)
+        if refused:
+            raise PepError(refused, Reason.CHAIN_DELEGATION_FORBIDDEN)
