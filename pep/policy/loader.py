@@ -18,14 +18,13 @@ import cedarpy
 from pep.controls.killswitch import KillList, parse_killswitch
 from pep.controls.ratelimit import Limits, parse_limits
 from pep.errors import PolicyLoadError, SourceProblem
-from pep.policy.registry import AgentRecord, Registry, agent_entity, group_entities, parse_registry
+from pep.policy.entities import AGENTS_FILE, ENTITIES_FILE, build_entities
+from pep.policy.registry import Registry, agent_entity, parse_registry
 from pep.policy.slicing import EntityIndex, PolicyIndex, Uid, action_parents, entity_refs
 from pep.policy.source import SourceProblemError, Statement, line_of, load_yaml, split_statements
 
 T = TypeVar("T")
 SCHEMA_FILE = "schema.cedarschema"
-ENTITIES_FILE = "entities.json"
-AGENTS_FILE = "agents.yaml"
 LINKS_FILE = "links.yaml"
 KILLSWITCH_FILE = "killswitch.yaml"
 LIMITS_FILE = "limits.yaml"
@@ -228,7 +227,7 @@ def load_snapshot(
                 found.extend(reg_problems)
             except SourceProblemError as e:
                 found.append(e.problem)
-        entities = _build_entities(entities_text, registry, entity_schema, found)
+        entities = build_entities(entities_text, registry, entity_schema, found)
         built = (registry, entities, found)
         if cache is not None:
             for old in [k for k in cache if k[0] == "entities"]:
@@ -385,84 +384,12 @@ def _validate_file(
     problems.extend(found)
 
 
-def entity_uid(value: Any) -> tuple[str, str] | None:
-    """(type, id) of a Cedar JSON entity uid: `{type, id}` or the `{"__entity": {type, id}}` escape."""
-    if isinstance(value, dict) and set(value) == {"__entity"}:
-        value = value["__entity"]
-    if isinstance(value, dict) and isinstance(value.get("type"), str) and isinstance(value.get("id"), str):
-        return value["type"], value["id"]
-    return None
-
-
-def _build_entities(
-    entities_text: str | None,
-    registry: Registry,
-    schema: cedarpy.Schema | None,
-    problems: list[SourceProblem],
-) -> list[dict[str, Any]] | None:
-    """Stored entities plus the registry's agents and groups, checked against the schema.
-
-    entities.json is parsed whole by Cedar. Agents are checked one per distinct attribute
-    shape: parsing 100,000 agents through Cedar would take seconds, and agents of one
-    shape pass or fail alike.
-    """
-    stored: list[Any] = []
-    if entities_text is not None:
-        try:
-            stored = json.loads(entities_text)
-        except json.JSONDecodeError as e:
-            problems.append(SourceProblem(ENTITIES_FILE, f"invalid JSON: {e.msg}", e.lineno, e.colno))
-            return None
-        if not isinstance(stored, list):
-            problems.append(SourceProblem(ENTITIES_FILE, "expected a JSON list of Cedar entities"))
-            return None
-    uids = set()
-    for i, ent in enumerate(stored):
-        uid = entity_uid(ent.get("uid") if isinstance(ent, dict) else None)
-        if uid is None:
-            problems.append(SourceProblem(ENTITIES_FILE, f"entity [{i}] needs a uid with a type and an id"))
-            continue
-        uids.add(uid)
-    clashes = [a for a in registry.agents if ("Agent", a) in uids]
-    for a in clashes:
-        problems.append(SourceProblem(ENTITIES_FILE, f'Agent::"{a}" is defined here and in {AGENTS_FILE}'))
-    groups = group_entities(registry, uids)
-    try:
-        cedarpy.Entities.from_json_str(json.dumps(stored), schema, release_gil=True)
-    except (ValueError, TypeError) as e:
-        problems.append(SourceProblem(ENTITIES_FILE, f"invalid entities: {e}"))
-        return None
-    shapes: dict[str, AgentRecord] = {}
-    for rec in registry.agents.values():
-        shapes.setdefault(_shape(rec.attributes or {}) + ("+parents" if rec.groups else ""), rec)
-    for ent in [*(agent_entity(rec) for rec in shapes.values()), *groups]:
-        try:
-            cedarpy.Entities.from_json_str(json.dumps([ent]), schema)
-        except (ValueError, TypeError) as e:
-            what = f'{ent["uid"]["type"]}::"{ent["uid"]["id"]}"'
-            found = registry.get(ent["uid"]["id"]) if ent["uid"]["type"] == "Agent" else None
-            where = found.line if found is not None else 1
-            problems.append(SourceProblem(AGENTS_FILE, f"{what} does not fit the schema: {e}", where))
-    return [*stored, *groups]
-
-
 def _condition_refs(est: Mapping[str, Any]) -> set[Uid]:
     refs: set[Uid] = set()
     for section in ("staticPolicies", "templates"):
         for body in (est.get(section) or {}).values():
             refs.update(entity_refs(body.get("conditions") or []))
     return refs
-
-
-def _shape(value: Any) -> str:
-    """The JSON types of a value, recursively: what schema validation depends on."""
-    if isinstance(value, dict):
-        if "__entity" in value or "__extn" in value:
-            return json.dumps(value, sort_keys=True)
-        return "{" + ",".join(f"{k}:{_shape(v)}" for k, v in sorted(value.items())) + "}"
-    if isinstance(value, list):
-        return "[" + ",".join(sorted({_shape(v) for v in value})) + "]"
-    return type(value).__name__
 
 
 def _link_templates(
