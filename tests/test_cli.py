@@ -94,6 +94,7 @@ def test_check_deny_exits_1_and_names_the_forbid(capsys: pytest.CaptureFixture[s
     out = capsys.readouterr().out
     assert "reason:   policy_forbid" in out
     assert "payments.forbid.without-dpop (forbid) at" in out
+    assert '    | when { context.binding != "dpop" };' in out  # the policy's own source
 
 
 def test_check_bad_input_is_a_usage_error(capsys: pytest.CaptureFixture[str]) -> None:

@@ -151,7 +151,12 @@ def cmd_check(args: argparse.Namespace) -> int:
     for pid in result.policies:
         info = snapshot.policies.get(pid)
         located.append(
-            {"id": pid, "source": f"{info.path}:{info.line}" if info else "", "effect": info.effect if info else ""}
+            {
+                "id": pid,
+                "source": f"{info.path}:{info.line}" if info else "",
+                "effect": info.effect if info else "",
+                "text": info.text if info else "",
+            }
         )
     if args.json:
         print(
@@ -173,6 +178,8 @@ def cmd_check(args: argparse.Namespace) -> int:
             print("determining policies:")
             for p in located:
                 print(f"  {p['id']} ({p['effect']}) at {_prefixed(args.policies, p['source'])}")
+                for line in p["text"].splitlines():
+                    print(f"    | {line}")
         else:
             print(
                 "determining policies: none" + (" (no permit matched)" if result.reason == "policy_no_permit" else "")

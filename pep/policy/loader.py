@@ -41,6 +41,8 @@ class PolicyInfo:
     line: int
     effect: str
     template: bool
+    # The policy as written (a link: its template's text), for `pep check`.
+    text: str = ""
 
 
 @dataclass(frozen=True)
@@ -338,7 +340,7 @@ def _parse_policies(
                 continue
             is_template = f"policy{n}" in parsed.get("templates", {})
             est["templates" if is_template else "staticPolicies"][pid] = body
-            infos[pid] = PolicyInfo(pid, rel, stmt.line, body.get("effect", ""), is_template)
+            infos[pid] = PolicyInfo(pid, rel, stmt.line, body.get("effect", ""), is_template, stmt.text.strip())
     return est, infos
 
 
@@ -425,7 +427,9 @@ def _link_templates(
             problems.append(SourceProblem(LINKS_FILE, f"links[{i}]: values must map ?principal/?resource", line))
             continue
         batch.append({"template_id": template, "new_id": new_id, "values": dict(values)})
-        infos[new_id] = PolicyInfo(new_id, LINKS_FILE, line, info.effect, False)
+        slots = ", ".join(f"{k} = {v}" for k, v in values.items())
+        text = f"// link of {template} ({info.path}:{info.line}) with {slots}\n{info.text}"
+        infos[new_id] = PolicyInfo(new_id, LINKS_FILE, line, info.effect, False, text)
     if problems:
         return policy_set, []
     try:
