@@ -8,8 +8,10 @@ Server-provided nonces (RFC 9449 9) are not used.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import hmac
+import json
 import re
 from collections.abc import Mapping
 from typing import Any
@@ -84,6 +86,7 @@ def _remove_dot_segments(path: str) -> str:
     return "".join(out)
 
 
+@functools.lru_cache(maxsize=4096)
 def normalize_htu(uri: str) -> str | None:
     """RFC 3986 6.2.2 and 6.2.3 normal form of an http(s) URI without query and
     fragment, or None if it is not one."""
@@ -127,6 +130,13 @@ def normalize_htu(uri: str) -> str | None:
     return f"{scheme}://{host.lower()}{':' + port if port else ''}{path}"
 
 
+@functools.lru_cache(maxsize=1024)
+def _public_key(canonical_jwk: str) -> Any:
+    """A client signs every proof with the same key: build (and check) it once.
+    A JWKError propagates and nothing is cached."""
+    return public_key_from_jwk(json.loads(canonical_jwk))
+
+
 class DPoPVerifier:
     """Checks DPoP proofs and remembers their `jti`s (thread-safe)."""
 
@@ -134,6 +144,10 @@ class DPoPVerifier:
         self._config = config
         self._allowed = frozenset(a for a in config.dpop_algorithms if a in ALGORITHMS)
         self._replay = ReplayCache(config.dpop_replay_cache_size)
+
+    @staticmethod
+    def _key(jwk: Mapping[str, Any]) -> Any:
+        return _public_key(json.dumps(jwk, sort_keys=True, separators=(",", ":")))
 
     def check(self, proof: str, *, access_token: str | None, method: str, uri: str, jkt: str, now: float) -> None:
         """Raise `TokenError` unless `proof` is a fresh, valid proof for this request,
@@ -149,7 +163,7 @@ class DPoPVerifier:
         header, claims = jws.header, jws.payload
         jwk = self._check_header(header)
         try:
-            key = public_key_from_jwk(jwk)
+            key = self._key(jwk)
         except JWKError as e:
             raise _invalid(f"jwk {e}") from None
         if not verify_signature(header["alg"], key, jws.signing_input, jws.signature):
