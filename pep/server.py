@@ -59,6 +59,7 @@ class Server:
     metrics_address: str = ""
     authzen: AuthzenServer | None = None
     authzen_address: str = ""
+    draining: threading.Event = field(default_factory=threading.Event)
     _stopped: threading.Event = field(default_factory=threading.Event)
 
     def wait(self) -> None:
@@ -68,6 +69,9 @@ class Server:
         if self._stopped.is_set():
             return
         grace = self.config.shutdown_grace_seconds if grace is None else grace
+        # Not ready from the first moment of a drain: probes and dashboards see it.
+        self.draining.set()
+        self.metrics.ready.set(0)
         self.health.enter_graceful_shutdown()
         if self.watcher is not None:
             self.watcher.stop()
@@ -194,8 +198,12 @@ def _start_metrics_http(address: str, srv: Server) -> tuple[ThreadingHTTPServer,
             elif path == "/healthz":
                 self._send(200, b"ok\n")
             elif path == "/readyz":
-                ready = srv.store.current() is not None
-                self._send(200 if ready else 503, b"ready\n" if ready else b"no valid policy set loaded\n")
+                if srv.draining.is_set():
+                    self._send(503, b"shutting down\n")
+                elif srv.store.current() is None:
+                    self._send(503, b"no valid policy set loaded\n")
+                else:
+                    self._send(200, b"ready\n")
             else:
                 self._send(404, b"not found\n")
 

@@ -107,6 +107,17 @@ def test_not_ready_without_a_valid_policy_set(obs: Factory, tmp_path: Path) -> N
     assert info.value.code == 503
 
 
+def test_not_ready_while_draining(obs: Factory) -> None:
+    h = obs()
+    assert value(metrics_text(h), "pep_ready") == 1
+    h.server.draining.set()  # what stop() does first, before the gRPC drain
+    with pytest.raises(urllib.error.HTTPError) as info:
+        urllib.request.urlopen(f"http://{h.server.metrics_address}/readyz", timeout=5)
+    assert info.value.code == 503 and b"shutting down" in info.value.read()
+    h.server.stop(0)
+    assert h.server.metrics.ready._value.get() == 0
+
+
 def test_a_rejected_change_shows_as_stale_until_fixed(obs: Factory) -> None:
     h = obs()
     store = h.server.store
