@@ -158,14 +158,15 @@ def cmd_authorize(args: argparse.Namespace) -> int:
 
     from pep._proto.pep.v1 import authorizer_pb2 as pb
     from pep._proto.pep.v1 import authorizer_pb2_grpc as pb_grpc
+    from pep.policy.slicing import parse_uid_text
 
     token = sys.stdin.read().strip() if args.token == "-" else args.token
-    rtype, sep, rid = args.resource.partition("::")
-    if not sep or not (rid.startswith('"') and rid.endswith('"')):
+    uid = parse_uid_text(args.resource)
+    if uid is None:
         print('pep authorize: --resource must look like Type::"id"', file=sys.stderr)
         return EXIT_USAGE
     req = pb.AuthorizeRequest(token=token, action=args.action)
-    req.resource.type, req.resource.id = rtype, json.loads(rid)
+    req.resource.type, req.resource.id = uid
     if args.attributes:
         req.resource.attributes.CopyFrom(json_format.ParseDict(json.loads(args.attributes), struct_pb2.Struct()))
     if args.context:

@@ -9,18 +9,10 @@ import cedarpy
 
 from pep.errors import SourceProblem
 from pep.policy.registry import AgentRecord, Registry, agent_entity, group_entities
+from pep.policy.slicing import entity_uid
 
 ENTITIES_FILE = "entities.json"
 AGENTS_FILE = "agents.yaml"
-
-
-def entity_uid(value: Any) -> tuple[str, str] | None:
-    """(type, id) of a Cedar JSON entity uid: `{type, id}` or the `{"__entity": {type, id}}` escape."""
-    if isinstance(value, dict) and set(value) == {"__entity"}:
-        value = value["__entity"]
-    if isinstance(value, dict) and isinstance(value.get("type"), str) and isinstance(value.get("id"), str):
-        return value["type"], value["id"]
-    return None
 
 
 def build_entities(

@@ -80,7 +80,8 @@ def entity_refs(value: Any) -> Iterator[Uid]:
             stack.extend(v)
 
 
-def _uid(value: Any) -> Uid | None:
+def entity_uid(value: Any) -> Uid | None:
+    """(type, id) of a Cedar JSON uid: `{type, id}` or the `{"__entity": {type, id}}` escape."""
     if isinstance(value, dict) and set(value) == {"__entity"}:
         value = value["__entity"]
     if isinstance(value, dict) and isinstance(value.get("type"), str) and isinstance(value.get("id"), str):
@@ -120,7 +121,7 @@ class EntityIndex:
                 raw = ent["uid"]
                 uid = (raw["type"], raw["id"])
             except (KeyError, TypeError):
-                uid = _uid(ent.get("uid"))
+                uid = entity_uid(ent.get("uid"))
             if uid is None or not isinstance(uid[0], str) or not isinstance(uid[1], str):
                 continue
             self._entities[uid] = ent
@@ -163,7 +164,7 @@ class EntityIndex:
         if parents is None:
             ent = self._get(uid)
             raw = ent.get("parents") if ent is not None else None
-            parents = tuple(p for p in (_uid(x) for x in raw or ()) if p is not None)
+            parents = tuple(p for p in (entity_uid(x) for x in raw or ()) if p is not None)
             self._parents[uid] = parents  # a benign race: every thread computes the same value
         return parents
 
@@ -225,7 +226,7 @@ class EntityIndex:
         """
         refs: set[Uid] = set(roots)
         for ent in delta or ():
-            refs.update(u for u in (_uid(p) for p in ent.get("parents") or ()) if u is not None)
+            refs.update(u for u in (entity_uid(p) for p in ent.get("parents") or ()) if u is not None)
             refs.update(entity_refs(ent.get("attrs") or {}))
         key = tuple(sorted(refs))
         base = self._cache.get(key)
@@ -299,10 +300,10 @@ class PolicyIndex:
         aop = a.get("op")
         targets: list[Uid] = []
         if aop == "==" or (aop == "in" and "entity" in a):
-            u = _uid(a.get("entity"))
+            u = entity_uid(a.get("entity"))
             targets = [u] if u is not None else []
         elif aop == "in" and isinstance(a.get("entities"), list):
-            targets = [u for u in (_uid(x) for x in a["entities"]) if u is not None]
+            targets = [u for u in (entity_uid(x) for x in a["entities"]) if u is not None]
         if aop == "All" or not targets:
             self._a_all.add(pid)
         else:
@@ -352,19 +353,26 @@ class PolicyIndex:
 
 def _scope_entity(scope: Mapping[str, Any], values: Mapping[str, Any]) -> Uid | None:
     if "slot" in scope:
-        return _uid(link_value(values.get(scope["slot"])))
-    return _uid(scope.get("entity"))
+        return entity_uid(link_value(values.get(scope["slot"])))
+    return entity_uid(scope.get("entity"))
+
+
+def parse_uid_text(text: str) -> Uid | None:
+    """`Type::"id"` (namespaces allowed: `App::Doc::"x"`) to (type, id), or None."""
+    type_, sep, quoted = text.rpartition("::")
+    if not sep or not type_ or len(quoted) < 2 or not (quoted.startswith('"') and quoted.endswith('"')):
+        return None
+    try:
+        id_ = json.loads(quoted)
+    except json.JSONDecodeError:
+        return None
+    return (type_, id_) if isinstance(id_, str) else None
 
 
 def link_value(value: Any) -> Any:
     """A link slot value (`Type::"id"` or {type, id}) as {type, id}."""
-    if isinstance(value, str):
-        type_, sep, quoted = value.rpartition("::")
-        if sep and quoted.startswith('"') and quoted.endswith('"'):
-            try:
-                return {"type": type_, "id": json.loads(quoted)}
-            except json.JSONDecodeError:
-                return value
+    if isinstance(value, str) and (uid := parse_uid_text(value)) is not None:
+        return {"type": uid[0], "id": uid[1]}
     return value
 
 
@@ -374,12 +382,12 @@ def action_parents(schema: cedarpy.Schema | None, entities: Iterable[dict[str, A
     if schema is not None:
         source = json.loads(str(cedarpy.Entities.from_json_str("[]", schema)))
     else:
-        source = [e for e in entities if (u := _uid(e.get("uid"))) is not None and u[0].endswith("Action")]
+        source = [e for e in entities if (u := entity_uid(e.get("uid"))) is not None and u[0].endswith("Action")]
     direct: dict[Uid, list[Uid]] = {}
     for ent in source:
-        uid = _uid(ent.get("uid"))
+        uid = entity_uid(ent.get("uid"))
         if uid is not None:
-            direct[uid] = [p for p in (_uid(x) for x in ent.get("parents") or ()) if p is not None]
+            direct[uid] = [p for p in (entity_uid(x) for x in ent.get("parents") or ()) if p is not None]
     out: dict[Uid, frozenset[Uid]] = {}
     for uid in direct:
         seen: set[Uid] = set()

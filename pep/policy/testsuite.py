@@ -8,7 +8,6 @@ token checks, chain rules, lifecycle, delegation grants, then the policies.
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 import secrets
 import tempfile
@@ -24,6 +23,7 @@ from pep.outcome import Outcome, outcome_of
 from pep.policy.evaluate import Query, evaluate, roots_of
 from pep.policy.loader import Snapshot, load_snapshot
 from pep.policy.request import Check, ResourceRef, entity_delta, resource_entity
+from pep.policy.slicing import parse_uid_text
 from pep.policy.source import SourceProblemError, line_of, load_yaml
 from pep.tokens.jws import b64url_encode
 from pep.tokens.verifier import Credentials, TokenVerifier
@@ -60,13 +60,8 @@ def parse_uid(value: Any, what: str) -> tuple[str, str]:
     """`Type::"id"` or `{type, id}` to (type, id)."""
     if isinstance(value, Mapping) and isinstance(value.get("type"), str) and isinstance(value.get("id"), str):
         return value["type"], value["id"]
-    if isinstance(value, str):
-        type_, sep, quoted = value.rpartition("::")
-        if sep and type_ and quoted.startswith('"') and quoted.endswith('"') and len(quoted) >= 2:
-            try:
-                return type_, json.loads(quoted)
-            except json.JSONDecodeError:
-                pass
+    if isinstance(value, str) and (uid := parse_uid_text(value)) is not None:
+        return uid
     raise ValueError(f'{what} must be Type::"id" or {{type, id}}, got {value!r}')
 
 
