@@ -45,6 +45,16 @@ log = logging.getLogger(__name__)
 AGENT_TYPE = "Agent"
 
 
+_UNAVAILABLE = Outcome(
+    False, Reason.POLICY_UNAVAILABLE, errors=("no valid policy set is loaded",), fault=Fault.UNAVAILABLE
+)
+
+
+def _malformed(error: RequestError, n: int) -> list[Outcome]:
+    """Every check answered INVALID_ARGUMENT: a malformed request is malformed as a whole."""
+    return [Outcome(False, error.reason, errors=(error.detail,), fault=Fault.INVALID_ARGUMENT)] * n
+
+
 class SnapshotSource(Protocol):
     def current(self) -> Snapshot | None: ...
 
@@ -222,16 +232,13 @@ class Authorizer:
                 check_request_shape(check)
             contexts = [cedar_value(dict(c.context), "context") for c in checks]
         except RequestError as e:
-            return [Outcome(False, e.reason, errors=(e.detail,), fault=Fault.INVALID_ARGUMENT)] * n, None, None
+            return _malformed(e, n), None, None
         if snapshot is None:
-            out = Outcome(
-                False, Reason.POLICY_UNAVAILABLE, errors=("no valid policy set is loaded",), fault=Fault.UNAVAILABLE
-            )
-            return [out] * n, None, None
+            return [_UNAVAILABLE] * n, None, None
         try:
             resources = [resource_entity(c.resource, snapshot.entity_index) for c in checks]
         except RequestError as e:
-            return [Outcome(False, e.reason, errors=(e.detail,), fault=Fault.INVALID_ARGUMENT)] * n, None, None
+            return _malformed(e, n), None, None
         token: VerifiedToken | None = None
         identity: Identity | None = None
         kills, registry = self._kills.view(), snapshot.registry
@@ -342,12 +349,9 @@ class Authorizer:
                 if not subject.type or not subject.id:
                     raise RequestError("subject.type and subject.id are required")
         except RequestError as e:
-            return [Outcome(False, e.reason, errors=(e.detail,), fault=Fault.INVALID_ARGUMENT)] * n
+            return _malformed(e, n)
         if snapshot is None:
-            out = Outcome(
-                False, Reason.POLICY_UNAVAILABLE, errors=("no valid policy set is loaded",), fault=Fault.UNAVAILABLE
-            )
-            return [out] * n
+            return [_UNAVAILABLE] * n
         kills = self._kills.view()
         refused: dict[tuple[str, str], Outcome | None] = {}  # each subject's controls, once per call
         outcomes: list[Outcome] = []

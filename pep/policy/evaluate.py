@@ -9,7 +9,7 @@ from typing import Any
 import cedarpy
 
 from pep.policy.loader import Snapshot
-from pep.policy.slicing import Uid
+from pep.policy.slicing import Uid, entity_refs
 
 
 @dataclass(frozen=True)
@@ -57,8 +57,6 @@ def evaluate(
 
 def roots_of(queries: Sequence[Query]) -> set[Uid]:
     """The entities queries name: principals, their parents, resources, context references."""
-    from pep.policy.slicing import entity_refs
-
     roots: set[Uid] = set()
     for q in queries:
         roots.add(q.principal)
