@@ -59,8 +59,10 @@ class ConfigError(Exception):
 class PolicyLoadError(Exception):
     """One or more problems in a policy directory, each located by file and line."""
 
-    def __init__(self, problems: list[SourceProblem]) -> None:
+    def __init__(self, problems: list[SourceProblem], version: str | None = None) -> None:
         self.problems = problems
+        # The content version that was rejected, when the files could be read.
+        self.version = version
         super().__init__("\n".join(str(p) for p in problems))
 
 

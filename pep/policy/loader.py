@@ -60,7 +60,6 @@ class Snapshot:
     # The live policies by principal and action scope: requests get slices of them.
     policy_index: PolicyIndex
     actions: frozenset[str]
-    files: tuple[str, ...] = ()
     loaded_at: float = 0.0
     # Shadow policies (shadow/): evaluated beside the live set, never enforced.
     shadow_policy_set: cedarpy.PolicySet | None = None
@@ -68,7 +67,6 @@ class Snapshot:
     shadow_policies: Mapping[str, PolicyInfo] = field(default_factory=dict)
     killswitch: KillList = field(default_factory=KillList)
     limits: Limits = field(default_factory=Limits)
-    extra: Mapping[str, Any] = field(default_factory=dict)
 
     @property
     def entity_uids(self) -> frozenset[tuple[str, str]]:
@@ -186,7 +184,6 @@ def load_snapshot(
     problems: list[SourceProblem] = []
     read = read_sources(directory)
     sources, others, version = read.live, read.others, read.version
-    files = list(sources)
     schema_text = others[SCHEMA_FILE]
     entities_text = others[ENTITIES_FILE]
     agents_text = others[AGENTS_FILE]
@@ -250,7 +247,7 @@ def load_snapshot(
     if links_text is not None and policy_set is not None:
         policy_set, links = _link_templates(policy_set, links_text, infos, problems)
     if problems:
-        raise PolicyLoadError(problems)
+        raise PolicyLoadError(problems, version=version)
     assert policy_set is not None and entities is not None
     actions = _schema_actions(schema_text) if schema_text is not None else frozenset()
     # Entities named in policy conditions are in every slice: a condition may read their
@@ -272,14 +269,12 @@ def load_snapshot(
         ),
         policy_index=policy_index,
         actions=actions,
-        files=tuple(files),
         loaded_at=loaded_at,
         shadow_policy_set=shadow_set,
         shadow_index=shadow_index,
         shadow_policies=shadow_infos,
         killswitch=killswitch,
         limits=limits,
-        extra={"links": len(links)},
     )
 
 

@@ -57,7 +57,7 @@ class PolicyStore:
                 snapshot = load_snapshot(self.directory, loaded_at=now, cache=self._parse_cache)
             except PolicyLoadError as e:
                 self.last_error = e
-                self._failed_version = content_version(self.directory)
+                self._failed_version = e.version
                 self._metrics.policy_failed()
                 for problem in e.problems:
                     log.error("policy load rejected: %s", problem)
