@@ -30,11 +30,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from pep import devtoken
-from pep.authorizer import Authorizer
+from pep.dev import tokens as devtoken
+from pep.pipeline.pipeline import Authorizer
 from pep.config import parse_config
 from pep.decision import Decision
-from pep.decision_log import DecisionLog, DecisionRecorder
+from pep.audit.log import DecisionLog, DecisionRecorder
 from pep.metrics import Metrics
 from pep.policy.request import Check, ResourceRef
 from pep.policy.store import PolicyStore

@@ -15,8 +15,8 @@ import tempfile
 import time
 from typing import Any
 
-from pep import devtoken
-from pep.authorizer import Authorizer
+from pep.dev import tokens as devtoken
+from pep.pipeline.pipeline import Authorizer
 from pep.config import parse_config
 from pep.decision import Decision
 from pep.policy.loader import Snapshot, load_snapshot

@@ -27,7 +27,7 @@ import grpc
 from google.protobuf import json_format, struct_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from pep import devtoken
+from pep.dev import tokens as devtoken
 from pep._proto.pep.v1 import authorizer_pb2 as pb
 
 ROOT = Path(__file__).resolve().parents[1]

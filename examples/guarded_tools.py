@@ -16,7 +16,7 @@ from __future__ import annotations
 import asyncio
 import os
 
-from pep import devtoken
+from pep.dev import tokens as devtoken
 from pep.client import AsyncAuthorizer, Authorizer, Denied, use_credentials
 
 ADDRESS = os.environ.get("PEP_ADDRESS", "127.0.0.1:50051")

@@ -19,19 +19,19 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from pep._proto.envoy.service.auth.v3 import external_auth_pb2_grpc
 from pep._proto.pep.v1 import admin_pb2_grpc, authorizer_pb2, authorizer_pb2_grpc
-from pep.admin import AdminService, update_kill_gauge
-from pep.authorizer import Authorizer
-from pep.authzen import AuthzenServer
+from pep.api.authzen import AuthzenServer
+from pep.api.ext_authz import SERVICE_NAME as EXT_AUTHZ_SERVICE
+from pep.api.ext_authz import ExtAuthzService
+from pep.api.grpc_admin import AdminService, update_kill_gauge
+from pep.api.grpc_authorizer import AuthorizerService
+from pep.audit.log import DecisionLog, DecisionRecorder
 from pep.config import Config, split_address
 from pep.controls.killswitch import RuntimeKills
 from pep.controls.ratelimit import RateLimiter
-from pep.decision_log import DecisionLog, DecisionRecorder
-from pep.ext_authz import SERVICE_NAME as EXT_AUTHZ_SERVICE
-from pep.ext_authz import ExtAuthzService
 from pep.metrics import Metrics
+from pep.pipeline.pipeline import Authorizer
 from pep.policy.store import PolicyStore
 from pep.policy.watcher import PolicyWatcher
-from pep.service import AuthorizerService
 from pep.tokens.verifier import TokenVerifier
 
 log = logging.getLogger(__name__)

@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from pep.cli.common import DEFAULT_DEV_DIR, DEV_AUDIENCE, DEV_ISSUER, EXIT_USAGE
 from pep.cli.policy_commands import cmd_agents, cmd_check, cmd_fmt, cmd_test, cmd_validate
 from pep.cli.runtime_commands import cmd_admin, cmd_authorize, cmd_serve, cmd_token
+from pep.controls.killswitch import KINDS
 from pep.errors import ConfigError
 
 __all__ = ["main"]
@@ -63,7 +64,7 @@ def _parser() -> argparse.ArgumentParser:
     ad.add_argument("--address", help="admin address (overrides --config; default 127.0.0.1:50052)")
     ad.add_argument("--timeout", type=float, default=5.0)
     ad_sub = ad.add_subparsers(title="admin commands", metavar="ACTION", required=True)
-    kinds = ("agent", "agent_group", "user", "issuer", "all")
+    kinds = KINDS
     dis = ad_sub.add_parser("disable", help="disable now")
     dis.add_argument("kind", choices=kinds)
     dis.add_argument("id", nargs="?", default="", help="the id (not for `all`)")

@@ -115,7 +115,7 @@ def cmd_fmt(args: argparse.Namespace) -> int:
 
 
 def cmd_check(args: argparse.Namespace) -> int:
-    from pep.policy.testsuite import SuiteRunner
+    from pep.dev.suite import SuiteRunner
 
     try:
         runner = SuiteRunner(args.policies)
@@ -126,7 +126,7 @@ def cmd_check(args: argparse.Namespace) -> int:
         case: dict[str, Any] = {"action": args.action, "expect": "allow"}
         resource: Any = args.resource
         if args.attributes:
-            from pep.policy.testsuite import parse_uid
+            from pep.dev.suite import parse_uid
 
             rtype, rid = parse_uid(args.resource, "--resource")
             resource = {"type": rtype, "id": rid, "attributes": json.loads(args.attributes)}
@@ -191,7 +191,7 @@ def cmd_check(args: argparse.Namespace) -> int:
 
 
 def cmd_test(args: argparse.Namespace) -> int:
-    from pep.policy.testsuite import SuiteRunner, summarize
+    from pep.dev.suite import SuiteRunner, summarize
 
     try:
         runner = SuiteRunner(args.dir)

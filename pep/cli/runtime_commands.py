@@ -40,7 +40,7 @@ def cmd_admin(args: argparse.Namespace) -> int:
 
     from pep._proto.pep.v1 import admin_pb2 as pb
     from pep._proto.pep.v1 import admin_pb2_grpc as pb_grpc
-    from pep.admin import KIND_VALUES
+    from pep.api.grpc_admin import KIND_VALUES
     from pep.config import load_config
 
     address = args.address
@@ -91,7 +91,7 @@ def _iso(ts: float) -> str:
 
 
 def cmd_token(args: argparse.Namespace) -> int:
-    from pep import devtoken
+    from pep.dev import tokens as devtoken
 
     key_path, _ = devtoken.ensure_dev_keys(args.dev_dir)
     if args.init:
@@ -132,7 +132,7 @@ def _dev_dpop_key(dev_dir: str) -> tuple[Any, dict[str, Any]]:
     from cryptography.hazmat.primitives import serialization
     from cryptography.hazmat.primitives.asymmetric import ec
 
-    from pep import devtoken
+    from pep.dev import tokens as devtoken
 
     path = os.path.join(dev_dir, "dpop-key.pem")
     if not os.path.exists(path):
@@ -172,7 +172,7 @@ def cmd_authorize(args: argparse.Namespace) -> int:
     if args.context:
         req.context.CopyFrom(json_format.ParseDict(json.loads(args.context), struct_pb2.Struct()))
     if args.dpop:
-        from pep import devtoken
+        from pep.dev import tokens as devtoken
 
         key, jwk = _dev_dpop_key(args.dev_dir)
         bare = token.split(" ", 1)[1] if " " in token else token

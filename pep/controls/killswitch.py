@@ -7,15 +7,29 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from enum import StrEnum
 from typing import Any
 
 from pep.errors import ControlError, SourceProblem
 from pep.policy.source import line_of
 from pep.reasons import Reason
 
-KINDS = ("agent", "agent_group", "user", "issuer", "all")
+
+class KillKind(StrEnum):
+    """What a kill switch entry disables: the one list of kinds (config file, admin API, CLI, metrics)."""
+
+    AGENT = "agent"
+    AGENT_GROUP = "agent_group"
+    USER = "user"
+    ISSUER = "issuer"
+    ALL = "all"
+
+
+KINDS: tuple[str, ...] = tuple(k.value for k in KillKind)
+# The kinds that name ids (all of them but `all`).
+ID_KINDS: tuple[KillKind, ...] = tuple(k for k in KillKind if k is not KillKind.ALL)
 # killswitch.yaml list key for each kind.
-_FILE_KEYS = {"agents": "agent", "agent_groups": "agent_group", "users": "user", "issuers": "issuer"}
+_FILE_KEYS = {f"{k.value}s": k.value for k in ID_KINDS}
 
 
 @dataclass(frozen=True)

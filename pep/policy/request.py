@@ -10,8 +10,8 @@ from collections.abc import Container, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from pep.delegation.identity import Identity
 from pep.errors import RequestError
-from pep.identity import Identity
 from pep.tokens.verifier import VerifiedToken
 
 RESERVED_CONTEXT_KEYS = frozenset({"on_behalf_of", "delegation", "token", "binding"})

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from pep import devtoken
+from pep.dev import tokens as devtoken
 from tests.authzen.conftest import Client
 from tests.grpc.conftest import Harness
 

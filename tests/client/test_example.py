@@ -7,8 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-from pep import devtoken
 from pep.config import parse_config
+from pep.dev import tokens as devtoken
 from pep.metrics import Metrics
 from pep.server import build_server
 

@@ -21,10 +21,10 @@ from typing import Any
 import pytest
 import yaml
 
+from pep.dev.suite import evaluate_principal
 from pep.errors import PolicyLoadError, RequestError
 from pep.policy.loader import ENTITIES_FILE, LINKS_FILE, SCHEMA_FILE, Snapshot, load_snapshot
 from pep.policy.request import ResourceRef
-from pep.policy.testsuite import evaluate_principal
 from pep.reasons import Reason
 
 REPO = Path(__file__).resolve().parents[2]

@@ -5,10 +5,10 @@ from __future__ import annotations
 import datetime as dt
 from pathlib import Path
 
-from pep import devtoken
-from pep.authorizer import Authorizer
 from pep.config import parse_config
 from pep.decision import Decision
+from pep.dev import tokens as devtoken
+from pep.pipeline.pipeline import Authorizer
 from pep.policy.loader import load_snapshot
 from pep.policy.request import Check, ResourceRef
 from pep.tokens.verifier import Credentials, TokenVerifier

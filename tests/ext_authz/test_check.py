@@ -12,9 +12,9 @@ from pathlib import Path
 import grpc
 import pytest
 
-from pep import devtoken
 from pep._proto.envoy.service.auth.v3 import external_auth_pb2 as ea
-from pep.ext_authz import SERVICE_NAME
+from pep.api.ext_authz import SERVICE_NAME
+from pep.dev import tokens as devtoken
 from tests.ext_authz.conftest import HOST, Ext, check_request, header_values, make_cert, mapped_headers
 
 OK = grpc.StatusCode.OK.value[0]

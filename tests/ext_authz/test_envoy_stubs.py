@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from pep import devtoken
+from pep.dev import tokens as devtoken
 from tests.ext_authz.conftest import HOST, Ext, make_cert
 
 SCRIPT = Path(__file__).with_name("envoy_stubs_client.py")

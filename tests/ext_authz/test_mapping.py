@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import pytest
 
+from pep.api.ext_authz import challenges, target_uri, xfcc_hash
 from pep.config import parse_config
+from pep.config.routes import compile_route, first_match, parse_entity_ref
 from pep.errors import ConfigError
-from pep.ext_authz import challenges, target_uri, xfcc_hash
 from pep.reasons import Reason
-from pep.routes import compile_route, first_match, parse_entity_ref
 from tests.ext_authz.conftest import check_request
 
 

@@ -25,7 +25,7 @@ from typing import Any
 import pytest
 import yaml
 
-from pep import devtoken
+from pep.dev import tokens as devtoken
 from pep.server import Server
 from tests.ext_authz.conftest import Cert, make_cert
 from tests.grpc.conftest import AUDIENCE, ISSUER, start

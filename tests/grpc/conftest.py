@@ -13,10 +13,10 @@ import grpc
 import pytest
 from google.protobuf import json_format, struct_pb2
 
-from pep import devtoken
 from pep._proto.pep.v1 import authorizer_pb2 as pb
 from pep._proto.pep.v1 import authorizer_pb2_grpc as pb_grpc
 from pep.config import parse_config
+from pep.dev import tokens as devtoken
 from pep.metrics import Metrics
 from pep.server import Server, build_server
 from tests.grpc.estate import write_estate

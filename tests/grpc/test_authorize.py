@@ -22,9 +22,9 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from pep import devtoken
 from pep._proto.pep.v1 import authorizer_pb2 as pb
 from pep._proto.pep.v1 import authorizer_pb2_grpc as pb_grpc
+from pep.dev import tokens as devtoken
 from tests.grpc.conftest import ISSUER, Harness, request, struct
 from tests.observability.test_decision_log import SPEC_FIELDS
 

@@ -23,9 +23,9 @@ import grpc
 import pytest
 import yaml
 
-from pep import devtoken
 from pep._proto.pep.v1 import authorizer_pb2_grpc as pb_grpc
 from pep.config import parse_config
+from pep.dev import tokens as devtoken
 from pep.metrics import Metrics
 from pep.server import build_server
 from tests.grpc.conftest import AUDIENCE, ISSUER, Harness

@@ -21,11 +21,11 @@ from typing import Any
 import grpc
 import pytest
 
-from pep import devtoken
 from pep._proto.pep.v1 import authorizer_pb2 as pb
+from pep.audit.log import REDACTED, DecisionLog, FileSink, log_entry, utc_timestamp, valid_traceparent
 from pep.config import DecisionLogConfig
 from pep.decision import Decision, TokenSummary
-from pep.decision_log import REDACTED, DecisionLog, FileSink, log_entry, utc_timestamp, valid_traceparent
+from pep.dev import tokens as devtoken
 from pep.metrics import Metrics
 from pep.reasons import Reason
 from tests.grpc.conftest import Harness, request
@@ -410,7 +410,7 @@ def test_a_write_cut_short_is_finished_not_repeated(tmp_path: Path, monkeypatch:
             raise OSError(28, "No space left on device")
         return real_write(fd, data)
 
-    monkeypatch.setattr("pep.decision_log.os.write", flaky_write)
+    monkeypatch.setattr("pep.audit.log.os.write", flaky_write)
     lines = deque([b'{"n":1}\n', b'{"n":2}\n'])
     with pytest.raises(OSError):
         sink.write(lines)
@@ -435,7 +435,7 @@ def test_a_chunk_dropped_half_written_does_not_glue_lines(tmp_path: Path, monkey
             raise OSError(28, "No space left on device")
         return real_write(fd, data)
 
-    monkeypatch.setattr("pep.decision_log.os.write", flaky_write)
+    monkeypatch.setattr("pep.audit.log.os.write", flaky_write)
     with pytest.raises(OSError):
         sink.write(deque([b'{"n":1}\n', b'{"n":2}\n']))
     assert sink.drop() == 2

@@ -142,7 +142,7 @@ def test_a_rejected_change_shows_as_stale_until_fixed(obs: Factory) -> None:
 @pytest.fixture
 def jwks_server(tmp_path: Path) -> Iterator[str]:
     """A plain HTTP server for one JWKS document; its URL."""
-    from pep import devtoken
+    from pep.dev import tokens as devtoken
 
     _, jwks_path = devtoken.ensure_dev_keys(str(tmp_path / "jwks-keys"))
     body = Path(jwks_path).read_bytes()

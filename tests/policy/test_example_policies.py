@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from pep.cli import main
-from pep.policy.testsuite import CaseResult, SuiteRunner
+from pep.dev.suite import CaseResult, SuiteRunner
 
 POLICIES = Path(__file__).resolve().parents[2] / "policies"
 

@@ -12,7 +12,7 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
-from pep.devtoken import PrivateKey, alg_for_key, public_jwk, sign_jws
+from pep.dev.tokens import PrivateKey, alg_for_key, public_jwk, sign_jws
 from pep.tokens.thumbprint import jwk_thumbprint
 
 ISSUER = "https://issuer.test"

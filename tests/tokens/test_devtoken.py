@@ -9,8 +9,8 @@ from pathlib import Path
 
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from pep import devtoken
 from pep.config import IssuerConfig, TokenConfig
+from pep.dev import tokens as devtoken
 from pep.tokens.dpop import access_token_hash
 from pep.tokens.verifier import Credentials, TokenVerifier
 from tests.tokens import forge

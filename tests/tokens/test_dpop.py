@@ -11,8 +11,8 @@ from typing import Any
 import pytest
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
-from pep import devtoken
 from pep.config import TokenConfig
+from pep.dev import tokens as devtoken
 from pep.errors import TokenError
 from pep.reasons import Reason
 from pep.tokens.dpop import DPoPVerifier, access_token_hash, normalize_htu

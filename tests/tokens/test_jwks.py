@@ -14,9 +14,9 @@ from typing import Any
 import pytest
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 
-from pep import devtoken
 from pep.config import IssuerConfig, TokenConfig
-from pep.devtoken import PrivateKey
+from pep.dev import tokens as devtoken
+from pep.dev.tokens import PrivateKey
 from pep.errors import ConfigError, TokenError
 from pep.reasons import Reason
 from pep.tokens.jwk import JWKError, bind_algorithm, load_verification_key

@@ -14,8 +14,8 @@ import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
-from pep import devtoken
 from pep.config import IssuerConfig, TokenConfig
+from pep.dev import tokens as devtoken
 from pep.errors import TokenError
 from pep.tokens.claims import is_number
 from pep.tokens.dpop import access_token_hash

@@ -7,7 +7,7 @@ from urllib.parse import quote
 
 import pytest
 
-from pep import devtoken
+from pep.dev import tokens as devtoken
 from pep.tokens.thumbprint import certificate_digest, decode_sha256_b64url, jwk_thumbprint, jwk_thumbprint_input
 from tests.tokens.conftest import ClientCert
 

@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from pep import devtoken
+from pep.dev import tokens as devtoken
 from pep.errors import TokenError
 from pep.reasons import Reason
 from pep.tokens import verifier as verifier_module

@@ -15,8 +15,8 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 
-from pep import devtoken
 from pep.config import IssuerConfig, TokenConfig
+from pep.dev import tokens as devtoken
 from pep.errors import TokenError
 from pep.reasons import Reason
 from pep.tokens.verifier import Credentials, TokenVerifier

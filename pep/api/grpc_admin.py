@@ -15,19 +15,14 @@ import grpc
 
 from pep._proto.pep.v1 import admin_pb2 as pb
 from pep._proto.pep.v1 import admin_pb2_grpc as pb_grpc
-from pep.controls.killswitch import KINDS, RuntimeKills
+from pep.controls.killswitch import ID_KINDS, KINDS, KillKind, RuntimeKills
 from pep.metrics import Metrics
 from pep.policy.loader import Snapshot
 
 log = logging.getLogger(__name__)
 
-KIND_NAMES: dict[int, str] = {
-    pb.KILL_KIND_AGENT: "agent",
-    pb.KILL_KIND_AGENT_GROUP: "agent_group",
-    pb.KILL_KIND_USER: "user",
-    pb.KILL_KIND_ISSUER: "issuer",
-    pb.KILL_KIND_ALL: "all",
-}
+# The proto enum mirrors KillKind: KILL_KIND_<NAME>.
+KIND_NAMES: dict[int, str] = {pb.KillKind.Value(f"KILL_KIND_{k.name}"): k.value for k in KillKind}
 KIND_VALUES: dict[str, Any] = {v: k for k, v in KIND_NAMES.items()}
 MAX_REASON = 1024
 
@@ -39,7 +34,7 @@ def update_kill_gauge(metrics: Metrics, kills: RuntimeKills, snapshot: Snapshot 
     if snapshot is not None:
         ks = snapshot.killswitch
         counts[("all", "file")] = int(ks.all)
-        for kind in ("agent", "agent_group", "user", "issuer"):
+        for kind in ID_KINDS:
             counts[(kind, "file")] = len(ks.ids(kind))
     for (kind, source), n in counts.items():
         metrics.killswitch_entries.labels(kind, source).set(n)
@@ -116,7 +111,7 @@ class AdminService(pb_grpc.AdminServicer):
             ks = snapshot.killswitch
             if ks.all:
                 entries.append(pb.KillEntry(kind=pb.KILL_KIND_ALL, source="file", reason="killswitch.yaml"))
-            for kind in ("agent", "agent_group", "user", "issuer"):
+            for kind in ID_KINDS:
                 entries += [
                     pb.KillEntry(kind=KIND_VALUES[kind], id=i, source="file", reason="killswitch.yaml")
                     for i in sorted(ks.ids(kind))

@@ -36,12 +36,12 @@ from pep._proto.envoy.config.core.v3 import base_pb2
 from pep._proto.envoy.service.auth.v3 import attribute_context_pb2, external_auth_pb2, external_auth_pb2_grpc
 from pep._proto.envoy.type.v3 import http_status_pb2
 from pep._proto.google.rpc import status_pb2
-from pep.authorizer import Authorizer
 from pep.config import ExtAuthzConfig
+from pep.config.routes import Route, compile_route, first_match, parse_entity_ref
 from pep.decision import Decision, Fault
+from pep.pipeline.pipeline import Authorizer
 from pep.policy.request import Check, ResourceRef
 from pep.reasons import Reason
-from pep.routes import Route, compile_route, first_match, parse_entity_ref
 from pep.tokens.jws import b64url_decode, b64url_encode
 from pep.tokens.thumbprint import certificate_digest
 from pep.tokens.verifier import Credentials, split_scheme

@@ -14,8 +14,8 @@ from typing import Any
 
 import cedarpy
 
+from pep.delegation.identity import Identity
 from pep.errors import PepError
-from pep.identity import Identity
 from pep.policy.evaluate import Query, evaluate
 from pep.policy.loader import Snapshot
 from pep.policy.slicing import LRU

@@ -14,8 +14,8 @@ from typing import Any
 
 import yaml
 
+from pep.config.routes import compile_route
 from pep.errors import ConfigError
-from pep.routes import compile_route
 
 # Asymmetric JWS algorithms pep can verify. HMAC and `none` are never accepted.
 SUPPORTED_ALGORITHMS = frozenset(
@@ -105,7 +105,7 @@ class AuthzenConfig:
 
 @dataclass(frozen=True)
 class ExtAuthzRule:
-    """Method + path pattern to action and resource (see `pep.routes`)."""
+    """Method + path pattern to action and resource (see `pep.config.routes`)."""
 
     path: str
     action: str

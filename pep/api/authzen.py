@@ -36,9 +36,9 @@ from typing import Any
 
 from cheroot import wsgi
 
-from pep.authorizer import Authorizer, Subject
 from pep.config import AuthzenConfig, split_address
 from pep.decision import Decision, Fault
+from pep.pipeline.pipeline import Authorizer, Subject
 from pep.policy.request import Check, ResourceRef
 from pep.tokens.verifier import Credentials
 

@@ -9,8 +9,8 @@ from google.protobuf import json_format, struct_pb2
 
 from pep._proto.pep.v1 import authorizer_pb2 as pb
 from pep._proto.pep.v1 import authorizer_pb2_grpc as pb_grpc
-from pep.authorizer import Authorizer
 from pep.decision import Decision, Fault
+from pep.pipeline.pipeline import Authorizer
 from pep.policy.request import Check, ResourceRef
 from pep.tokens.verifier import Credentials
 

@@ -20,9 +20,9 @@ from pep.config import Config
 from pep.controls.killswitch import RuntimeKills, check_kill
 from pep.controls.ratelimit import RateLimiter
 from pep.decision import Decision, Fault, Recorder, ShadowSummary, TokenSummary
+from pep.delegation.grants import Grants
+from pep.delegation.identity import Identity, check_chain, check_lifecycle, resolve_identity
 from pep.errors import PepError, RequestError
-from pep.grants import Grants
-from pep.identity import Identity, check_chain, check_lifecycle, resolve_identity
 from pep.outcome import Outcome, outcome_of
 from pep.policy.evaluate import Query, evaluate, roots_of
 from pep.policy.loader import Snapshot

@@ -15,11 +15,11 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from pep.authorizer import Authorizer
 from pep.config import Config, IssuerConfig
 from pep.decision import Decision
 from pep.errors import PolicyLoadError, SourceProblem
 from pep.outcome import Outcome, outcome_of
+from pep.pipeline.pipeline import Authorizer
 from pep.policy.evaluate import Query, evaluate, roots_of
 from pep.policy.loader import Snapshot, load_snapshot
 from pep.policy.request import Check, ResourceRef, entity_delta, resource_entity
@@ -117,7 +117,7 @@ class SuiteRunner:
     """Runs every suite of a directory; owns a throwaway issuer for token cases."""
 
     def __init__(self, directory: str, config: Config | None = None) -> None:
-        from pep import devtoken
+        from pep.dev import tokens as devtoken
 
         self.directory = directory
         self.snapshot = load_snapshot(directory)
@@ -229,7 +229,7 @@ class SuiteRunner:
     def _through_pipeline(
         self, authorizer: Authorizer, spec: Any, check: Check
     ) -> tuple[bool, str, tuple[str, ...], tuple[str, ...]]:
-        from pep import devtoken
+        from pep.dev import tokens as devtoken
 
         if not isinstance(spec, Mapping) or not isinstance(spec.get("sub"), str):
             raise ValueError("`token` needs at least `sub`")
