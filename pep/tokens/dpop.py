@@ -1,6 +1,6 @@
 """DPoP proof checks for a resource server (RFC 9449 4.3, 7.1, 11.1).
 
-Order (token-standards.md 4.6): syntax, header (typ, alg, jwk), signature, claims
+Order: syntax, header (typ, alg, jwk), signature, claims
 (jti, htm, htu, iat, ath), then the key binding (thumbprint == cnf.jkt), then the
 replay cache last, so a proof that fails any other check never enters the cache.
 Server-provided nonces (RFC 9449 9) are not used.
@@ -16,16 +16,18 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
+from pep.algorithms import ALGORITHMS
 from pep.config import TokenConfig
 from pep.errors import TokenError
 from pep.reasons import Reason
 from pep.tokens.cache import ReplayCache
 from pep.tokens.jwk import JWKError, key_fits_alg, public_key_from_jwk
-from pep.tokens.jws import ALGORITHMS, MalformedJWS, is_forbidden_alg, parse_compact, verify_signature
+from pep.tokens.jws import MalformedJWS, is_forbidden_alg, parse_compact, verify_signature
 from pep.tokens.thumbprint import jwk_thumbprint, sha256_b64url
 
 DPOP_TYPES = ("dpop+jwt", "application/dpop+jwt")
 MAX_JTI_BYTES = 256
+# PyJWT honours crit (b64) and ignores the rest; the proof's key is its `jwk` header, nothing else.
 _FORBIDDEN_HEADERS = ("crit", "jku", "x5u", "x5c")
 _SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*):")
 _PORT = re.compile(r"^[0-9]{1,5}$")
@@ -166,6 +168,7 @@ class DPoPVerifier:
             key = self._key(jwk)
         except JWKError as e:
             raise _invalid(f"jwk {e}") from None
+        # Pinned to the proof's alg, which the checks above tie to its jwk.
         if not verify_signature(header["alg"], key, jws.signing_input, jws.signature):
             raise _invalid("signature does not verify with the proof's jwk")
         htu, iat, jti = self._check_claims(claims, access_token=access_token, method=method, uri=uri, now=now)
@@ -188,12 +191,13 @@ class DPoPVerifier:
             if name in header:
                 raise _invalid(f"header {name} is not allowed")
         alg = header.get("alg")
+        # pep's table and config decide, not PyJWT's (which has none, HS* and more).
         if not isinstance(alg, str) or is_forbidden_alg(alg) or alg not in self._allowed:
             raise _invalid("alg is not an accepted asymmetric algorithm")
         jwk = header.get("jwk")
         if not isinstance(jwk, dict):
             raise _invalid("jwk header missing")
-        if not key_fits_alg(jwk, alg):
+        if not key_fits_alg(jwk, alg):  # named apart: PyJWT would only report a failed signature
             raise _invalid("jwk does not fit alg")
         return jwk
 

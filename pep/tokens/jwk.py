@@ -22,17 +22,14 @@ from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519, rsa
+import jwt
+from jwt.algorithms import ECAlgorithm, OKPAlgorithm, RSAAlgorithm
 
-from pep.tokens.jws import ALGORITHMS, MalformedJWS, PublicKey, b64url_decode
+from pep.algorithms import ALGORITHMS
+from pep.tokens.jws import MIN_RSA_BITS, MalformedJWS, PublicKey, b64url_decode
 
 PRIVATE_MEMBERS = frozenset({"d", "p", "q", "dp", "dq", "qi", "oth", "k"})
-MIN_RSA_BITS = 2048
-_EC_CURVES: Mapping[str, tuple[ec.EllipticCurve, int]] = {
-    "P-256": (ec.SECP256R1(), 32),
-    "P-384": (ec.SECP384R1(), 48),
-    "P-521": (ec.SECP521R1(), 66),
-}
+_EC_SIZES = {"P-256": 32, "P-384": 48, "P-521": 66}
 _OKP_SIZES = {"Ed25519": 32, "Ed448": 57}
 _EC_ALG = {"P-256": "ES256", "P-384": "ES384", "P-521": "ES512"}
 
@@ -69,50 +66,52 @@ def _b64(jwk: Mapping[str, Any], name: str) -> bytes:
 
 
 def public_key_from_jwk(jwk: Mapping[str, Any]) -> PublicKey:
-    """Build a public key from a JWK, refusing private members and invalid points."""
+    """Build a public key from a JWK, refusing private members and invalid points.
+
+    PyJWT's `from_jwk` builds the key; the checks before it are pep's, because PyJWT
+    accepts private keys, padded or non-canonical base64url, short RSA moduli and any
+    exponent.
+    """
     if jwk.get("kty") == "oct":
         raise UnsupportedKey("symmetric keys are never used")  # HMAC is refused outright
     private = PRIVATE_MEMBERS.intersection(jwk)
-    if private:
+    if private:  # PyJWT would build a private key from these
         raise JWKError("contains private key members")
     kty = jwk.get("kty")
     if kty == "EC":
         crv = _member(jwk, "crv")
-        if crv not in _EC_CURVES:
+        if crv not in _EC_SIZES:  # PyJWT also takes secp256k1
             raise UnsupportedKey("unsupported EC curve")
-        curve, size = _EC_CURVES[crv]
-        x, y = _b64(jwk, "x"), _b64(jwk, "y")
-        if len(x) != size or len(y) != size:
+        x, y = _b64(jwk, "x"), _b64(jwk, "y")  # canonical base64url: PyJWT's decoder is lenient
+        if len(x) != _EC_SIZES[crv] or len(y) != _EC_SIZES[crv]:
             raise JWKError("EC coordinates have the wrong length")
-        try:
-            # from_encoded_point checks the point is on the curve.
-            return ec.EllipticCurvePublicKey.from_encoded_point(curve, b"\x04" + x + y)
-        except ValueError:
-            raise JWKError("EC point is not on the curve") from None
+        return _from_jwk(ECAlgorithm, jwk, "EC point is not on the curve")
     if kty == "RSA":
         n = int.from_bytes(_b64(jwk, "n"), "big")
         e = int.from_bytes(_b64(jwk, "e"), "big")
-        if n.bit_length() < MIN_RSA_BITS:
+        if n.bit_length() < MIN_RSA_BITS:  # PyJWT only warns, and only when verifying
             raise JWKError(f"RSA modulus shorter than {MIN_RSA_BITS} bits")
-        if e < 3 or e % 2 == 0:
+        if e < 3 or e % 2 == 0:  # PyJWT does not check the exponent
             raise JWKError("RSA exponent is invalid")
-        try:
-            return rsa.RSAPublicNumbers(e, n).public_key()
-        except ValueError:
-            raise JWKError("RSA key is invalid") from None
+        return _from_jwk(RSAAlgorithm, jwk, "RSA key is invalid")
     if kty == "OKP":
         crv = _member(jwk, "crv")
         if crv not in _OKP_SIZES:
             raise UnsupportedKey("unsupported OKP curve")
-        x = _b64(jwk, "x")
-        if len(x) != _OKP_SIZES[crv]:
+        if len(_b64(jwk, "x")) != _OKP_SIZES[crv]:
             raise JWKError("OKP key has the wrong length")
-        if crv == "Ed25519":
-            return ed25519.Ed25519PublicKey.from_public_bytes(x)
-        return ed448.Ed448PublicKey.from_public_bytes(x)
+        return _from_jwk(OKPAlgorithm, jwk, "OKP key is invalid")
     if isinstance(kty, str):
         raise UnsupportedKey("unsupported key type")
     raise JWKError("member 'kty' missing or not a string")
+
+
+def _from_jwk(algorithm: type[ECAlgorithm | RSAAlgorithm | OKPAlgorithm], jwk: Mapping[str, Any], problem: str) -> Any:
+    """PyJWT's JWK -> public key (cryptography checks an EC point is on its curve); errors become `problem`."""
+    try:
+        return algorithm.from_jwk(dict(jwk))
+    except (jwt.PyJWTError, ValueError, TypeError):
+        raise JWKError(problem) from None
 
 
 def key_fits_alg(jwk: Mapping[str, Any], alg: str) -> bool:

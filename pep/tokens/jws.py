@@ -1,9 +1,10 @@
-"""Strict JWS compact serialization: parsing and signature verification.
+"""Compact JWS: pep's strict parse on top, PyJWT's signature verification underneath.
 
-Only what an access token or a DPoP proof may legally be: three non-empty base64url
-segments (RFC 8725bis 3.14), canonical unpadded base64url, UTF-8 JSON objects with no
-duplicate member names, no NaN/Infinity, bounded nesting. Everything else is
-`MalformedJWS`, which callers map to their own reason code.
+PyJWT (`jwt.PyJWS`, `jwt.algorithms`) does the cryptography, pinned to one algorithm per
+call. Its parser is laxer than an access token or DPoP proof may be, so pep parses first:
+three non-empty base64url segments (RFC 8725bis 3.14), canonical unpadded base64url,
+UTF-8 JSON objects with no duplicate member names, no NaN/Infinity, bounded nesting.
+Everything else is `MalformedJWS`, which callers map to their own reason code.
 """
 
 from __future__ import annotations
@@ -13,14 +14,14 @@ import binascii
 import json
 import math
 import re
-from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519, padding, rsa
-from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
+import jwt
+from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519, rsa
+from jwt.algorithms import Algorithm, OKPAlgorithm
+
+from pep.algorithms import ALGORITHMS, SUPPORTED_ALGORITHMS
 
 COMPACT_JWS = re.compile(r"^[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+$")
 UNSECURED_JWS = re.compile(r"^([A-Za-z0-9_-]+)\.[A-Za-z0-9_-]+\.$")
@@ -29,44 +30,13 @@ _SURROGATE = re.compile("[\ud800-\udfff]")
 MAX_JSON_DEPTH = 32
 
 PublicKey = rsa.RSAPublicKey | ec.EllipticCurvePublicKey | ed25519.Ed25519PublicKey | ed448.Ed448PublicKey
+# Below this, PyJWT only warns; pep refuses (its JWK loader already does).
+MIN_RSA_BITS = 2048
+_EC_CURVES = {"secp256r1": "P-256", "secp384r1": "P-384", "secp521r1": "P-521"}
 
 
 class MalformedJWS(ValueError):
     """The input is not a well-formed compact JWS. The message is safe to log."""
-
-
-@dataclass(frozen=True)
-class AlgSpec:
-    """What a JWS `alg` means: key type, curve (EC/OKP) and hash."""
-
-    kty: str
-    family: str  # "RS", "PS", "ES", "EdDSA"
-    hash_name: str | None = None
-    curves: tuple[str, ...] = ()
-
-
-# Asymmetric signature algorithms only. HMAC and `none` have no entry on purpose.
-ALGORITHMS: Mapping[str, AlgSpec] = {
-    "RS256": AlgSpec("RSA", "RS", "SHA256"),
-    "RS384": AlgSpec("RSA", "RS", "SHA384"),
-    "RS512": AlgSpec("RSA", "RS", "SHA512"),
-    "PS256": AlgSpec("RSA", "PS", "SHA256"),
-    "PS384": AlgSpec("RSA", "PS", "SHA384"),
-    "PS512": AlgSpec("RSA", "PS", "SHA512"),
-    "ES256": AlgSpec("EC", "ES", "SHA256", ("P-256",)),
-    "ES384": AlgSpec("EC", "ES", "SHA384", ("P-384",)),
-    "ES512": AlgSpec("EC", "ES", "SHA512", ("P-521",)),
-    # RFC 8037 polymorphic name, and the fully specified RFC 9864 name.
-    "EdDSA": AlgSpec("OKP", "EdDSA", None, ("Ed25519", "Ed448")),
-    "Ed25519": AlgSpec("OKP", "EdDSA", None, ("Ed25519",)),
-}
-
-_HASHES: Mapping[str, type[hashes.HashAlgorithm]] = {
-    "SHA256": hashes.SHA256,
-    "SHA384": hashes.SHA384,
-    "SHA512": hashes.SHA512,
-}
-_EC_SIZES = {"P-256": 32, "P-384": 48, "P-521": 66}
 
 
 def is_forbidden_alg(alg: str) -> bool:
@@ -93,6 +63,7 @@ def b64url_decode(text: str) -> bytes:
     Canonical means the unused low bits of the last character are zero, so one byte
     string has exactly one encoding (no signature malleability through re-encoding).
     """
+    # PyJWT's decoder also takes '=' padding; a JWS segment never has it.
     if not _B64URL.match(text) or len(text) % 4 == 1:
         raise MalformedJWS("invalid base64url")
     try:
@@ -144,7 +115,10 @@ def _check_tree(value: Any) -> None:
 
 
 def parse_json_object(data: bytes, what: str) -> dict[str, Any]:
-    """Strict UTF-8 JSON object: duplicate names, NaN and deep nesting are errors."""
+    """Strict UTF-8 JSON object: duplicate names, NaN and deep nesting are errors.
+
+    PyJWT reads JSON with plain `json.loads` (last duplicate wins, NaN accepted), so two
+    readers could see different claims in one token: pep reads it once, strictly."""
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError:
@@ -171,7 +145,7 @@ def parse_json_object(data: bytes, what: str) -> dict[str, Any]:
 
 def parse_compact(token: str, max_bytes: int) -> CompactJWS:
     """Split and decode a compact JWS without verifying anything."""
-    if len(token) > max_bytes:
+    if len(token) > max_bytes:  # PyJWT has no size limit
         raise MalformedJWS(f"longer than {max_bytes} bytes")
     if token.count(".") == 4:
         raise MalformedJWS("encrypted JWT (JWE) is not supported")
@@ -197,53 +171,72 @@ def unsecured_alg(token: str) -> str | None:
     return alg if isinstance(alg, str) else None
 
 
-def verify_signature(alg: str, key: PublicKey, signing_input: bytes, signature: bytes) -> bool:
-    """True only if `signature` is a valid `alg` signature by `key` over `signing_input`.
+class _Ed25519Algorithm(OKPAlgorithm):
+    """RFC 9864's `Ed25519`: PyJWT's EdDSA, restricted to Ed25519 keys (PyJWT has no such name)."""
 
-    The key type (and EC curve) must fit `alg`; a mismatch is a failed verification,
-    never a fallback to another algorithm.
-    """
+    def prepare_key(self, key: Any) -> Any:
+        prepared = super().prepare_key(key)
+        if not isinstance(prepared, (ed25519.Ed25519PublicKey, ed25519.Ed25519PrivateKey)):
+            raise jwt.InvalidKeyError("Ed25519 needs an Ed25519 key")
+        return prepared
+
+
+def _pyjws() -> jwt.PyJWS:
+    """A PyJWS that knows pep's table and nothing else (PyJWT also ships none, HS*, ES256K, ES521)."""
+    jws = jwt.PyJWS(algorithms=sorted(SUPPORTED_ALGORITHMS))
+    known = set()
+    for name in SUPPORTED_ALGORITHMS:
+        try:
+            jws.get_algorithm_by_name(name)
+            known.add(name)
+        except NotImplementedError:
+            pass
+    if "Ed25519" not in known:
+        jws.register_algorithm("Ed25519", _Ed25519Algorithm())
+        known.add("Ed25519")
+    if known != SUPPORTED_ALGORITHMS:  # fail at import, not by refusing every token later
+        raise RuntimeError(f"PyJWT cannot verify {', '.join(sorted(SUPPORTED_ALGORITHMS - known))}")
+    return jws
+
+
+_JWS = _pyjws()
+
+
+def pyjwt_algorithm(alg: str) -> Algorithm | None:
+    """PyJWT's implementation of `alg`, or None when `alg` is not in pep's table."""
+    if alg not in ALGORITHMS:
+        return None
+    return _JWS.get_algorithm_by_name(alg)
+
+
+def _key_fits(alg: str, key: Any) -> bool:
+    """Whether `key` is a public key of the type (and EC/OKP curve) `alg` signs with."""
     spec = ALGORITHMS.get(alg)
     if spec is None:
         return False
-    try:
-        if spec.family in ("RS", "PS"):
-            if not isinstance(key, rsa.RSAPublicKey):
-                return False
-            if len(signature) != (key.key_size + 7) // 8:
-                return False
-            digest = _HASHES[spec.hash_name or ""]()
-            pad: padding.AsymmetricPadding
-            if spec.family == "RS":
-                pad = padding.PKCS1v15()
-            else:
-                pad = padding.PSS(mgf=padding.MGF1(digest), salt_length=digest.digest_size)
-            key.verify(signature, signing_input, pad, digest)
-            return True
-        if spec.family == "ES":
-            if not isinstance(key, ec.EllipticCurvePublicKey):
-                return False
-            curve = spec.curves[0]
-            if key.curve.name != _CURVE_NAMES[curve]:
-                return False
-            size = _EC_SIZES[curve]
-            if len(signature) != 2 * size:
-                return False
-            r = int.from_bytes(signature[:size], "big")
-            s = int.from_bytes(signature[size:], "big")
-            key.verify(encode_dss_signature(r, s), signing_input, ec.ECDSA(_HASHES[spec.hash_name or ""]()))
-            return True
-        if spec.family == "EdDSA":
-            if isinstance(key, ed25519.Ed25519PublicKey) and "Ed25519" in spec.curves:
-                key.verify(signature, signing_input)
-                return True
-            if isinstance(key, ed448.Ed448PublicKey) and "Ed448" in spec.curves:
-                key.verify(signature, signing_input)
-                return True
-            return False
-    except (InvalidSignature, ValueError):
+    if spec.kty == "RSA":
+        return isinstance(key, rsa.RSAPublicKey) and key.key_size >= MIN_RSA_BITS
+    if spec.kty == "EC":
+        return isinstance(key, ec.EllipticCurvePublicKey) and _EC_CURVES.get(key.curve.name) in spec.curves
+    if isinstance(key, ed25519.Ed25519PublicKey):
+        return "Ed25519" in spec.curves
+    return isinstance(key, ed448.Ed448PublicKey) and "Ed448" in spec.curves
+
+
+def verify_signature(alg: str, key: PublicKey, signing_input: bytes, signature: bytes) -> bool:
+    """True only if `signature` is a valid `alg` signature by `key` over `signing_input`.
+
+    Pinned: PyJWT verifies with exactly one algorithm, `alg`. A key that does not fit
+    `alg` is a failed verification, never a fallback to another algorithm.
+    """
+    algorithm = pyjwt_algorithm(alg)
+    # pep's table decides the fit: PyJWT checks key type and EC curve only from 2.11, and loads PEM text.
+    if algorithm is None or not _key_fits(alg, key):
         return False
-    return False
-
-
-_CURVE_NAMES = {"P-256": "secp256r1", "P-384": "secp384r1", "P-521": "secp521r1"}
+    # OpenSSL's PSS verify accepts a signature shorter than the modulus; JWS fixes its length.
+    if isinstance(key, rsa.RSAPublicKey) and len(signature) != (key.key_size + 7) // 8:
+        return False
+    try:
+        return bool(algorithm.verify(signing_input, algorithm.prepare_key(key), signature))
+    except (jwt.PyJWTError, TypeError, ValueError):
+        return False

@@ -4,11 +4,12 @@ Pipeline (first failure wins, one reason code each):
 
 1. scheme prefix (`Bearer ` / `DPoP `, any case), emptiness, size;
 2. verified-token cache, keyed on the whole token (time claims re-checked on a hit);
-3. strict compact JWS parse; forbidden headers (`crit`, `cty`, `jku`, `x5u`, `x5c`, `jwk`);
+3. strict compact JWS parse (pep's, stricter than PyJWT's); forbidden headers (`crit`,
+   `cty`, `jku`, `x5u`, `x5c`, `jwk`);
 4. `alg` never `none` or HMAC; `typ` is `at+jwt`;
 5. unverified `iss` -> configured issuer (only to pick the key set); `alg` on that
    issuer's list; key by `kid` (one rate-limited refresh when unknown); header `alg`
-   equals the key's bound algorithm; signature;
+   equals the key's bound algorithm; signature (PyJWT, pinned to that one algorithm);
 6. claims: JSON types, required claims, exp, nbf/iat, aud, lifetime, `cnf`;
 7. proof of possession, on every call: DPoP (`cnf.jkt`) or mTLS (`cnf["x5t#S256"]`).
 """
@@ -23,6 +24,7 @@ from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Any
 
+from pep.algorithms import ALGORITHMS
 from pep.config import IssuerConfig, TokenConfig
 from pep.errors import ConfigError, TokenError
 from pep.reasons import Reason
@@ -41,7 +43,6 @@ from pep.tokens.dpop import DPoPVerifier
 from pep.tokens.jwk import alg_matches
 from pep.tokens.jwks import Fetcher, KeySet, KeySource, RefreshHook, RemoteKeySource, StaticKeySource
 from pep.tokens.jws import (
-    ALGORITHMS,
     CompactJWS,
     MalformedJWS,
     is_forbidden_alg,
@@ -56,6 +57,7 @@ log = logging.getLogger("pep.tokens")
 _SCHEME = re.compile(r"^(bearer|dpop)(?:[ \t]+|$)", re.I)
 _AT_TYPES = frozenset({"at+jwt", "application/at+jwt"})
 _JWT_TYPES = frozenset({"jwt", "application/jwt"})
+# PyJWT ignores these; a key the token points to or carries itself proves nothing.
 _FORBIDDEN_HEADERS = ("jku", "x5u", "x5c", "jwk")
 MAX_KID_LENGTH = 256
 # Signature attempts for a token without `kid` (bounds the work a garbage token costs).
@@ -253,22 +255,23 @@ class TokenVerifier:
         return _Entry(iss, claims, jws.header, binding, keys)
 
     def _check_header(self, header: Mapping[str, Any]) -> tuple[str, str | None]:
-        if "crit" in header:
+        if "crit" in header:  # PyJWT honours crit: b64; pep implements no JWS extension
             raise _error("crit header is not supported", Reason.TOKEN_MALFORMED)
         for name in _FORBIDDEN_HEADERS:
             if name in header:
                 raise _error(f"header {name} is not allowed in an access token", Reason.TOKEN_MALFORMED)
-        if "cty" in header:
+        if "cty" in header:  # PyJWT ignores cty; pep verifies no nested or typed content
             raise _error("nested or typed content (cty) is not supported", Reason.TOKEN_MALFORMED)
         alg = header.get("alg")
         if not isinstance(alg, str) or not alg:
             raise _error("alg header missing", Reason.TOKEN_MALFORMED)
-        if is_forbidden_alg(alg):
+        if is_forbidden_alg(alg):  # PyJWT implements none and HS*: refused by name, any case
             raise _error("alg none and HMAC algorithms are never accepted", Reason.TOKEN_ALGORITHM_REJECTED)
         typ = header.get("typ")
         if not isinstance(typ, str) or typ.lower() not in self._types:
             raise _error("typ must be at+jwt", Reason.TOKEN_TYPE_INVALID)
         kid = header.get("kid")
+        # PyJWT only checks that kid is a string; pep also bounds what a lookup key may cost.
         if kid is not None and (not isinstance(kid, str) or not kid or len(kid) > MAX_KID_LENGTH):
             raise _error("kid must be a short non-empty string", Reason.TOKEN_MALFORMED)
         return alg, kid
@@ -293,7 +296,8 @@ class TokenVerifier:
         if not matching:
             raise _error("alg does not match the key's algorithm", Reason.TOKEN_ALGORITHM_REJECTED)
         for key in matching[:MAX_KEY_CANDIDATES]:
-            if verify_signature(alg, key.key, jws.signing_input, jws.signature):
+            # Pinned to the key's bound algorithm (the header may only name its Ed25519 alias).
+            if verify_signature(key.alg, key.key, jws.signing_input, jws.signature):
                 return keys
         raise _error("signature does not verify", Reason.TOKEN_SIGNATURE_INVALID)
 

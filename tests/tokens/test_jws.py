@@ -6,6 +6,7 @@ from typing import Any
 
 import pytest
 
+from pep.algorithms import SUPPORTED_ALGORITHMS
 from pep.errors import TokenError
 from pep.reasons import Reason
 from pep.tokens.jws import (
@@ -15,10 +16,11 @@ from pep.tokens.jws import (
     b64url_encode,
     parse_compact,
     parse_json_object,
+    pyjwt_algorithm,
     verify_signature,
 )
 from pep.tokens.verifier import Credentials
-from tests.tokens.conftest import Env
+from tests.harness.tokens import Env
 
 # RFC 7515 Appendix A.1 (HS256, valid MAC) and A.5 (unsecured).
 RFC7515_A1 = (
@@ -165,3 +167,78 @@ def test_verify_signature_key_must_fit_alg(rsa_key: Any, ed_key: Any) -> None:
         assert not verify_signature(alg, ed_key.public_key(), data, ed_sig)
     assert not verify_signature("EdDSA", rsa_key.public_key(), data, ed_sig)
     assert not verify_signature("RS256", p384, data, sig384)
+
+
+# --- PyJWT verifies; pep's table and checks stay on top -------------------------------
+
+# PyJWT implements these; pep never accepts them (ES521 is PyJWT's alias of ES512).
+PYJWT_ONLY = ("none", "HS256", "HS384", "HS512", "ES256K", "ES521")
+
+
+def test_pyjwt_knows_exactly_peps_algorithms() -> None:
+    for alg in SUPPORTED_ALGORITHMS:
+        assert pyjwt_algorithm(alg) is not None
+    for alg in PYJWT_ONLY:
+        assert pyjwt_algorithm(alg) is None
+
+
+def test_algorithms_only_pyjwt_knows_never_verify() -> None:
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from jwt.algorithms import ECAlgorithm
+
+    data = b"header.payload"
+    k1 = ec.generate_private_key(ec.SECP256K1())
+    es256k = ECAlgorithm(ECAlgorithm.SHA256)
+    sig = es256k.sign(data, k1)
+    assert es256k.verify(data, k1.public_key(), sig)  # a valid ES256K signature ...
+    assert not verify_signature("ES256K", k1.public_key(), data, sig)  # ... that pep refuses
+    p521 = ec.generate_private_key(ec.SECP521R1())
+    sig = ECAlgorithm(ECAlgorithm.SHA512).sign(data, p521)
+    assert verify_signature("ES512", p521.public_key(), data, sig)
+    assert not verify_signature("ES521", p521.public_key(), data, sig)
+
+
+@pytest.mark.parametrize("alg", ["ES256K", "ES521"])
+def test_token_with_an_algorithm_only_pyjwt_knows_is_rejected(env: Env, alg: str) -> None:
+    import json
+
+    segments = (json.dumps({"typ": "at+jwt", "alg": alg}).encode(), json.dumps(env.claims()).encode(), bytes(64))
+    token = ".".join(b64url_encode(part) for part in segments)
+    assert _reason(env, token) == Reason.TOKEN_ALGORITHM_REJECTED
+
+
+def test_ed25519_name_takes_ed25519_keys_only() -> None:
+    from cryptography.hazmat.primitives.asymmetric import ed448
+
+    data = b"header.payload"
+    key = ed448.Ed448PrivateKey.generate()
+    sig = key.sign(data)
+    assert verify_signature("EdDSA", key.public_key(), data, sig)
+    assert not verify_signature("Ed25519", key.public_key(), data, sig)
+
+
+def test_only_public_key_objects_verify(ed_key: Any) -> None:
+    from cryptography.hazmat.primitives import serialization
+
+    data = b"header.payload"
+    sig = ed_key.sign(data)
+    pem = ed_key.public_key().public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+    assert verify_signature("EdDSA", ed_key.public_key(), data, sig)
+    for not_a_public_key in (ed_key, pem, pem.decode()):  # PyJWT alone would load PEM text
+        assert not verify_signature("EdDSA", not_a_public_key, data, sig)
+
+
+def test_pss_signature_shorter_than_the_modulus_is_refused(rsa_key: Any) -> None:
+    # OpenSSL's PSS verify accepts a signature with its leading zero byte dropped; JWS does not.
+    from jwt.algorithms import RSAPSSAlgorithm
+
+    pss = RSAPSSAlgorithm(RSAPSSAlgorithm.SHA256)
+    for i in range(5000):
+        data = b"header.payload%d" % i
+        sig = pss.sign(data, rsa_key)
+        if sig[0] == 0:
+            break
+    else:
+        pytest.fail("no PSS signature with a leading zero byte in 5000 tries")
+    assert verify_signature("PS256", rsa_key.public_key(), data, sig)
+    assert not verify_signature("PS256", rsa_key.public_key(), data, sig[1:])
