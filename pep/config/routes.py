@@ -8,16 +8,14 @@ gRPC, no config loading; `pep.config` calls `compile_route` to check rules at st
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from urllib.parse import unquote
 
+from pep.uids import Uid, parse_uid
+
 _PLACEHOLDER = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)(\+?)\}")
-_NAME = r"[A-Za-z_][A-Za-z0-9_]*"
-# `Type::"id"`, `Ns::Type::"id"`; the id is a JSON string (\" and \\ escapes).
-_ENTITY_REF = re.compile(rf'^((?:{_NAME}::)*{_NAME})::("(?:[^"\\]|\\.)*")$', re.S)
 _METHOD = re.compile(r"^[A-Z]+$")
 MAX_ID_LENGTH = 1024
 
@@ -43,18 +41,13 @@ class Route:
         return self.action, self.resource_type, resource_id
 
 
-def parse_entity_ref(text: str) -> tuple[str, str]:
-    """`Type::"id"` to (type, id); ValueError when it is not one."""
-    match = _ENTITY_REF.match(text.strip())
-    if match is None:
-        raise ValueError(f'expected Type::"id", got {text[:80]!r}')
-    try:
-        entity_id = json.loads(match.group(2))
-    except json.JSONDecodeError:
-        raise ValueError(f"bad id string in {text[:80]!r}") from None
-    if not entity_id or len(entity_id) > MAX_ID_LENGTH:
+def parse_entity_ref(text: str) -> Uid:
+    """`Type::"id"` to (type, id), with the id at most MAX_ID_LENGTH long (a header is
+    untrusted input); ValueError when it is not one. The syntax is `pep.uids.parse_uid`'s."""
+    uid = parse_uid(text)
+    if len(uid[1]) > MAX_ID_LENGTH:
         raise ValueError(f"the id must have 1 to {MAX_ID_LENGTH} characters in {text[:80]!r}")
-    return match.group(1), entity_id
+    return uid
 
 
 def compile_pattern(path: str) -> tuple[re.Pattern[str], tuple[str, ...]]:
@@ -93,8 +86,9 @@ def compile_route(methods: Sequence[str], path: str, action: str, resource: str)
     # Check the template's shape with each placeholder standing in for a value.
     probe = _PLACEHOLDER.sub("x", resource)
     resource_type, _ = parse_entity_ref(probe)
-    resource_id = resource.strip()[len(resource_type) + 2 :]
-    resource_id = resource_id[1:-1]  # the quotes; placeholders are never escaped
+    # Between the quotes (a type name holds none); placeholders are never escaped.
+    stripped = resource.strip()
+    resource_id = stripped[stripped.index('"') + 1 : -1]
     for m in _PLACEHOLDER.finditer(resource_id):
         if m.group(1) not in names:
             raise ValueError(f"resource uses {{{m.group(1)}}}, which the path {path!r} does not capture")

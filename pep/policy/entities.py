@@ -8,11 +8,9 @@ from typing import Any
 import cedarpy
 
 from pep.errors import SourceProblem
+from pep.policy.files import AGENTS_FILE, ENTITIES_FILE
 from pep.policy.registry import AgentRecord, Registry, agent_entity, group_entities
-from pep.policy.slicing import entity_uid
-
-ENTITIES_FILE = "entities.json"
-AGENTS_FILE = "agents.yaml"
+from pep.uids import AGENT, format_uid, parse_json_uid
 
 
 def build_entities(
@@ -39,14 +37,14 @@ def build_entities(
             return None
     uids = set()
     for i, ent in enumerate(stored):
-        uid = entity_uid(ent.get("uid") if isinstance(ent, dict) else None)
+        uid = parse_json_uid(ent.get("uid") if isinstance(ent, dict) else None)
         if uid is None:
             problems.append(SourceProblem(ENTITIES_FILE, f"entity [{i}] needs a uid with a type and an id"))
             continue
         uids.add(uid)
-    clashes = [a for a in registry.agents if ("Agent", a) in uids]
+    clashes = [a for a in registry.agents if (AGENT, a) in uids]
     for a in clashes:
-        problems.append(SourceProblem(ENTITIES_FILE, f'Agent::"{a}" is defined here and in {AGENTS_FILE}'))
+        problems.append(SourceProblem(ENTITIES_FILE, f"{format_uid((AGENT, a))} is defined here and in {AGENTS_FILE}"))
     groups = group_entities(registry, uids)
     try:
         cedarpy.Entities.from_json_str(json.dumps(stored), schema, release_gil=True)
@@ -60,8 +58,8 @@ def build_entities(
         try:
             cedarpy.Entities.from_json_str(json.dumps([ent]), schema)
         except (ValueError, TypeError) as e:
-            what = f'{ent["uid"]["type"]}::"{ent["uid"]["id"]}"'
-            found = registry.get(ent["uid"]["id"]) if ent["uid"]["type"] == "Agent" else None
+            what = format_uid((ent["uid"]["type"], ent["uid"]["id"]))
+            found = registry.get(ent["uid"]["id"]) if ent["uid"]["type"] == AGENT else None
             where = found.line if found is not None else 1
             problems.append(SourceProblem(AGENTS_FILE, f"{what} does not fit the schema: {e}", where))
     return [*stored, *groups]

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import cedarpy
 
+from pep.decision import Outcome
 from pep.policy.loader import Snapshot
 from pep.policy.slicing import Uid, entity_refs
+from pep.reasons import Reason
 
 
 @dataclass(frozen=True)
@@ -64,3 +66,32 @@ def roots_of(queries: Sequence[Query]) -> set[Uid]:
         roots.add(q.resource)
         roots.update(entity_refs(dict(q.context)))
     return roots
+
+
+def outcome_of(result: cedarpy.AuthzResult, *, strict: bool = True) -> Outcome:
+    """Map a Cedar answer to a reason code."""
+    reasons = tuple(result.diagnostics.reasons)
+    errors = tuple(result.diagnostics.errors)
+    if result.decision == cedarpy.Decision.NoDecision:
+        # Cedar could not build the request: it does not fit the schema.
+        return Outcome(False, Reason.INVALID_REQUEST, errors=errors)
+    if errors and strict:
+        return Outcome(False, Reason.EVALUATION_ERROR, policies=reasons, errors=errors)
+    if result.allowed:
+        return Outcome(True, Reason.ALLOWED, policies=reasons, errors=errors)
+    if reasons:
+        return Outcome(False, Reason.POLICY_FORBID, policies=reasons, errors=errors)
+    return Outcome(False, Reason.POLICY_NO_PERMIT, errors=errors)
+
+
+def outcomes(
+    snapshot: Snapshot, queries: Sequence[Query], entities: cedarpy.Entities, *, strict: bool
+) -> list[Outcome]:
+    """Each query's outcome over the live policies, with the shadow policies' beside it when they exist."""
+    if not queries:
+        return []
+    live = [outcome_of(r, strict=strict) for r in evaluate(snapshot, queries, entities)]
+    if snapshot.shadow_index is None:
+        return live
+    shadows = evaluate(snapshot, queries, entities, shadow=True)
+    return [replace(o, shadow=outcome_of(r, strict=strict)) for o, r in zip(live, shadows, strict=True)]

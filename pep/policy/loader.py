@@ -5,163 +5,36 @@ Everything is parsed here, once: requests only ever use the prebuilt cedarpy han
 
 from __future__ import annotations
 
-import hashlib
 import json
-import os
 import re
-from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Callable, Mapping
 from typing import Any, TypeVar
 
 import cedarpy
 
-from pep.controls.killswitch import KillList, parse_killswitch
-from pep.controls.ratelimit import Limits, parse_limits
 from pep.errors import PolicyLoadError, SourceProblem
-from pep.policy.entities import AGENTS_FILE, ENTITIES_FILE, build_entities
+from pep.policy.entities import build_entities
+from pep.policy.files import (
+    AGENTS_FILE,
+    ENTITIES_FILE,
+    KILLSWITCH_FILE,
+    LIMITS_FILE,
+    LINKS_FILE,
+    SCHEMA_FILE,
+    read_sources,
+)
+from pep.policy.killswitch_file import KillList, parse_killswitch
+from pep.policy.limits_file import Limits, parse_limits
 from pep.policy.registry import Registry, agent_entity, parse_registry
-from pep.policy.slicing import EntityIndex, PolicyIndex, Uid, action_parents, entity_refs
+from pep.policy.slicing import EntityIndex, PolicyIndex, action_parents, entity_refs
+from pep.policy.snapshot import PolicyInfo, Snapshot
 from pep.policy.source import SourceProblemError, Statement, line_of, load_yaml, split_statements
+from pep.uids import Uid, parse_uid
+
+# `Snapshot` moved to pep.policy.snapshot; modules outside the policy package still import it from here.
+__all__ = ["PolicyInfo", "Snapshot", "load_snapshot"]
 
 T = TypeVar("T")
-SCHEMA_FILE = "schema.cedarschema"
-LINKS_FILE = "links.yaml"
-KILLSWITCH_FILE = "killswitch.yaml"
-LIMITS_FILE = "limits.yaml"
-KNOWN_FILES = (SCHEMA_FILE, ENTITIES_FILE, AGENTS_FILE, LINKS_FILE, KILLSWITCH_FILE, LIMITS_FILE)
-SHADOW_DIR = "shadow"
-# Folders whose .cedar files are not part of the live set.
-NON_LIVE_DIRS = ("shadow", "tests")
-
-
-@dataclass(frozen=True)
-class PolicyInfo:
-    id: str
-    path: str
-    line: int
-    effect: str
-    template: bool
-    # The policy as written (a link: its template's text), for `pep check`.
-    text: str = ""
-
-
-@dataclass(frozen=True)
-class Snapshot:
-    """One loaded policy set. Never mutated: a reload builds a new one."""
-
-    directory: str
-    version: str
-    policy_set: cedarpy.PolicySet
-    schema: cedarpy.Schema | None
-    registry: Registry
-    policies: Mapping[str, PolicyInfo]
-    # Every stored entity (entities.json, agents, agent groups): requests get slices of it.
-    entity_index: EntityIndex
-    # The live policies by principal and action scope: requests get slices of them.
-    policy_index: PolicyIndex
-    actions: frozenset[str]
-    loaded_at: float = 0.0
-    # Shadow policies (shadow/): evaluated beside the live set, never enforced.
-    shadow_policy_set: cedarpy.PolicySet | None = None
-    shadow_index: PolicyIndex | None = None
-    shadow_policies: Mapping[str, PolicyInfo] = field(default_factory=dict)
-    killswitch: KillList = field(default_factory=KillList)
-    limits: Limits = field(default_factory=Limits)
-
-    @property
-    def entity_uids(self) -> frozenset[tuple[str, str]]:
-        return self.entity_index.uids
-
-    def entities_for(self, roots: Iterable[Uid], delta: list[dict[str, Any]] | None = None) -> cedarpy.Entities:
-        """The entities a request can reach from `roots`, plus its own `delta` entities."""
-        return self.entity_index.handle(roots, delta)
-
-    @property
-    def policy_count(self) -> int:
-        """Policies that can decide: static ones and template links, not bare templates."""
-        return sum(1 for p in self.policies.values() if not p.template)
-
-
-def policy_files(directory: str, subdir: str | None = None) -> list[str]:
-    """`.cedar` files relative to `directory`, sorted; hidden entries are skipped.
-
-    With no `subdir`, the live set (everything outside shadow/ and tests/); with
-    `subdir="shadow"`, the shadow set. Skipping `..*` and `.*` entries keeps a ConfigMap
-    mount's `..data` and timestamped folders from being loaded twice beside the visible
-    symlinks.
-    """
-    out = []
-    top = os.path.join(directory, subdir) if subdir else directory
-    if not os.path.isdir(top):
-        return []
-    for root, dirs, files in os.walk(top, followlinks=True):
-        rel_root = os.path.relpath(root, directory)
-        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
-        if rel_root == "." and subdir is None:
-            dirs[:] = [d for d in dirs if d not in NON_LIVE_DIRS]
-        for name in sorted(files):
-            if name.endswith(".cedar") and not name.startswith("."):
-                out.append(os.path.normpath(os.path.join(rel_root, name)))
-    return sorted(out)
-
-
-def _read(directory: str, rel: str) -> str | None:
-    path = os.path.join(directory, rel)
-    try:
-        with open(path, encoding="utf-8") as f:
-            return f.read()
-    except FileNotFoundError:
-        return None
-    except (OSError, UnicodeDecodeError) as e:
-        raise PolicyLoadError([SourceProblem(rel, f"cannot read: {e}")]) from None
-
-
-def resolve_base(directory: str) -> str:
-    """The real folder to read one consistent version from.
-
-    git-sync swaps a symlink to the whole tree, and a ConfigMap mount swaps its `..data`
-    symlink; resolving once before reading means a swap mid-load cannot mix versions.
-    """
-    data = os.path.join(directory, "..data")
-    if os.path.islink(data):
-        return os.path.realpath(data)
-    return os.path.realpath(directory)
-
-
-@dataclass(frozen=True)
-class Sources:
-    live: dict[str, str]
-    shadow: dict[str, str]
-    # Each of KNOWN_FILES: its text, or None when absent.
-    others: dict[str, str | None]
-    version: str
-
-
-def read_sources(directory: str) -> Sources:
-    """Every file a snapshot is built from, read from one resolved base, and their version."""
-    base = resolve_base(directory)
-    if not os.path.isdir(base):
-        raise PolicyLoadError([SourceProblem(directory, "policy directory does not exist")])
-    digest = hashlib.sha256()
-
-    def read(rel: str) -> str | None:
-        text = _read(base, rel)
-        if text is not None:
-            digest.update(rel.encode() + b"\0" + text.encode() + b"\0")
-        return text
-
-    live = {rel: read(rel) or "" for rel in policy_files(base)}
-    shadow = {rel: read(rel) or "" for rel in policy_files(base, SHADOW_DIR)}
-    others = {rel: read(rel) for rel in KNOWN_FILES}
-    return Sources(live, shadow, others, digest.hexdigest()[:16])
-
-
-def content_version(directory: str) -> str | None:
-    """The version `load_snapshot` would give the directory now, without parsing; None if unreadable."""
-    try:
-        return read_sources(directory).version
-    except PolicyLoadError:
-        return None
 
 
 # Reloads run beside live traffic: Cedar's parsers are asked to release the GIL so
@@ -420,6 +293,13 @@ def _link_templates(
             continue
         if not isinstance(values, Mapping):
             problems.append(SourceProblem(LINKS_FILE, f"links[{i}]: values must map ?principal/?resource", line))
+            continue
+        try:  # the slices read the values with pep's parser: refuse what it refuses (empty ids)
+            for value in values.values():
+                if isinstance(value, str):
+                    parse_uid(value)
+        except ValueError as e:
+            problems.append(SourceProblem(LINKS_FILE, f"links[{i}]: {e}", line))
             continue
         batch.append({"template_id": template, "new_id": new_id, "values": dict(values)})
         slots = ", ".join(f"{k} = {v}" for k, v in values.items())

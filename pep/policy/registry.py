@@ -9,6 +9,7 @@ from typing import Any
 
 from pep.errors import SourceProblem
 from pep.policy.source import line_of
+from pep.uids import AGENT, AGENT_GROUP
 
 STATUSES = ("active", "suspended", "decommissioned")
 _ENTRY_KEYS = {"id", "owner", "status", "expires", "groups", "attributes"}
@@ -159,9 +160,9 @@ def _well_formed(entry: Any, seen: Mapping[str, AgentRecord]) -> AgentRecord | N
 def agent_entity(rec: AgentRecord) -> dict[str, Any]:
     """The Cedar JSON entity of one agent: its attributes, its groups as parents."""
     return {
-        "uid": {"type": "Agent", "id": rec.id},
+        "uid": {"type": AGENT, "id": rec.id},
         "attrs": dict(rec.attributes or {}),
-        "parents": [{"type": "AgentGroup", "id": g} for g in rec.groups],
+        "parents": [{"type": AGENT_GROUP, "id": g} for g in rec.groups],
     }
 
 
@@ -171,7 +172,7 @@ def group_entities(registry: Registry, defined: set[tuple[str, str]]) -> list[di
     for rec in registry.agents.values():
         groups.update(rec.groups)
     return [
-        {"uid": {"type": "AgentGroup", "id": g}, "attrs": {}, "parents": []}
+        {"uid": {"type": AGENT_GROUP, "id": g}, "attrs": {}, "parents": []}
         for g in sorted(groups)
-        if ("AgentGroup", g) not in defined
+        if (AGENT_GROUP, g) not in defined
     ]

@@ -1,7 +1,7 @@
-"""Build the Cedar request (principal, action, resource, context, entities) for a check.
+"""A check in plain data, and the Cedar values and request entities built from it.
 
-The context layout is SPEC section 3; keys pep sets are reserved and a caller key that
-collides with one is refused, never merged.
+The keys pep sets in the context (docs/identity.md, "What Cedar sees") are reserved: a
+caller key that collides with one is refused, never merged.
 """
 
 from __future__ import annotations
@@ -10,9 +10,7 @@ from collections.abc import Container, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from pep.delegation.identity import Identity
 from pep.errors import RequestError
-from pep.tokens.verifier import VerifiedToken
 
 RESERVED_CONTEXT_KEYS = frozenset({"on_behalf_of", "delegation", "token", "binding"})
 _LONG_MIN, _LONG_MAX = -(2**63), 2**63 - 1
@@ -81,38 +79,6 @@ def cedar_value(value: Any, where: str, depth: int = 0) -> Any:
 
 def _entity(type_: str, id_: str) -> dict[str, str]:
     return {"type": type_, "id": id_}
-
-
-def base_context(identity: Identity, token: VerifiedToken) -> dict[str, Any]:
-    """The keys pep itself sets: on_behalf_of, delegation, token, binding."""
-    ctx: dict[str, Any] = {
-        "delegation": {
-            "depth": identity.depth,
-            "actors": [{"__entity": _entity("Agent", a)} for a in identity.chain[1:]],
-            "origin": {"__entity": _entity("Agent", identity.chain[-1])},
-        },
-        "token": {
-            "issuer": token.issuer,
-            "scopes": sorted(token.scopes),
-            "client_id": token.client_id,
-            "issued_at": token.issued_at,
-            "expires_at": token.expires_at,
-        },
-        "binding": token.binding,
-    }
-    if identity.on_behalf_of is not None:
-        ctx["on_behalf_of"] = {"__entity": _entity("User", identity.on_behalf_of)}
-    return ctx
-
-
-def user_entity(identity: Identity) -> dict[str, Any] | None:
-    if identity.on_behalf_of is None:
-        return None
-    return {
-        "uid": _entity("User", identity.on_behalf_of),
-        "attrs": cedar_value(dict(identity.user_attributes or {}), "user attributes"),
-        "parents": [_entity("Group", g) for g in identity.user_groups],
-    }
 
 
 def resource_entity(resource: ResourceRef, stored: Container[tuple[str, str]]) -> dict[str, Any] | None:

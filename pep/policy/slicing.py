@@ -21,42 +21,25 @@ Both slices are cached per snapshot, keyed by what determines them.
 from __future__ import annotations
 
 import json
-import threading
-from collections import OrderedDict
-from collections.abc import Callable, Hashable, Iterable, Iterator, Mapping
-from typing import Any, Generic, TypeVar
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from typing import Any
 
 import cedarpy
 
-Uid = tuple[str, str]
-K = TypeVar("K", bound=Hashable)
-V = TypeVar("V")
+from pep.policy.lru import LRU
+from pep.uids import AGENT, Uid, is_action_type, parse_json_uid, parse_uid
 
-
-class LRU(Generic[K, V]):
-    """A small thread-safe LRU map."""
-
-    def __init__(self, size: int) -> None:
-        self._size = size
-        self._data: OrderedDict[K, V] = OrderedDict()
-        self._lock = threading.Lock()
-
-    def get(self, key: K) -> V | None:
-        with self._lock:
-            value = self._data.get(key)
-            if value is not None:
-                self._data.move_to_end(key)
-            return value
-
-    def put(self, key: K, value: V) -> None:
-        with self._lock:
-            self._data[key] = value
-            self._data.move_to_end(key)
-            while len(self._data) > self._size:
-                self._data.popitem(last=False)
-
-    def __len__(self) -> int:
-        return len(self._data)
+# `Uid` and `LRU` are imported from here by modules outside the policy package.
+__all__ = [
+    "LRU",
+    "EntityIndex",
+    "PolicyIndex",
+    "Uid",
+    "action_parents",
+    "entity_refs",
+    "link_value",
+    "parse_uid_text",
+]
 
 
 def entity_refs(value: Any) -> Iterator[Uid]:
@@ -65,28 +48,17 @@ def entity_refs(value: Any) -> Iterator[Uid]:
     while stack:
         v = stack.pop()
         if isinstance(v, dict):
-            ref = v.get("__entity")
-            if isinstance(ref, dict) and len(v) == 1:
-                if isinstance(ref.get("type"), str) and isinstance(ref.get("id"), str):
-                    yield ref["type"], ref["id"]
+            uid = parse_json_uid(v) if len(v) == 1 or set(v) == {"type", "id"} else None
+            if uid is not None:
+                yield uid
                 continue
-            if set(v) == {"type", "id"} and isinstance(v["type"], str) and isinstance(v["id"], str):
-                yield v["type"], v["id"]
-                continue
+            if isinstance(v.get("__entity"), dict) and len(v) == 1:
+                continue  # a malformed escape holds no reference
             if "__extn" in v and len(v) == 1:
                 continue
             stack.extend(v.values())
         elif isinstance(v, list):
             stack.extend(v)
-
-
-def entity_uid(value: Any) -> Uid | None:
-    """(type, id) of a Cedar JSON uid: `{type, id}` or the `{"__entity": {type, id}}` escape."""
-    if isinstance(value, dict) and set(value) == {"__entity"}:
-        value = value["__entity"]
-    if isinstance(value, dict) and isinstance(value.get("type"), str) and isinstance(value.get("id"), str):
-        return value["type"], value["id"]
-    return None
 
 
 class EntityIndex:
@@ -116,20 +88,12 @@ class EntityIndex:
         self._edges: dict[Uid, tuple[Uid, ...]] = {}
         self._parents: dict[Uid, tuple[Uid, ...]] = {}
         for ent in entities:
-            uid: Uid | None
-            try:
-                raw = ent["uid"]
-                uid = (raw["type"], raw["id"])
-            except (KeyError, TypeError):
-                uid = entity_uid(ent.get("uid"))
-            if uid is None or not isinstance(uid[0], str) or not isinstance(uid[1], str):
-                continue
-            self._entities[uid] = ent
+            uid = parse_json_uid(ent.get("uid"))
+            if uid is not None:
+                self._entities[uid] = ent
         # Action entities come from the schema when there is one; without it, from the store.
         self._actions: tuple[Uid, ...] = (
-            ()
-            if schema is not None
-            else tuple(u for u in self._entities if u[0] == "Action" or u[0].endswith("::Action"))
+            () if schema is not None else tuple(u for u in self._entities if is_action_type(u[0]))
         )
         self._literal = tuple(always)
         self._always = frozenset(self.closure([*self._literal, *self._actions]))
@@ -139,7 +103,7 @@ class EntityIndex:
     def __contains__(self, uid: object) -> bool:
         if uid in self._entities:
             return True
-        return isinstance(uid, tuple) and len(uid) == 2 and uid[0] == "Agent" and uid[1] in self._agents
+        return isinstance(uid, tuple) and len(uid) == 2 and uid[0] == AGENT and uid[1] in self._agents
 
     def __len__(self) -> int:
         return len(self._entities) + len(self._agents)
@@ -148,12 +112,12 @@ class EntityIndex:
     def uids(self) -> frozenset[Uid]:
         """Every stored uid (built once: use `uid in index` on hot paths)."""
         if self._uids is None:
-            self._uids = frozenset(self._entities) | {("Agent", a) for a in self._agents}
+            self._uids = frozenset(self._entities) | {(AGENT, a) for a in self._agents}
         return self._uids
 
     def _get(self, uid: Uid) -> dict[str, Any] | None:
         ent = self._entities.get(uid) or self._made.get(uid)
-        if ent is None and uid[0] == "Agent" and self._agent_entity is not None:
+        if ent is None and uid[0] == AGENT and self._agent_entity is not None:
             record = self._agents.get(uid[1])
             if record is not None:
                 ent = self._made[uid] = self._agent_entity(record)
@@ -164,7 +128,7 @@ class EntityIndex:
         if parents is None:
             ent = self._get(uid)
             raw = ent.get("parents") if ent is not None else None
-            parents = tuple(p for p in (entity_uid(x) for x in raw or ()) if p is not None)
+            parents = tuple(p for p in (parse_json_uid(x) for x in raw or ()) if p is not None)
             self._parents[uid] = parents  # a benign race: every thread computes the same value
         return parents
 
@@ -226,7 +190,7 @@ class EntityIndex:
         """
         refs: set[Uid] = set(roots)
         for ent in delta or ():
-            refs.update(u for u in (entity_uid(p) for p in ent.get("parents") or ()) if u is not None)
+            refs.update(u for u in (parse_json_uid(p) for p in ent.get("parents") or ()) if u is not None)
             refs.update(entity_refs(ent.get("attrs") or {}))
         key = tuple(sorted(refs))
         base = self._cache.get(key)
@@ -300,10 +264,10 @@ class PolicyIndex:
         aop = a.get("op")
         targets: list[Uid] = []
         if aop == "==" or (aop == "in" and "entity" in a):
-            u = entity_uid(a.get("entity"))
+            u = parse_json_uid(a.get("entity"))
             targets = [u] if u is not None else []
         elif aop == "in" and isinstance(a.get("entities"), list):
-            targets = [u for u in (entity_uid(x) for x in a["entities"]) if u is not None]
+            targets = [u for u in (parse_json_uid(x) for x in a["entities"]) if u is not None]
         if aop == "All" or not targets:
             self._a_all.add(pid)
         else:
@@ -353,20 +317,16 @@ class PolicyIndex:
 
 def _scope_entity(scope: Mapping[str, Any], values: Mapping[str, Any]) -> Uid | None:
     if "slot" in scope:
-        return entity_uid(link_value(values.get(scope["slot"])))
-    return entity_uid(scope.get("entity"))
+        return parse_json_uid(link_value(values.get(scope["slot"])))
+    return parse_json_uid(scope.get("entity"))
 
 
 def parse_uid_text(text: str) -> Uid | None:
-    """`Type::"id"` (namespaces allowed: `App::Doc::"x"`) to (type, id), or None."""
-    type_, sep, quoted = text.rpartition("::")
-    if not sep or not type_ or len(quoted) < 2 or not (quoted.startswith('"') and quoted.endswith('"')):
-        return None
+    """`pep.uids.parse_uid`, None instead of ValueError (kept for pep.cli and pep.dev.suite)."""
     try:
-        id_ = json.loads(quoted)
-    except json.JSONDecodeError:
+        return parse_uid(text)
+    except ValueError:
         return None
-    return (type_, id_) if isinstance(id_, str) else None
 
 
 def link_value(value: Any) -> Any:
@@ -382,12 +342,12 @@ def action_parents(schema: cedarpy.Schema | None, entities: Iterable[dict[str, A
     if schema is not None:
         source = json.loads(str(cedarpy.Entities.from_json_str("[]", schema)))
     else:
-        source = [e for e in entities if (u := entity_uid(e.get("uid"))) is not None and u[0].endswith("Action")]
+        source = [e for e in entities if (u := parse_json_uid(e.get("uid"))) is not None and is_action_type(u[0])]
     direct: dict[Uid, list[Uid]] = {}
     for ent in source:
-        uid = entity_uid(ent.get("uid"))
+        uid = parse_json_uid(ent.get("uid"))
         if uid is not None:
-            direct[uid] = [p for p in (entity_uid(x) for x in ent.get("parents") or ()) if p is not None]
+            direct[uid] = [p for p in (parse_json_uid(x) for x in ent.get("parents") or ()) if p is not None]
     out: dict[Uid, frozenset[Uid]] = {}
     for uid in direct:
         seen: set[Uid] = set()

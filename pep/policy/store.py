@@ -14,7 +14,9 @@ from typing import Any
 
 from pep.errors import PolicyLoadError
 from pep.metrics import Metrics
-from pep.policy.loader import Snapshot, content_version, load_snapshot
+from pep.policy.files import content_version
+from pep.policy.loader import load_snapshot
+from pep.policy.snapshot import Snapshot
 
 log = logging.getLogger(__name__)
 

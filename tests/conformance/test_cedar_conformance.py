@@ -23,8 +23,10 @@ import yaml
 
 from pep.dev.suite import evaluate_principal
 from pep.errors import PolicyLoadError, RequestError
-from pep.policy.loader import ENTITIES_FILE, LINKS_FILE, SCHEMA_FILE, Snapshot, load_snapshot
+from pep.policy.files import ENTITIES_FILE, LINKS_FILE, SCHEMA_FILE
+from pep.policy.loader import load_snapshot
 from pep.policy.request import ResourceRef
+from pep.policy.snapshot import Snapshot
 from pep.reasons import Reason
 
 REPO = Path(__file__).resolve().parents[2]

@@ -83,7 +83,7 @@ def test_no_limits_means_no_buckets() -> None:
     assert len(limiter) == 0
 
 
-def test_parse_limits_as_in_the_spec() -> None:
+def test_parse_limits_as_documented() -> None:
     text = """
 default: {rate: 50, burst: 100}
 agents: {billing-bot: {rate: 5, burst: 10}}

@@ -9,7 +9,7 @@ from pep.config import parse_config
 from pep.config.routes import compile_route, first_match, parse_entity_ref
 from pep.errors import ConfigError
 from pep.reasons import Reason
-from tests.ext_authz.conftest import check_request
+from tests.harness.envoy import check_request
 
 
 @pytest.mark.parametrize(

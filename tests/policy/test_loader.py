@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 
 from pep.errors import PolicyLoadError
-from pep.policy.loader import load_snapshot, policy_files
+from pep.policy.files import policy_files
+from pep.policy.loader import load_snapshot
 from pep.policy.source import split_statements
 
 SCHEMA = """
@@ -126,6 +127,21 @@ def test_templates_are_linked_from_links_yaml(tmp_path: Path) -> None:
     snap = load_snapshot(str(tmp_path))
     assert "bot-reads" in snap.policies
     assert snap.policy_count == 1
+
+
+def test_link_values_with_empty_ids_fail(tmp_path: Path) -> None:
+    write(
+        tmp_path,
+        {
+            "schema.cedarschema": SCHEMA,
+            "agents.yaml": AGENTS,
+            "t.cedar": '@id("may-read")\npermit(principal == ?principal, action == Action::"read", resource);',
+            "links.yaml": "links:\n  - template: may-read\n    id: nobody-reads\n"
+            '    values: {"?principal": \'Agent::""\'}\n',
+        },
+    )
+    with pytest.raises(PolicyLoadError, match=r"links.yaml:2:\d+: links\[0\]: the id must not be empty"):
+        load_snapshot(str(tmp_path))
 
 
 def test_links_to_unknown_templates_fail(tmp_path: Path) -> None:

@@ -12,8 +12,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from pep.policy.evaluate import Query, evaluate, roots_of
-from pep.policy.loader import Snapshot, load_snapshot
+from pep.policy.loader import load_snapshot
 from pep.policy.slicing import EntityIndex, entity_refs
+from pep.policy.snapshot import Snapshot
 
 POLICIES = Path(__file__).resolve().parents[2] / "policies"
 

@@ -1,0 +1,337 @@
+"""Parse and check the config file: every problem names its key (`issuers[0].audiences: ...`).
+
+Unknown keys are errors, so a typo never silently falls back to a default.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+from collections.abc import Mapping
+from dataclasses import fields, replace
+from typing import Any
+
+import yaml
+
+from pep.algorithms import SUPPORTED_ALGORITHMS
+from pep.config.addresses import is_local_address
+from pep.config.routes import compile_route
+from pep.config.sections import (
+    MODES,
+    AuthzenConfig,
+    Config,
+    DecisionLogConfig,
+    DelegationConfig,
+    ExtAuthzConfig,
+    ExtAuthzRule,
+    IdentityConfig,
+    IssuerConfig,
+    ReloadConfig,
+    TokenConfig,
+)
+from pep.errors import ConfigError
+
+
+def load_config(path: str | None, overrides: Mapping[str, Any] | None = None) -> Config:
+    """Read `path` (YAML) if given, apply `overrides` (dotted keys), and check it all."""
+    raw: dict[str, Any] = {}
+    base_dir = "."
+    if path is not None:
+        try:
+            with open(path, encoding="utf-8") as f:
+                loaded = yaml.safe_load(f)
+        except FileNotFoundError:
+            raise ConfigError("--config", f"file not found: {path}") from None
+        except yaml.YAMLError as e:
+            raise ConfigError("--config", f"{path} is not valid YAML: {e}") from None
+        if loaded is None:
+            loaded = {}
+        if not isinstance(loaded, dict):
+            raise ConfigError("<root>", f"{path} must hold a mapping of keys")
+        raw = loaded
+        base_dir = os.path.dirname(os.path.abspath(path))
+    for dotted, value in (overrides or {}).items():
+        _set_dotted(raw, dotted, value)
+    return parse_config(raw, base_dir)
+
+
+def _set_dotted(raw: dict[str, Any], dotted: str, value: Any) -> None:
+    parts = dotted.split(".")
+    node = raw
+    for part in parts[:-1]:
+        node = node.setdefault(part, {})
+    node[parts[-1]] = value
+
+
+def parse_config(raw: Mapping[str, Any], base_dir: str = ".") -> Config:
+    """Build a `Config` from plain data. Relative paths resolve against `base_dir`."""
+    _check_keys(raw, Config, "", {"issuers", "tokens", "delegation", "identity", "decision_log", "reload", "ext_authz"})
+    cfg = Config()
+    values: dict[str, Any] = {}
+    for key in ("listen", "metrics_listen", "admin_listen"):
+        if key in raw:
+            # An empty metrics or admin address turns that listener off.
+            off = key != "listen" and raw[key] in ("", None)
+            values[key] = "" if off else _address(raw[key], key)
+    if "admin_allow_remote" in raw:
+        values["admin_allow_remote"] = _like(raw["admin_allow_remote"], False, "admin_allow_remote")
+    if "extra_listen" in raw:
+        values["extra_listen"] = tuple(
+            _address(v, f"extra_listen[{i}]") for i, v in enumerate(_list(raw["extra_listen"], "extra_listen"))
+        )
+    if "policies" in raw:
+        values["policies"] = _path(_str(raw["policies"], "policies"), base_dir)
+    else:
+        values["policies"] = _path(cfg.policies, base_dir)
+    if "mode" in raw:
+        mode = _str(raw["mode"], "mode")
+        if mode not in MODES:
+            raise ConfigError("mode", f"must be one of {', '.join(MODES)}, got {mode!r}")
+        values["mode"] = mode
+    if "shutdown_grace_seconds" in raw:
+        values["shutdown_grace_seconds"] = _number(raw["shutdown_grace_seconds"], "shutdown_grace_seconds", 0)
+    if "issuers" in raw:
+        values["issuers"] = _issuers(raw["issuers"], base_dir)
+    values["tokens"] = _section(raw, "tokens", TokenConfig)
+    values["delegation"] = _section(raw, "delegation", DelegationConfig)
+    values["identity"] = _section(raw, "identity", IdentityConfig)
+    values["reload"] = _section(raw, "reload", ReloadConfig)
+    values["ext_authz"] = _ext_authz(raw.get("ext_authz"))
+    values["authzen"] = _authzen(raw)
+    log = _section(raw, "decision_log", DecisionLogConfig)
+    if log.sink != "stdout":
+        log = replace(log, sink=_path(log.sink, base_dir))
+    values["decision_log"] = log
+    cfg = replace(cfg, **values)
+    _check_semantics(cfg)
+    return cfg
+
+
+def _check_semantics(cfg: Config) -> None:
+    t = cfg.tokens
+    for algs, key in ((t.dpop_algorithms, "tokens.dpop_algorithms"),):
+        for alg in algs:
+            if alg not in SUPPORTED_ALGORITHMS:
+                raise ConfigError(key, f"unsupported algorithm {alg!r}")
+    for name in ("leeway_seconds", "max_token_bytes", "max_lifetime_seconds", "dpop_max_age_seconds"):
+        if getattr(t, name) < 0 or (name != "leeway_seconds" and getattr(t, name) == 0):
+            raise ConfigError(f"tokens.{name}", "must be a positive number")
+    if t.leeway_seconds > 300:
+        raise ConfigError("tokens.leeway_seconds", "must be at most 300 (RFC 9068: a few minutes at most)")
+    if cfg.delegation.max_depth < 1:
+        raise ConfigError("delegation.max_depth", "must be at least 1")
+    if cfg.reload.settle_seconds > 10 or cfg.reload.poll_seconds <= 0:
+        raise ConfigError("reload", "settle_seconds must be at most 10 and poll_seconds positive")
+    if cfg.decision_log.queue_size < 1:
+        raise ConfigError("decision_log.queue_size", "must be at least 1")
+    if cfg.admin_listen == cfg.listen and not cfg.listen.endswith(":0"):
+        raise ConfigError("admin_listen", "must differ from listen: the admin API never shares the public port")
+    if cfg.admin_listen and not cfg.admin_allow_remote and not is_local_address(cfg.admin_listen):
+        raise ConfigError(
+            "admin_listen",
+            f"{cfg.admin_listen} is not a loopback address or Unix socket; the kill switch API is local only "
+            "unless admin_allow_remote: true",
+        )
+
+
+def _issuers(value: Any, base_dir: str) -> tuple[IssuerConfig, ...]:
+    out = []
+    seen: set[str] = set()
+    for i, item in enumerate(_list(value, "issuers")):
+        key = f"issuers[{i}]"
+        if not isinstance(item, Mapping):
+            raise ConfigError(key, "must be a mapping with issuer, audiences, jwks_file or jwks_uri, algorithms")
+        _check_keys(item, IssuerConfig, key + ".", set())
+        if "issuer" not in item:
+            raise ConfigError(f"{key}.issuer", "is required")
+        issuer = _str(item["issuer"], f"{key}.issuer")
+        if issuer in seen:
+            raise ConfigError(f"{key}.issuer", f"{issuer!r} is configured twice")
+        seen.add(issuer)
+        if "audiences" not in item:
+            raise ConfigError(f"{key}.audiences", "is required: a token's aud must name this service")
+        audiences = tuple(_str(a, f"{key}.audiences") for a in _list(item["audiences"], f"{key}.audiences"))
+        if not audiences:
+            raise ConfigError(f"{key}.audiences", "must name at least one audience")
+        algorithms = IssuerConfig.algorithms
+        if "algorithms" in item:
+            algorithms = tuple(_str(a, f"{key}.algorithms") for a in _list(item["algorithms"], f"{key}.algorithms"))
+            if not algorithms:
+                raise ConfigError(f"{key}.algorithms", "must name at least one algorithm")
+            for alg in algorithms:
+                if alg not in SUPPORTED_ALGORITHMS:
+                    raise ConfigError(
+                        f"{key}.algorithms",
+                        f"{alg!r} is not allowed (asymmetric only: {', '.join(sorted(SUPPORTED_ALGORITHMS))})",
+                    )
+        jwks_file = item.get("jwks_file")
+        jwks_uri = item.get("jwks_uri")
+        if (jwks_file is None) == (jwks_uri is None):
+            raise ConfigError(key, "needs exactly one of jwks_file or jwks_uri")
+        if jwks_file is not None:
+            jwks_file = _path(_str(jwks_file, f"{key}.jwks_file"), base_dir)
+        if jwks_uri is not None:
+            jwks_uri = _str(jwks_uri, f"{key}.jwks_uri")
+            if not jwks_uri.startswith(("https://", "http://")):
+                raise ConfigError(f"{key}.jwks_uri", "must be an http(s) URL")
+        out.append(IssuerConfig(issuer, audiences, algorithms, jwks_file, jwks_uri))
+    return tuple(out)
+
+
+def _authzen(raw: Mapping[str, Any]) -> AuthzenConfig:
+    cfg: AuthzenConfig = _section(raw, "authzen", AuthzenConfig)
+    if cfg.listen:
+        cfg = replace(cfg, listen=_address(cfg.listen, "authzen.listen"))
+    elif cfg.trust_subject:
+        raise ConfigError("authzen.trust_subject", "needs authzen.listen")
+    if cfg.trust_subject and not is_local_address(cfg.listen):
+        raise ConfigError(
+            "authzen.trust_subject",
+            f"{cfg.listen} is not a loopback address or Unix socket; a listener that takes the subject as given "
+            "must be local only",
+        )
+    for name in ("max_body_bytes", "max_evaluations", "threads"):
+        if getattr(cfg, name) < 1:
+            raise ConfigError(f"authzen.{name}", "must be at least 1")
+    if cfg.timeout_seconds <= 0:
+        raise ConfigError("authzen.timeout_seconds", "must be a positive number")
+    if cfg.base_url:
+        if not cfg.base_url.startswith(("https://", "http://")) or any(c in cfg.base_url for c in "?#"):
+            raise ConfigError("authzen.base_url", "must be an http(s) URL without a query or fragment")
+        cfg = replace(cfg, base_url=cfg.base_url.rstrip("/"))
+    return cfg
+
+
+def _ext_authz(value: Any) -> ExtAuthzConfig:
+    if value is None:
+        return ExtAuthzConfig()
+    if not isinstance(value, Mapping):
+        raise ConfigError("ext_authz", "must be a mapping")
+    _check_keys(value, ExtAuthzConfig, "ext_authz.", set())
+    defaults = ExtAuthzConfig()
+    kw: dict[str, Any] = {}
+    for key in ("enabled", "trust_xfcc"):
+        if key in value:
+            kw[key] = _like(value[key], getattr(defaults, key), f"ext_authz.{key}")
+    for key in ("action_header", "resource_header", "realm"):
+        if key in value:
+            # "" (or null) turns that header or the realm off.
+            kw[key] = "" if value[key] in ("", None) else _str(value[key], f"ext_authz.{key}")
+    cfg = replace(defaults, **kw)
+    for key in ("action_header", "resource_header"):
+        header = getattr(cfg, key)
+        if header != header.lower() or any(c in header for c in " :\t,"):
+            raise ConfigError(f"ext_authz.{key}", f"must be a lower-case header name, got {header!r}")
+    if any(c in cfg.realm for c in '"\\'):
+        raise ConfigError("ext_authz.realm", "must not contain quotes or backslashes")
+    rules = []
+    for i, item in enumerate(_list(value.get("rules") or [], "ext_authz.rules")):
+        key = f"ext_authz.rules[{i}]"
+        if not isinstance(item, Mapping):
+            raise ConfigError(key, "must be a mapping with path, action, resource and optional methods")
+        _check_keys(item, ExtAuthzRule, key + ".", set())
+        for required in ("path", "action", "resource"):
+            if required not in item:
+                raise ConfigError(f"{key}.{required}", "is required")
+        methods = item.get("methods", ())
+        if isinstance(methods, str):
+            methods = [methods]
+        rule = ExtAuthzRule(
+            path=_str(item["path"], f"{key}.path"),
+            action=_str(item["action"], f"{key}.action"),
+            resource=_str(item["resource"], f"{key}.resource"),
+            methods=tuple(_str(m, f"{key}.methods").upper() for m in _list(methods, f"{key}.methods")),
+        )
+        try:
+            compile_route(rule.methods, rule.path, rule.action, rule.resource)
+        except ValueError as e:
+            raise ConfigError(key, str(e)) from None
+        rules.append(rule)
+    return replace(cfg, rules=tuple(rules))
+
+
+def _section(raw: Mapping[str, Any], name: str, cls: type[Any]) -> Any:
+    value = raw.get(name)
+    if value is None:
+        return cls()
+    if not isinstance(value, Mapping):
+        raise ConfigError(name, "must be a mapping")
+    _check_keys(value, cls, name + ".", set())
+    defaults = cls()
+    kwargs = {}
+    for f in fields(cls):
+        if f.name not in value:
+            continue
+        key = f"{name}.{f.name}"
+        default = getattr(defaults, f.name)
+        kwargs[f.name] = _like(value[f.name], default, key)
+    return cls(**kwargs)
+
+
+def _like(value: Any, default: Any, key: str) -> Any:
+    """Coerce `value` to the type of `default`, or say why it cannot be."""
+    if isinstance(default, bool):
+        if not isinstance(value, bool):
+            raise ConfigError(key, f"must be true or false, got {value!r}")
+        return value
+    if isinstance(default, int):
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(key, f"must be a whole number, got {value!r}")
+        if value < 0:
+            raise ConfigError(key, f"must not be negative, got {value}")
+        return value
+    if isinstance(default, float):
+        return _number(value, key, 0)
+    if isinstance(default, str):
+        return _str(value, key)
+    if isinstance(default, tuple):
+        return tuple(_str(v, key) for v in _list(value, key))
+    raise ConfigError(key, "unsupported setting")  # pragma: no cover
+
+
+def _check_keys(raw: Mapping[str, Any], cls: type[Any], prefix: str, extra: set[str]) -> None:
+    known = {f.name for f in fields(cls)} | extra
+    for key in raw:
+        if key not in known:
+            raise ConfigError(f"{prefix}{key}", f"unknown key (known: {', '.join(sorted(known))})")
+
+
+def _list(value: Any, key: str) -> list[Any]:
+    if isinstance(value, (str, bytes)) or not isinstance(value, (list, tuple)):
+        raise ConfigError(key, f"must be a list, got {value!r}")
+    return list(value)
+
+
+def _str(value: Any, key: str) -> str:
+    if not isinstance(value, str) or not value:
+        raise ConfigError(key, f"must be a non-empty string, got {value!r}")
+    return value
+
+
+def _number(value: Any, key: str, minimum: float) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value < minimum:
+        raise ConfigError(key, f"must be a number >= {minimum}, got {value!r}")
+    return float(value)
+
+
+def _path(value: str, base_dir: str) -> str:
+    return value if os.path.isabs(value) else os.path.normpath(os.path.join(base_dir, value))
+
+
+def _address(value: Any, key: str) -> str:
+    """Check a listen address: `host:port` (port 0 picks a free one) or `unix:///path`."""
+    text = _str(value, key)
+    if text.startswith("unix://"):
+        if not text[len("unix://") :].startswith("/"):
+            raise ConfigError(key, f"a Unix socket address must be absolute: unix:///path, got {text!r}")
+        return text
+    host, sep, port = text.rpartition(":")
+    if not sep or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise ConfigError(key, f"must be host:port or unix:///path, got {text!r}")
+    host = host.strip("[]")
+    if host not in ("", "localhost", "0.0.0.0", "::"):  # noqa: S104 - parsing, not binding
+        try:
+            ipaddress.ip_address(host)
+        except ValueError:
+            raise ConfigError(key, f"host must be an IP address or localhost, got {host!r}") from None
+    return text

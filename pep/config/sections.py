@@ -1,0 +1,138 @@
+"""The config file's sections: one frozen dataclass each, with its defaults.
+
+Modules are handed the section they use (`TokenConfig`, `ReloadConfig`, ...); only the
+composition root, the CLI and the suite runner read the whole `Config`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+MODES = ("enforce", "dry_run")
+
+
+@dataclass(frozen=True)
+class IssuerConfig:
+    issuer: str
+    audiences: tuple[str, ...]
+    algorithms: tuple[str, ...] = ("RS256", "ES256")
+    jwks_file: str | None = None
+    jwks_uri: str | None = None
+
+
+@dataclass(frozen=True)
+class TokenConfig:
+    leeway_seconds: int = 30
+    max_token_bytes: int = 8192
+    # RFC 9068 wants `at+jwt`; some identity providers still send `JWT`.
+    accept_jwt_typ: bool = False
+    # RFC 9068 section 2.2. `client_id` is also satisfied by `azp`.
+    required_claims: tuple[str, ...] = ("iss", "sub", "aud", "exp", "iat", "jti", "client_id")
+    max_lifetime_seconds: int = 86400
+    dpop_max_age_seconds: int = 300
+    dpop_future_skew_seconds: int = 30
+    dpop_algorithms: tuple[str, ...] = ("ES256", "ES384", "ES512", "RS256", "PS256", "EdDSA", "Ed25519")
+    dpop_replay_cache_size: int = 100_000
+    # jwks_uri issuers: refresh period when the JWKS response has no max-age, and the
+    # least time between refetches triggered by an unknown `kid`.
+    jwks_cache_seconds: int = 300
+    jwks_min_refetch_seconds: int = 30
+
+
+@dataclass(frozen=True)
+class DelegationConfig:
+    max_depth: int = 4
+    require_grants: bool = True
+
+
+@dataclass(frozen=True)
+class IdentityConfig:
+    # Claim holding the user's groups, which become `Group` parents of the user.
+    user_groups_claim: str = "groups"
+    # Token claims copied onto the `User` entity as attributes.
+    user_claims: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class ReloadConfig:
+    # Quiet time after the last file event before a reload: one reload per burst of writes.
+    settle_seconds: float = 0.15
+    # Content-hash check that catches any event the watcher missed.
+    poll_seconds: float = 5.0
+    # Turn the filesystem watcher off (the periodic check still runs).
+    watch: bool = True
+
+
+@dataclass(frozen=True)
+class DecisionLogConfig:
+    sink: str = "stdout"
+    required: bool = False
+    queue_size: int = 10_000
+    max_bytes: int = 100 * 1024 * 1024
+    backups: int = 5
+    # Claims never written to the log, on top of the token, proof and keys.
+    redact_claims: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class AuthzenConfig:
+    """The OpenID AuthZEN Authorization API over HTTP; off while `listen` is empty."""
+
+    listen: str = ""
+    # Take the body's subject as given (loopback or Unix socket only); else it comes from a token.
+    trust_subject: bool = False
+    max_body_bytes: int = 1024 * 1024
+    max_evaluations: int = 1000
+    # Idle limit for reading a request or writing a response, per connection.
+    timeout_seconds: float = 10.0
+    threads: int = 8
+    # `policy_decision_point` in the metadata document; default: http:// plus the bound address.
+    base_url: str = ""
+
+
+@dataclass(frozen=True)
+class ExtAuthzRule:
+    """Method + path pattern to action and resource (see `pep.config.routes`)."""
+
+    path: str
+    action: str
+    resource: str
+    methods: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class ExtAuthzConfig:
+    """Envoy ext_authz (`envoy.service.auth.v3.Authorization`) on the gRPC port."""
+
+    enabled: bool = True
+    # Request headers naming the action and the resource (`Type::"id"`); "" turns one off.
+    action_header: str = "x-pep-action"
+    resource_header: str = "x-pep-resource"
+    # Use Envoy's x-forwarded-client-cert `Hash=` when the peer certificate is not sent.
+    trust_xfcc: bool = True
+    # `realm` of WWW-Authenticate challenges; "" leaves it out.
+    realm: str = ""
+    rules: tuple[ExtAuthzRule, ...] = ()
+
+
+@dataclass(frozen=True)
+class Config:
+    listen: str = "127.0.0.1:50051"
+    metrics_listen: str = "127.0.0.1:9464"
+    admin_listen: str = "127.0.0.1:50052"
+    # The admin API may listen beyond loopback only when this says so.
+    admin_allow_remote: bool = False
+    policies: str = "./policies"
+    mode: str = "enforce"
+    issuers: tuple[IssuerConfig, ...] = ()
+    tokens: TokenConfig = field(default_factory=TokenConfig)
+    delegation: DelegationConfig = field(default_factory=DelegationConfig)
+    identity: IdentityConfig = field(default_factory=IdentityConfig)
+    decision_log: DecisionLogConfig = field(default_factory=DecisionLogConfig)
+    reload: ReloadConfig = field(default_factory=ReloadConfig)
+    ext_authz: ExtAuthzConfig = field(default_factory=ExtAuthzConfig)
+    authzen: AuthzenConfig = field(default_factory=AuthzenConfig)
+    # Extra listeners (e.g. a Unix socket beside TCP), each like `listen`.
+    extra_listen: tuple[str, ...] = ()
+    # Seconds to let in-flight calls finish on SIGTERM.
+    shutdown_grace_seconds: float = 5.0

@@ -1,0 +1,1 @@
+"""The policy directory: files, snapshot, compile, indexes, request values, evaluation, store, watcher, fmt."""
