@@ -30,23 +30,33 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from pep.dev import tokens as devtoken
-from pep.pipeline.pipeline import Authorizer
+from pep.audit.log import DecisionLog
 from pep.config import parse_config
+from pep.controls.admit import Controls
 from pep.decision import Decision
-from pep.audit.log import DecisionLog, DecisionRecorder
+from pep.dev import tokens as devtoken
 from pep.metrics import Metrics
+from pep.pipeline import Pipeline, Request
+from pep.pipeline.record import Recorder
 from pep.policy.request import Check, ResourceRef
 from pep.policy.store import PolicyStore
 from pep.tokens.verifier import Credentials, TokenVerifier
-from tests.grpc.estate import write_estate
+from tests.harness.estate import write_estate
 
 ISSUER, AUDIENCE = "https://idp.bench", "pep-bench"
 
 
-class NoRecorder:
+class SideOutputs:
+    """The record stage's side outputs alone: the log's acknowledgement, then the count."""
+
+    def __init__(self, metrics: Metrics | None, dlog: DecisionLog | None) -> None:
+        self.metrics, self.dlog = metrics, dlog
+
     def record(self, decision: Decision) -> bool:
-        return True
+        taken = self.dlog.submit(decision).wait() if self.dlog is not None else True
+        if self.metrics is not None:
+            self.metrics.count(decision)
+        return taken
 
 
 def main() -> None:
@@ -69,32 +79,34 @@ def main() -> None:
         verifier = TokenVerifier(config.issuers, config.tokens)
         token = devtoken.mint_token(key_path, issuer=ISSUER, audience=AUDIENCE, sub="alice", act_chain=("worker",))
         creds = Credentials(token=token)
-        checks = [Check(action="read", resource=ResourceRef("Doc", "plan"))]
+        ask = Request([Check(action="read", resource=ResourceRef("Doc", "plan"))], creds)
 
-        def run(name: str, make: Callable[[], tuple[object, DecisionLog | None]]) -> tuple[float, float]:
+        def run(name: str, make: Callable[[], tuple[Recorder, DecisionLog | None]]) -> tuple[float, float]:
             recorder, dlog = make()
-            authorizer = Authorizer(config, store, verifier, recorder)  # type: ignore[arg-type]
+            authorizer = Pipeline(
+                store, verifier, Controls(), recorder, delegation=config.delegation, identity=config.identity
+            )
             wall, cpu = time.perf_counter(), time.process_time()
             for _ in range(args.decisions):
-                decision = authorizer.authorize(creds, checks)[0]
+                decision = authorizer.authorize(ask)[0]
             if dlog is not None:
                 dlog.close()  # the writer's work counts
             wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
             assert decision.allowed, (name, decision.reason)
             return wall / args.decisions * 1e6, cpu / args.decisions * 1e6
 
-        def logged(required: bool) -> Callable[[], tuple[object, DecisionLog | None]]:
-            def make() -> tuple[object, DecisionLog | None]:
+        def logged(required: bool) -> Callable[[], tuple[Recorder, DecisionLog | None]]:
+            def make() -> tuple[Recorder, DecisionLog | None]:
                 metrics = Metrics(process=False)
                 cfg = parse_config({**raw, "decision_log": {**raw["decision_log"], "required": required}})
                 dlog = DecisionLog(cfg.decision_log, metrics)
-                return DecisionRecorder(metrics, dlog), dlog
+                return Recorder(dlog, metrics, log_required=required), dlog
 
             return make
 
-        variants: dict[str, Callable[[], tuple[object, DecisionLog | None]]] = {
-            "none": lambda: (NoRecorder(), None),
-            "metrics": lambda: (DecisionRecorder(Metrics(process=False), None), None),
+        variants: dict[str, Callable[[], tuple[Recorder, DecisionLog | None]]] = {
+            "none": lambda: (Recorder(None, None), None),
+            "metrics": lambda: (Recorder(None, Metrics(process=False)), None),
             "metrics+log": logged(False),
             "+required": logged(True),
         }
@@ -152,7 +164,7 @@ def side_output(n: int) -> None:
             if name == "metrics+log":
                 cfg = parse_config({"decision_log": {"sink": f"{tmp}/d.log", "queue_size": n}})
                 dlog = DecisionLog(cfg.decision_log, metrics)
-            recorder = NoRecorder() if name == "none" else DecisionRecorder(metrics, dlog)
+            recorder = SideOutputs(None if name == "none" else metrics, dlog)
             wall, cpu = time.perf_counter(), time.process_time()
             for _ in range(n):
                 recorder.record(decision)

@@ -15,12 +15,14 @@ import tempfile
 import time
 from typing import Any
 
-from pep.dev import tokens as devtoken
-from pep.pipeline.pipeline import Authorizer
 from pep.config import parse_config
-from pep.decision import Decision
-from pep.policy.loader import Snapshot, load_snapshot
+from pep.controls.admit import Controls
+from pep.dev import tokens as devtoken
+from pep.pipeline import Pipeline, Request
+from pep.pipeline.record import Recorder
+from pep.policy.loader import load_snapshot
 from pep.policy.request import Check, ResourceRef
+from pep.policy.snapshot import Snapshot
 from pep.tokens.verifier import Credentials, TokenVerifier
 
 ISSUER, AUDIENCE = "https://bench.invalid", "pep-bench"
@@ -32,11 +34,6 @@ class _Fixed:
 
     def current(self) -> Snapshot:
         return self.snapshot
-
-
-class _Discard:
-    def record(self, decision: Decision) -> bool:
-        return True
 
 
 def main() -> None:
@@ -69,7 +66,14 @@ def main() -> None:
         {"issuers": [{"issuer": ISSUER, "audiences": [AUDIENCE], "jwks_file": jwks, "algorithms": ["ES256"]}]}
     )
     verifier = TokenVerifier(config.issuers, config.tokens)
-    authorizer = Authorizer(config, _Fixed(snapshot), verifier, _Discard())
+    authorizer = Pipeline(
+        _Fixed(snapshot),
+        verifier,
+        Controls(),
+        Recorder(None, None),
+        delegation=config.delegation,
+        identity=config.identity,
+    )
     with open(args.requests) as f:
         specs: list[dict[str, Any]] = json.load(f)
     calls = []
@@ -85,19 +89,19 @@ def main() -> None:
         )
         rtype, rid = spec["resource"]
         check = Check(spec["action"], ResourceRef(rtype, rid), spec.get("context", {}))
-        calls.append((Credentials(token), [check]))
-    first = authorizer.authorize(*calls[0])[0]
+        calls.append(Request([check], Credentials(token)))
+    first = authorizer.authorize(calls[0])[0]
     if not first.allowed:
         print(f"warning: the benchmark request is denied: {first.reason} {first.errors}", file=sys.stderr)
     for c in calls[: min(len(calls), 200)]:  # warm-up
-        authorizer.authorize(*c)
+        authorizer.authorize(c)
     latencies = []
     i = 0
     stop = time.perf_counter() + args.seconds
     began = time.perf_counter()
     while time.perf_counter() < stop:
         t0 = time.perf_counter()
-        authorizer.authorize(*calls[i % len(calls)])
+        authorizer.authorize(calls[i % len(calls)])
         latencies.append(time.perf_counter() - t0)
         i += 1
     elapsed = time.perf_counter() - began

@@ -27,8 +27,8 @@ import grpc
 from google.protobuf import json_format, struct_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from pep.dev import tokens as devtoken
 from pep._proto.pep.v1 import authorizer_pb2 as pb
+from pep.dev import tokens as devtoken
 
 ROOT = Path(__file__).resolve().parents[1]
 ISSUER, AUDIENCE = "https://bench.invalid", "pep-bench"

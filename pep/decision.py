@@ -1,4 +1,8 @@
-"""The decision record: what a check answers, and everything the log and metrics need."""
+"""The decision record: what a check answers, and everything the log and metrics need.
+
+`Outcome` is a decision before it is recorded; `Decision` the recorded one. The log takes a
+`Decision` and acknowledges it (`Ack`); metrics count it once it is final.
+"""
 
 from __future__ import annotations
 
@@ -10,7 +14,7 @@ from pep.reasons import Reason
 
 
 class Fault(StrEnum):
-    """Outcomes answered as a gRPC error rather than a decision (SPEC 1, outcome contract)."""
+    """Outcomes answered as an error status rather than a decision (docs/api.md, the outcome contract)."""
 
     INVALID_ARGUMENT = "invalid_argument"
     UNAVAILABLE = "unavailable"
@@ -68,9 +72,34 @@ class Decision:
         return self.shadow is not None and self.shadow.allowed != self.allowed
 
 
-class Recorder(Protocol):
-    """Receives every decision after it is made (log and metrics). Must never raise."""
+@dataclass(frozen=True)
+class Outcome:
+    """Allow or deny, and why, before it becomes a recorded Decision."""
 
-    def record(self, decision: Decision) -> bool:
-        """Return False when the decision could not be queued for logging."""
+    allowed: bool
+    reason: Reason
+    policies: tuple[str, ...] = ()
+    errors: tuple[str, ...] = ()
+    fault: Fault | None = None
+    # What the shadow policies would have answered, when they exist.
+    shadow: Outcome | None = None
+
+
+class Ack(Protocol):
+    """The decision log's answer to one entry."""
+
+    def wait(self) -> bool:
+        """True once the log has taken the entry; False when it never will (dropped, refused)."""
         ...
+
+
+class DecisionSink(Protocol):
+    """Where decisions are logged. Must never raise."""
+
+    def submit(self, decision: Decision) -> Ack: ...
+
+
+class DecisionCounter(Protocol):
+    """Where final decisions are counted (metrics). Must never raise."""
+
+    def count(self, decision: Decision) -> None: ...

@@ -1,4 +1,5 @@
-"""One exception tree. Every error that can end a decision carries a reason code."""
+"""One exception tree under one root, `PepError`. Every error that can end a decision carries a
+reason code; the others (configuration, policy loading, listening) end start-up or a command."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ from pep.reasons import Reason
 
 
 class PepError(Exception):
-    """Base of every pep error. `reason` is the code a decision reports."""
+    """The root of every error pep raises on purpose. `reason` is the code a decision reports."""
 
     reason: Reason = Reason.INTERNAL_ERROR
 
@@ -47,7 +48,7 @@ class PolicyUnavailableError(PepError):
     reason = Reason.POLICY_UNAVAILABLE
 
 
-class ConfigError(Exception):
+class ConfigError(PepError):
     """A configuration problem, named by its key."""
 
     def __init__(self, key: str, problem: str) -> None:
@@ -56,7 +57,7 @@ class ConfigError(Exception):
         self.problem = problem
 
 
-class PolicyLoadError(Exception):
+class PolicyLoadError(PepError):
     """One or more problems in a policy directory, each located by file and line."""
 
     def __init__(self, problems: list[SourceProblem], version: str | None = None) -> None:
@@ -64,6 +65,14 @@ class PolicyLoadError(Exception):
         # The content version that was rejected, when the files could be read.
         self.version = version
         super().__init__("\n".join(str(p) for p in problems))
+
+
+class ListenError(PepError, OSError):
+    """A listener could not be opened (the address is in use, say): start-up fails naming it."""
+
+    def __init__(self, address: str, problem: str) -> None:
+        super().__init__(f"cannot listen on {address}: {problem}")
+        self.address = address
 
 
 class SourceProblem:

@@ -1,4 +1,4 @@
-"""Every Prometheus metric pep exports, in one place, with bounded labels (SPEC 4).
+"""Every Prometheus metric pep exports, in one place, with bounded labels (docs/observability.md).
 
 Label values come from closed sets only: `decision` (allow, deny), `reason` (the reason
 codes), `action` (the loaded schema's actions, anything else `other`), `result`
@@ -8,6 +8,7 @@ grow with the estate. `deploy/` holds the dashboard and alerts built on these na
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections.abc import Callable
@@ -15,6 +16,9 @@ from collections.abc import Callable
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info, PlatformCollector, ProcessCollector
 
 import pep
+from pep.decision import Decision
+
+log = logging.getLogger(__name__)
 
 # 50 µs to 1 s: sub-millisecond decisions land in their own buckets.
 DURATION_BUCKETS = (
@@ -131,6 +135,16 @@ class Metrics:
                 child = self._decision_children.setdefault(key, self.decisions.labels(*key))
         child.inc()
         self.decision_duration.observe(seconds)
+
+    def count(self, decision: Decision) -> None:
+        """A final decision, as answered: its count, duration and any shadow divergence. Never raises."""
+        try:
+            allowed = "allow" if decision.allowed else "deny"
+            self.count_decision(allowed, decision.reason.value, decision.action, decision.duration_us / 1e6)
+            if decision.shadow_diverged:
+                self.shadow_divergences.labels(self.action_label(decision.action)).inc()
+        except Exception:  # a side output never fails a decision
+            log.exception("could not count a decision")
 
     def policy_loaded(self, version: str, policies: int, agents: int, at: float) -> None:
         self.reloads.labels("success").inc()

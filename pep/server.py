@@ -19,17 +19,20 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from pep._proto.envoy.service.auth.v3 import external_auth_pb2_grpc
 from pep._proto.pep.v1 import admin_pb2_grpc, authorizer_pb2, authorizer_pb2_grpc
-from pep.api.authzen import AuthzenServer
+from pep.api.authzen_server import AuthzenServer
 from pep.api.ext_authz import SERVICE_NAME as EXT_AUTHZ_SERVICE
 from pep.api.ext_authz import ExtAuthzService
 from pep.api.grpc_admin import AdminService, update_kill_gauge
 from pep.api.grpc_authorizer import AuthorizerService
-from pep.audit.log import DecisionLog, DecisionRecorder
+from pep.audit.log import DecisionLog
 from pep.config import Config, split_address
+from pep.controls.admit import Controls
 from pep.controls.killswitch import RuntimeKills
 from pep.controls.ratelimit import RateLimiter
+from pep.errors import ListenError
 from pep.metrics import Metrics
-from pep.pipeline.pipeline import Authorizer
+from pep.pipeline import Pipeline
+from pep.pipeline.record import Recorder
 from pep.policy.store import PolicyStore
 from pep.policy.watcher import PolicyWatcher
 from pep.tokens.verifier import TokenVerifier
@@ -47,7 +50,7 @@ class Server:
     store: PolicyStore
     verifier: TokenVerifier
     decision_log: DecisionLog
-    authorizer: Authorizer
+    pipeline: Pipeline
     grpc_server: grpc.Server
     health: health.HealthServicer
     # Actual bound addresses (port 0 in config resolves to a real port).
@@ -95,20 +98,21 @@ def build_server(config: Config, *, metrics: Metrics | None = None, max_workers:
     verifier = TokenVerifier(config.issuers, config.tokens, on_jwks_refresh=metrics.jwks_refreshed)
     store = PolicyStore(config.policies, metrics)
     decision_log = DecisionLog(config.decision_log, metrics)
-    recorder = DecisionRecorder(metrics, decision_log)
+    recorder = Recorder(decision_log, metrics, mode=config.mode, log_required=config.decision_log.required)
     kills = RuntimeKills()
-    authorizer = Authorizer(config, store, verifier, recorder, kills=kills, limiter=RateLimiter())
+    controls = Controls(kills, RateLimiter())
+    pipeline = Pipeline(store, verifier, controls, recorder, delegation=config.delegation, identity=config.identity)
     store.on_swap(lambda snapshot: update_kill_gauge(metrics, kills, snapshot))
 
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="pep-grpc"),
         options=[("grpc.max_receive_message_length", 4 * 1024 * 1024)],
     )
-    authorizer_pb2_grpc.add_AuthorizerServicer_to_server(AuthorizerService(authorizer), server)
+    authorizer_pb2_grpc.add_AuthorizerServicer_to_server(AuthorizerService(pipeline), server)
     served = [SERVICE_NAME]
     if config.ext_authz.enabled:
         # Envoy's ext_authz filter asks the same core on the same port.
-        ext = ExtAuthzService(authorizer, config.ext_authz, config.tokens.dpop_algorithms)
+        ext = ExtAuthzService(pipeline, config.ext_authz, config.tokens.dpop_algorithms)
         external_auth_pb2_grpc.add_AuthorizationServicer_to_server(ext, server)
         served.append(EXT_AUTHZ_SERVICE)
     health_servicer = health.HealthServicer()
@@ -142,7 +146,7 @@ def build_server(config: Config, *, metrics: Metrics | None = None, max_workers:
             bound = _listen(server, address)
             addresses.append(f"{host}:{bound}" if ":" not in host else f"[{host}]:{bound}")
     server.start()
-    srv = Server(config, metrics, store, verifier, decision_log, authorizer, server, health_servicer, addresses)
+    srv = Server(config, metrics, store, verifier, decision_log, pipeline, server, health_servicer, addresses)
     srv.watcher = PolicyWatcher(store, config.reload)
     srv.watcher.start()
     if config.admin_listen:
@@ -161,7 +165,7 @@ def build_server(config: Config, *, metrics: Metrics | None = None, max_workers:
         srv.metrics_http, srv.metrics_address = _start_metrics_http(config.metrics_listen, srv)
     if config.authzen.listen:
         try:
-            srv.authzen = AuthzenServer(config.authzen, authorizer, shutdown_timeout=config.shutdown_grace_seconds)
+            srv.authzen = AuthzenServer(config.authzen, pipeline, shutdown_timeout=config.shutdown_grace_seconds)
         except OSError as e:
             srv.stop(0)
             raise ListenError(config.authzen.listen, e.strerror or str(e)) from None
@@ -180,11 +184,6 @@ def _listen(server: grpc.Server, address: str) -> int:
     if bound == 0:
         raise ListenError(address, "the address is in use or not available")
     return bound
-
-
-class ListenError(OSError):
-    def __init__(self, address: str, problem: str) -> None:
-        super().__init__(f"cannot listen on {address}: {problem}")
 
 
 def _start_metrics_http(address: str, srv: Server) -> tuple[ThreadingHTTPServer, str]:

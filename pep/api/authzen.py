@@ -1,7 +1,7 @@
-"""The OpenID AuthZEN Authorization API 1.0 over HTTP (SPEC 10): JSON <-> plain data.
+"""The OpenID AuthZEN Authorization API 1.0 over HTTP (README, "AuthZEN"): JSON <-> plain data.
 
-Like `service.py` for gRPC, this module only translates. It parses a request into checks,
-asks the `Authorizer` (which logs and counts every decision, exactly as for gRPC) and
+Like `grpc_authorizer.py` for gRPC, this module only translates. It parses a request into checks,
+asks the pipeline (which logs and counts every decision, exactly as for gRPC) and
 renders the decisions as AuthZEN responses:
 
 - `POST /access/v1/evaluation`: one subject/action/resource/context 4-tuple.
@@ -28,17 +28,15 @@ from __future__ import annotations
 
 import json
 import logging
-import os
-import threading
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from cheroot import wsgi
-
-from pep.config import AuthzenConfig, split_address
+from pep.api.ingress import traceparent
+from pep.config import AuthzenConfig
 from pep.decision import Decision, Fault
-from pep.pipeline.pipeline import Authorizer, Subject
+from pep.errors import RequestError
+from pep.pipeline import Pipeline, Request, Subject, stop_after
 from pep.policy.request import Check, ResourceRef
 from pep.tokens.verifier import Credentials
 
@@ -70,7 +68,7 @@ _STOP: dict[str, Callable[[bool], bool] | None] = {
 }
 
 
-class HTTPError(Exception):
+class HTTPError(RequestError):
     """A request pep cannot judge: answered with `status` and a JSON error body."""
 
     def __init__(self, status: int, message: str, headers: Sequence[tuple[str, str]] = ()) -> None:
@@ -139,7 +137,7 @@ def _entity(value: Any, where: str) -> tuple[str, str, dict[str, Any] | None]:
 
 
 def parse_evaluation(request: Mapping[str, Any], where: str = "") -> tuple[Subject, Check]:
-    """One AuthZEN 4-tuple as the subject and the check pep evaluates (SPEC 10 mapping)."""
+    """One AuthZEN 4-tuple as the subject and the check pep evaluates (README, "Mapping to Cedar")."""
     prefix = f"{where}." if where else ""
     stype, sid, sprops = _entity(request.get("subject"), f"{prefix}subject")
     action = _object(request.get("action"), f"{prefix}action", required=True)
@@ -292,10 +290,10 @@ def credentials(environ: Mapping[str, Any]) -> Credentials:
 
 
 class AuthzenApp:
-    """The WSGI application: routing, limits and the mapping to `Authorizer` calls."""
+    """The WSGI application: routing, limits and the mapping to pipeline requests."""
 
-    def __init__(self, authorizer: Authorizer, config: AuthzenConfig, base_url: str) -> None:
-        self._authorizer = authorizer
+    def __init__(self, pipeline: Pipeline, config: AuthzenConfig, base_url: str) -> None:
+        self._pipeline = pipeline
         self._config = config
         self._trust_subject = config.trust_subject
         self._metadata = json.dumps(
@@ -341,14 +339,17 @@ class AuthzenApp:
             body, batch_endpoint=path == EVALUATIONS_PATH, max_evaluations=self._config.max_evaluations
         )
         checks = [Check(c.action, c.resource, c.context, request_id) for c in parsed.checks]
-        traceparent = str(environ.get("HTTP_TRACEPARENT") or "")[:128]
-        stop = _STOP[parsed.semantic]
+        trace = traceparent(environ.get("HTTP_TRACEPARENT"))
         if self._trust_subject:
-            decisions = self._authorizer.authorize_subject(parsed.subjects, checks, traceparent, stop=stop)
+            ask = Request(checks, subjects=parsed.subjects, traceparent=trace)
         else:
-            decisions = self._authorizer.authorize(
-                credentials(environ), checks, traceparent, subject=_token_subject(parsed.subjects), stop=stop
-            )
+            ask = Request(checks, credentials(environ), expect=_token_subject(parsed.subjects), traceparent=trace)
+        stop = _STOP[parsed.semantic]
+        if stop is None:
+            decisions = self._pipeline.authorize(ask)
+        else:
+            # The batch ends at the first deny (or permit): later items are neither evaluated nor logged.
+            decisions = stop_after(self._pipeline.decide(ask), stop)
         answer = render(parsed, decisions, identity=not self._trust_subject)
         return 200, json.dumps(answer).encode(), [("Cache-Control", "no-store")]
 
@@ -361,61 +362,3 @@ def _token_subject(subjects: Sequence[Subject]) -> tuple[str, str]:
     if len(named) > 1:
         raise _bad("with a token every evaluation names the same subject: the token's principal")
     return named.pop()
-
-
-# --- the server --------------------------------------------------------------------------------
-
-
-class _Server(wsgi.Server):
-    """cheroot's WSGI server, logging through `logging` and with a private Unix socket."""
-
-    def error_log(self, msg: str = "", level: int = 20, traceback: bool = False) -> None:
-        log.log(level, "authzen http: %s", msg, exc_info=traceback)
-
-    def bind_unix_socket(self, bind_addr: Any) -> Any:
-        sock = super().bind_unix_socket(bind_addr)
-        # cheroot makes the socket world-writable; on a trust_subject listener whoever can
-        # connect can name any subject. Tightened before listen(), so no one connects first.
-        os.chmod(self.bind_addr, SOCKET_MODE)
-        return sock
-
-
-class AuthzenServer:
-    """A running AuthZEN listener. `address` is where it listens (port 0 resolved)."""
-
-    def __init__(self, config: AuthzenConfig, authorizer: Authorizer, *, shutdown_timeout: float = 5.0) -> None:
-        bind: Any
-        if config.listen.startswith("unix://"):
-            bind = config.listen[len("unix://") :]
-            os.makedirs(os.path.dirname(bind) or "/", exist_ok=True)
-        else:
-            bind = split_address(config.listen)
-        self._server = _Server(
-            bind,
-            None,  # the app needs the bound address for its metadata: set below
-            numthreads=config.threads,
-            max=config.threads,
-            server_name="pep",
-            timeout=max(1, round(config.timeout_seconds)),
-            shutdown_timeout=max(1, round(shutdown_timeout)),
-            accepted_queue_size=config.threads * 16,
-            accepted_queue_timeout=1,
-        )
-        self._server.max_request_header_size = MAX_HEADER_BYTES
-        self._server.expiration_interval = 0.1  # how often the accept loop looks up: bounds stop()
-        self._server.prepare()  # binds and listens; raises OSError when it cannot
-        if isinstance(self._server.bind_addr, str):
-            self.address = config.listen
-            base = "http://localhost"
-        else:
-            host, port = self._server.bind_addr[:2]
-            self.address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-            base = f"http://{self.address}"
-        self._server.wsgi_app = AuthzenApp(authorizer, config, config.base_url or base)
-        self._thread = threading.Thread(target=self._server.serve, name="pep-authzen", daemon=True)
-        self._thread.start()
-
-    def stop(self) -> None:
-        """Stop accepting, let in-flight requests finish (up to the shutdown timeout), close."""
-        self._server.stop()
-        self._thread.join(timeout=10)

@@ -36,10 +36,11 @@ from pep._proto.envoy.config.core.v3 import base_pb2
 from pep._proto.envoy.service.auth.v3 import attribute_context_pb2, external_auth_pb2, external_auth_pb2_grpc
 from pep._proto.envoy.type.v3 import http_status_pb2
 from pep._proto.google.rpc import status_pb2
+from pep.api.ingress import traceparent
 from pep.config import ExtAuthzConfig
 from pep.config.routes import Route, compile_route, first_match, parse_entity_ref
 from pep.decision import Decision, Fault
-from pep.pipeline.pipeline import Authorizer
+from pep.pipeline import Pipeline, Request
 from pep.policy.request import Check, ResourceRef
 from pep.reasons import Reason
 from pep.tokens.jws import b64url_decode, b64url_encode
@@ -217,8 +218,7 @@ def map_request(request: external_auth_pb2.CheckRequest, config: ExtAuthzConfig,
             f"{config.action_header or 'action'}/{config.resource_header or 'resource'} headers"
         )
     check = Check(action=action, resource=resource, request_id=http.id or headers.get("x-request-id", ""))
-    traceparent = headers.get("traceparent", "")
-    return Mapped(credentials, check, scheme, problem, traceparent if len(traceparent) <= 128 else "")
+    return Mapped(credentials, check, scheme, problem, traceparent(headers.get("traceparent", "")))
 
 
 def _resource(text: str, where: str) -> tuple[ResourceRef, str]:
@@ -369,8 +369,8 @@ def compile_routes(config: ExtAuthzConfig) -> tuple[Route, ...]:
 class ExtAuthzService(external_auth_pb2_grpc.AuthorizationServicer):
     """`envoy.service.auth.v3.Authorization` over the same decision core as pep.v1."""
 
-    def __init__(self, authorizer: Authorizer, config: ExtAuthzConfig, dpop_algorithms: Sequence[str] = ()) -> None:
-        self._authorizer = authorizer
+    def __init__(self, pipeline: Pipeline, config: ExtAuthzConfig, dpop_algorithms: Sequence[str] = ()) -> None:
+        self._pipeline = pipeline
         self._config = config
         self._routes = compile_routes(config)
         self._dpop_algorithms = tuple(dpop_algorithms)
@@ -380,7 +380,8 @@ class ExtAuthzService(external_auth_pb2_grpc.AuthorizationServicer):
     ) -> external_auth_pb2.CheckResponse:
         try:
             mapped = map_request(request, self._config, self._routes)
-            decision = self._authorizer.authorize(mapped.credentials, [mapped.check], mapped.traceparent)[0]
+            ask = Request([mapped.check], mapped.credentials, traceparent=mapped.traceparent)
+            decision = self._pipeline.authorize(ask)[0]
             return to_check_response(decision, mapped, realm=self._config.realm, dpop_algorithms=self._dpop_algorithms)
         except Exception:  # fail closed: Envoy gets a deny, never an error it might fail open on
             log.exception("ext_authz: internal error")

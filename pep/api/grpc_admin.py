@@ -34,8 +34,8 @@ def update_kill_gauge(metrics: Metrics, kills: RuntimeKills, snapshot: Snapshot 
     if snapshot is not None:
         ks = snapshot.killswitch
         counts[("all", "file")] = int(ks.all)
-        for kind in ID_KINDS:
-            counts[(kind, "file")] = len(ks.ids(kind))
+        for id_kind in ID_KINDS:
+            counts[(id_kind.value, "file")] = len(ks.ids(id_kind))
     for (kind, source), n in counts.items():
         metrics.killswitch_entries.labels(kind, source).set(n)
 

@@ -9,8 +9,9 @@ from google.protobuf import json_format, struct_pb2
 
 from pep._proto.pep.v1 import authorizer_pb2 as pb
 from pep._proto.pep.v1 import authorizer_pb2_grpc as pb_grpc
+from pep.api.ingress import traceparent
 from pep.decision import Decision, Fault
-from pep.pipeline.pipeline import Authorizer
+from pep.pipeline import Pipeline, Request
 from pep.policy.request import Check, ResourceRef
 from pep.tokens.verifier import Credentials
 
@@ -73,8 +74,8 @@ def to_response(d: Decision) -> pb.AuthorizeResponse:
 
 def _traceparent(context: grpc.ServicerContext) -> str:
     for key, value in context.invocation_metadata() or ():
-        if key == "traceparent" and isinstance(value, str) and len(value) <= 128:
-            return value
+        if key == "traceparent":
+            return traceparent(value)
     return ""
 
 
@@ -87,11 +88,12 @@ def _abort_on_fault(decisions: Sequence[Decision], context: grpc.ServicerContext
 
 
 class AuthorizerService(pb_grpc.AuthorizerServicer):
-    def __init__(self, authorizer: Authorizer) -> None:
-        self._authorizer = authorizer
+    def __init__(self, pipeline: Pipeline) -> None:
+        self._pipeline = pipeline
 
     def Authorize(self, request: pb.AuthorizeRequest, context: grpc.ServicerContext) -> pb.AuthorizeResponse:
-        decisions = self._authorizer.authorize(_credentials(request), [_check(request, "")], _traceparent(context))
+        ask = Request([_check(request, "")], _credentials(request), traceparent=_traceparent(context))
+        decisions = self._pipeline.authorize(ask)
         _abort_on_fault(decisions, context)
         return to_response(decisions[0])
 
@@ -103,6 +105,6 @@ class AuthorizerService(pb_grpc.AuthorizerServicer):
         if len(request.checks) > MAX_BATCH:
             context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"at most {MAX_BATCH} checks per batch")
         checks = [_check(c, request.request_id) for c in request.checks]
-        decisions = self._authorizer.authorize(_credentials(request), checks, _traceparent(context))
+        decisions = self._pipeline.authorize(Request(checks, _credentials(request), traceparent=_traceparent(context)))
         _abort_on_fault(decisions, context)
         return pb.AuthorizeBatchResponse(responses=[to_response(d) for d in decisions])

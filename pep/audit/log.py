@@ -1,301 +1,52 @@
 """The decision log: one JSON line per decision, written off the request path.
 
-`record` only enqueues; a writer thread formats and writes. In the default mode a full
-queue or a failing sink drops entries and counts them (`pep_decision_log_dropped_total`),
-so the log never slows or stops decisions. With `decision_log.required` an entry that
-cannot be queued refuses the decision instead (the authorizer answers deny,
-`internal_error`): the queue refuses while the sink is failing, and the writer keeps what
-it already took and retries rather than dropping it.
-
-An entry never holds the raw token, a DPoP proof or a key (a `Decision` does not carry
-them), and the only claims it shows are `iss`, `jti`, `client_id`/`azp`, the scopes,
-`sub` (as `on_behalf_of`) and the `act` chain; any of those named in
-`decision_log.redact_claims` is written as "[redacted]".
+`submit` only enqueues and answers with an acknowledgement; a writer thread formats and
+writes. In the default mode a full queue or a failing sink drops entries and counts them
+(`pep_decision_log_dropped_total`), so the log never slows or stops decisions. With
+`decision_log.required` the pipeline refuses a decision whose entry the log did not take
+(deny, `internal_error`): the queue refuses while the sink is failing, and the writer keeps
+what it already took and retries rather than dropping it.
 """
 
 from __future__ import annotations
 
 import contextlib
-import datetime as dt
-import functools
 import json
 import logging
-import os
 import queue
-import re
-import stat
-import sys
 import threading
 import time
 from collections import deque
-from collections.abc import Iterable
-from typing import Any, Protocol
+from typing import Any
 
+from pep.audit.entry import log_entry, redaction_paths
+from pep.audit.sinks import Sink, open_sink
 from pep.config import DecisionLogConfig
 from pep.decision import Decision
-from pep.errors import ConfigError
 from pep.metrics import Metrics
-from pep.reasons import Reason
 
-SCHEMA_VERSION = 1
-REDACTED = "[redacted]"
 log = logging.getLogger(__name__)
 
 _WAKE = object()  # put on the queue by `close` so the writer notices at once
 _BATCH = 512  # entries the writer takes per round
 _LINGER = 0.005  # seconds the writer waits for a batch to gather
 _JSON = json.JSONEncoder(separators=(",", ":"), default=str)
-_CHUNK_BYTES = 256 * 1024  # bytes per write call
 _RETRY_MIN, _RETRY_MAX = 0.05, 1.0  # seconds between attempts on a failing sink (required mode)
 
-# W3C Trace Context: version-traceid-parentid-flags, lowercase hex only.
-_TRACEPARENT = re.compile(r"([0-9a-f]{2})-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})")
-_TRACEPARENT_LEN = 55
 
-# Where each claim the log can show lands in an entry.
-_CLAIM_FIELDS: dict[str, tuple[tuple[str, ...], ...]] = {
-    "iss": (("token", "iss"),),
-    "jti": (("token", "jti"),),
-    "client_id": (("token", "client_id"),),
-    "azp": (("token", "client_id"),),
-    "scope": (("token", "scopes"),),
-    "scp": (("token", "scopes"),),
-    "sub": (("on_behalf_of",),),
-    "act": (("agent",), ("delegation_chain",)),
-}
+class Taken:
+    """An acknowledgement already settled: the entry was queued, or it never will be."""
+
+    __slots__ = ("_taken",)
+
+    def __init__(self, taken: bool) -> None:
+        self._taken = taken
+
+    def wait(self) -> bool:
+        return self._taken
 
 
-def valid_traceparent(value: str) -> str:
-    """`value` when it is a well-formed W3C `traceparent`, else "": garbage is never logged.
-
-    Version `ff` and all-zero ids are invalid. A later version may append fields after
-    the flags; only the four known ones are kept.
-    """
-    m = _TRACEPARENT.match(value)
-    if m is None:
-        return ""
-    version, trace_id, parent_id, _ = m.groups()
-    if version == "ff" or trace_id == "0" * 32 or parent_id == "0" * 16:
-        return ""
-    if len(value) == _TRACEPARENT_LEN:
-        return value
-    if version != "00" and value[_TRACEPARENT_LEN] == "-":
-        return value[:_TRACEPARENT_LEN]
-    return ""
-
-
-@functools.lru_cache(maxsize=4)
-def _utc_second(second: int) -> str:
-    return dt.datetime.fromtimestamp(second, dt.UTC).strftime("%Y-%m-%dT%H:%M:%S")
-
-
-def utc_timestamp(ts: float) -> str:
-    """RFC 3339 UTC with microseconds (`2026-01-31T12:00:00.123456Z`), the second cached."""
-    micros = round(ts * 1_000_000)
-    second, micro = divmod(micros, 1_000_000)
-    return f"{_utc_second(second)}.{micro:06d}Z"
-
-
-def redaction_paths(claims: Iterable[str]) -> tuple[tuple[str, ...], ...]:
-    """The entry fields that show any of `claims`; other claims are never written at all."""
-    return tuple(dict.fromkeys(path for claim in claims for path in _CLAIM_FIELDS.get(claim, ())))
-
-
-def log_entry(d: Decision, redact: tuple[tuple[str, ...], ...] = ()) -> dict[str, Any]:
-    """The decision as a log object (SPEC 4 fields). Never the token, proof or a key."""
-    entry: dict[str, Any] = {
-        "schema": SCHEMA_VERSION,
-        "ts": utc_timestamp(d.ts),
-        "decision_id": d.decision_id,
-        "request_id": d.request_id,
-        "decision": "allow" if d.allowed else "deny",
-        "reason": d.reason.value,
-        "policies": list(d.policies),
-        "errors": list(d.errors),
-        "agent": d.agent,
-        "on_behalf_of": d.on_behalf_of,
-        "delegation_chain": list(d.delegation_chain),
-        "action": d.action,
-        "resource": {"type": d.resource_type, "id": d.resource_id},
-        "token": {
-            "iss": d.token.iss,
-            "jti": d.token.jti,
-            "client_id": d.token.client_id,
-            "scopes": list(d.token.scopes),
-        },
-        "binding": d.binding,
-        "policy_version": d.policy_version,
-        "mode": d.mode,
-        "duration_us": d.duration_us,
-    }
-    if d.answer_allowed != d.allowed:
-        entry["answered"] = "allow" if d.answer_allowed else "deny"
-    traceparent = valid_traceparent(d.traceparent) if d.traceparent else ""
-    if traceparent:
-        entry["traceparent"] = traceparent
-    if d.shadow_diverged and d.shadow is not None:
-        entry["shadow"] = {
-            "decision": "allow" if d.shadow.allowed else "deny",
-            "reason": d.shadow.reason.value,
-            "policies": list(d.shadow.policies),
-            "errors": list(d.shadow.errors),
-        }
-    if redact:
-        _redact(entry, redact)
-    return entry
-
-
-def _redact(entry: dict[str, Any], paths: tuple[tuple[str, ...], ...]) -> None:
-    secrets: list[str] = []
-    for path in paths:
-        parent = entry
-        for key in path[:-1]:
-            parent = parent[key]
-        value = parent[path[-1]]
-        if isinstance(value, list):
-            secrets.extend(v for v in value if v)
-            parent[path[-1]] = [REDACTED] if value else []
-        elif value:
-            secrets.append(value)
-            parent[path[-1]] = REDACTED
-    # Error texts may quote a value (a Cedar error names `User::"alice"`): scrub it there too.
-    secrets.sort(key=len, reverse=True)
-    errors = entry["errors"]
-    for i, text in enumerate(errors):
-        for secret in secrets:
-            text = text.replace(secret, REDACTED)
-        errors[i] = text
-
-
-class Sink(Protocol):
-    def write(self, lines: deque[bytes]) -> None:
-        """Write `lines` in order, taking each off the deque; raise OSError when stuck."""
-
-    def drop(self) -> int:
-        """Forget anything taken but not written; return how many lines that was."""
-
-    def reset(self) -> None:
-        """After a failure: reopen on the next write."""
-
-    def close(self) -> None: ...
-
-
-class StdoutSink:
-    def write(self, lines: deque[bytes]) -> None:
-        out = sys.stdout
-        out.write(b"".join(lines).decode())
-        out.flush()
-        lines.clear()
-
-    def drop(self) -> int:
-        return 0
-
-    def reset(self) -> None:
-        pass
-
-    def close(self) -> None:
-        with contextlib.suppress(Exception):
-            sys.stdout.flush()
-
-
-class FileSink:
-    """Appends to `path`; a regular file is rotated by size (`path.1` .. `path.N`).
-
-    Writes go straight to the file descriptor, whole chunks of whole lines. A chunk cut
-    short by an error is finished first on the next write, so a retry never writes a
-    line twice or half.
-    """
-
-    def __init__(self, path: str, max_bytes: int = 0, backups: int = 0) -> None:
-        self.path = path
-        self._max_bytes = max_bytes
-        self._backups = backups
-        self._fd: int | None = None
-        self._size: int | None = None  # None: not a regular file (a pipe, a device): never rotated
-        self._rest: memoryview | None = None  # the unwritten tail of the current chunk
-        self._chunk_len = self._chunk_lines = 0
-        self._torn = False  # a chunk was dropped half written: start with a fresh line
-        try:
-            self._open()
-        except OSError as e:
-            raise ConfigError("decision_log.sink", f"cannot open {path}: {e.strerror or e}") from None
-
-    def _open(self) -> None:
-        os.makedirs(os.path.dirname(os.path.abspath(self.path)), exist_ok=True)
-        # Non-blocking open: a FIFO without a reader fails rather than hangs; writes block.
-        flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0)
-        fd = os.open(self.path, flags, 0o640)
-        os.set_blocking(fd, True)
-        st = os.fstat(fd)
-        self._size = st.st_size if stat.S_ISREG(st.st_mode) else None
-        self._fd = fd
-
-    def write(self, lines: deque[bytes]) -> None:
-        while self._rest is not None or lines:
-            if self._fd is None:
-                self._open()
-            assert self._fd is not None
-            if self._rest is None:
-                chunk, self._chunk_lines = self._next_chunk(lines)
-                self._rest, self._chunk_len = memoryview(chunk), len(chunk)
-            n = os.write(self._fd, self._rest)
-            if self._size is not None:
-                self._size += n
-            self._rest = self._rest[n:] if n < len(self._rest) else None
-
-    def _next_chunk(self, lines: deque[bytes]) -> tuple[bytes, int]:
-        room = _CHUNK_BYTES
-        if self._max_bytes and self._size is not None:
-            if self._size > 0 and self._size + len(lines[0]) > self._max_bytes:
-                self._rotate()
-            room = min(room, self._max_bytes - (self._size or 0))
-        parts = [b"\n", lines.popleft()] if self._torn else [lines.popleft()]
-        self._torn = False
-        n = sum(map(len, parts))
-        while lines and n + len(lines[0]) <= room:
-            line = lines.popleft()
-            parts.append(line)
-            n += len(line)
-        return b"".join(parts), len(parts) - parts.count(b"\n")
-
-    def _rotate(self) -> None:
-        self._close_fd()
-        path, n = self.path, self._backups
-        with contextlib.suppress(FileNotFoundError):
-            if n > 0:
-                for i in range(n - 1, 0, -1):
-                    if os.path.exists(f"{path}.{i}"):
-                        os.replace(f"{path}.{i}", f"{path}.{i + 1}")
-                os.replace(path, f"{path}.1")
-            else:
-                os.remove(path)
-        self._open()
-
-    def drop(self) -> int:
-        if self._rest is None:
-            return 0
-        # Part of the chunk written: its last line is cut, so the next one starts afresh.
-        self._torn = len(self._rest) < self._chunk_len
-        self._rest = None
-        return self._chunk_lines
-
-    def reset(self) -> None:
-        self._close_fd()
-
-    def _close_fd(self) -> None:
-        if self._fd is not None:
-            fd, self._fd = self._fd, None
-            with contextlib.suppress(OSError):
-                os.close(fd)
-
-    def close(self) -> None:
-        self._close_fd()
-
-
-def open_sink(cfg: DecisionLogConfig) -> Sink:
-    if cfg.sink == "stdout":
-        return StdoutSink()
-    return FileSink(cfg.sink, cfg.max_bytes, cfg.backups)
+TAKEN, REFUSED = Taken(True), Taken(False)
 
 
 class DecisionLog:
@@ -318,8 +69,12 @@ class DecisionLog:
     def healthy(self) -> bool:
         return self._healthy
 
+    def submit(self, decision: Decision) -> Taken:
+        """Queue the decision's entry. The acknowledgement is False (and the entry counted as
+        dropped) when it cannot be queued."""
+        return TAKEN if self._put(decision) else REFUSED
+
     def record(self, decision: Decision) -> bool:
-        """Queue the decision; False (and counted as dropped) when it cannot be queued."""
         return self._put(decision)
 
     def write_event(self, event: dict[str, Any]) -> bool:
@@ -426,28 +181,3 @@ class DecisionLog:
             )
             return
         self._sink.close()
-
-
-class DecisionRecorder:
-    """Count and log each decision: the authorizer's single side output."""
-
-    def __init__(self, metrics: Metrics, decision_log: DecisionLog | None) -> None:
-        self._metrics = metrics
-        self._log = decision_log
-        self._required = decision_log is not None and decision_log.required
-
-    def record(self, decision: Decision) -> bool:
-        try:
-            m = self._metrics
-            queued = self._log.record(decision) if self._log is not None else True
-            allowed, reason = decision.allowed, decision.reason.value
-            if not queued and self._required and decision.answer_allowed:
-                # The authorizer refuses this one (deny, internal_error): count what was answered.
-                allowed, reason = False, Reason.INTERNAL_ERROR.value
-            m.count_decision("allow" if allowed else "deny", reason, decision.action, decision.duration_us / 1e6)
-            if decision.shadow_diverged:
-                m.shadow_divergences.labels(m.action_label(decision.action)).inc()
-            return queued
-        except Exception:
-            log.exception("could not record a decision")
-            return False

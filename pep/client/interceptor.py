@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import hashlib
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
@@ -139,7 +140,6 @@ def _peer_thumbprint(context: grpc.ServicerContext) -> str:
     from cryptography import x509
     from cryptography.hazmat.primitives import serialization
 
-    from pep.tokens.jws import b64url_encode
-
     der = x509.load_pem_x509_certificate(pem[0]).public_bytes(serialization.Encoding.DER)
-    return b64url_encode(hashlib.sha256(der).digest())
+    # RFC 8705 x5t#S256: unpadded base64url of the certificate's SHA-256.
+    return base64.urlsafe_b64encode(hashlib.sha256(der).digest()).rstrip(b"=").decode("ascii")

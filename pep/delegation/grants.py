@@ -1,4 +1,4 @@
-"""Delegation grants (SPEC 2): every hop of a chain must itself be permitted.
+"""Delegation grants (docs/identity.md): every hop of a chain must itself be permitted.
 
 pep asks Cedar whether `Action::"delegate"` is permitted with the delegator (the user for
 the first hop, else the prior agent) as principal and the delegate agent as resource.
@@ -17,9 +17,10 @@ import cedarpy
 from pep.delegation.identity import Identity
 from pep.errors import PepError
 from pep.policy.evaluate import Query, evaluate
-from pep.policy.loader import Snapshot
-from pep.policy.slicing import LRU
+from pep.policy.lru import LRU
+from pep.policy.snapshot import Snapshot
 from pep.reasons import Reason
+from pep.uids import ACTION, AGENT, GROUP, USER, format_uid
 
 DELEGATE_ACTION = "delegate"
 GRANT_CACHE_SIZE = 10_000
@@ -32,15 +33,15 @@ class Grants:
         self._verdicts: LRU[tuple[str, str], str] = LRU(cache_size)
 
     def queries(self, identity: Identity, context: dict[str, Any], user: dict[str, Any] | None) -> list[Query]:
-        """Each hop of the chain as Action::"delegate": delegator -> delegate agent (SPEC 2)."""
+        """Each hop of the chain as Action::"delegate": delegator -> delegate agent."""
         chain = list(reversed(identity.chain))  # first actor first
-        delegate_action = ("Action", DELEGATE_ACTION)
+        delegate_action = (ACTION, DELEGATE_ACTION)
         hops = []
         if identity.on_behalf_of is not None:
-            groups = tuple(("Group", g) for g in identity.user_groups) if user is not None else ()
-            hops.append(Query(("User", identity.on_behalf_of), delegate_action, ("Agent", chain[0]), context, groups))
+            groups = tuple((GROUP, g) for g in identity.user_groups) if user is not None else ()
+            hops.append(Query((USER, identity.on_behalf_of), delegate_action, (AGENT, chain[0]), context, groups))
         for delegator, delegate in pairwise(chain):
-            hops.append(Query(("Agent", delegator), delegate_action, ("Agent", delegate), context))
+            hops.append(Query((AGENT, delegator), delegate_action, (AGENT, delegate), context))
         return hops
 
     def check(
@@ -61,8 +62,7 @@ class Grants:
             refused = ""
             for hop, result in zip(hops, evaluate(snapshot, hops, entities), strict=True):
                 if not result.allowed or (self._strict and result.diagnostics.errors):
-                    who = f'{hop.principal[0]}::"{hop.principal[1]}"'
-                    refused = f'{who} may not delegate to Agent::"{hop.resource[1]}"'
+                    refused = f"{format_uid(hop.principal)} may not delegate to {format_uid(hop.resource)}"
                     if result.diagnostics.errors:
                         refused += ": " + "; ".join(result.diagnostics.errors)
                     break

@@ -1,4 +1,4 @@
-"""From a verified token to who is acting: current agent, user, delegation chain (SPEC 2).
+"""From a verified token to who is acting: current agent, user, delegation chain (docs/identity.md).
 
 RFC 8693 section 4.1: the outermost `act.sub` is the current actor, nested `act` claims
 are prior actors, the least recent most deeply nested.
@@ -6,13 +6,12 @@ are prior actors, the least recent most deeply nested.
 
 from __future__ import annotations
 
-import datetime as dt
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from pep.config import DelegationConfig, IdentityConfig
-from pep.errors import ChainError, ControlError, TokenError
+from pep.errors import ChainError, TokenError
 from pep.policy.registry import Registry
 from pep.reasons import Reason
 from pep.tokens.verifier import VerifiedToken
@@ -103,18 +102,6 @@ def check_chain(chain: Sequence[str], registry: Registry, delegation: Delegation
     for agent in chain:
         if agent not in registry:
             raise ChainError(f"agent {agent!r} is not in the agent registry", Reason.CHAIN_UNKNOWN_AGENT)
-
-
-def check_lifecycle(chain: Sequence[str], registry: Registry, today: dt.date) -> None:
-    """Every agent in the chain must be active and unexpired (SPEC 5, lifecycle)."""
-    for agent in chain:
-        rec = registry.get(agent)
-        if rec is None:  # pragma: no cover - check_chain ran first
-            raise ChainError(f"agent {agent!r} is not in the agent registry", Reason.CHAIN_UNKNOWN_AGENT)
-        if rec.status != "active":
-            raise ControlError(f"agent {agent!r} is {rec.status}", Reason.AGENT_DISABLED)
-        if rec.expired(today):
-            raise ControlError(f"agent {agent!r} expired on {rec.expires}", Reason.AGENT_EXPIRED)
 
 
 def _check_may_act(claims: Mapping[str, Any], current: str) -> None:

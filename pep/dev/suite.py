@@ -1,4 +1,4 @@
-"""Policy test suites (SPEC 8): YAML cases run against a policy directory.
+"""Policy test suites (docs/policy-tests.md): YAML cases run against a policy directory.
 
 A case names a `principal` (a direct Cedar query with a complete context) or `token`
 claims, which are minted by a throwaway issuer and run through the whole pipeline:
@@ -16,14 +16,16 @@ from dataclasses import dataclass
 from typing import Any
 
 from pep.config import Config, IssuerConfig
-from pep.decision import Decision
+from pep.controls.admit import Controls
+from pep.decision import Outcome
 from pep.errors import PolicyLoadError, SourceProblem
-from pep.outcome import Outcome, outcome_of
-from pep.pipeline.pipeline import Authorizer
-from pep.policy.evaluate import Query, evaluate, roots_of
-from pep.policy.loader import Snapshot, load_snapshot
+from pep.pipeline import Pipeline, Request
+from pep.pipeline.record import Recorder
+from pep.policy.evaluate import Query, evaluate, outcome_of, roots_of
+from pep.policy.loader import load_snapshot
 from pep.policy.request import Check, ResourceRef, entity_delta, resource_entity
 from pep.policy.slicing import parse_uid_text
+from pep.policy.snapshot import Snapshot
 from pep.policy.source import SourceProblemError, line_of, load_yaml
 from pep.tokens.jws import b64url_encode
 from pep.tokens.verifier import Credentials, TokenVerifier
@@ -108,9 +110,12 @@ class _Fixed:
         return self._snapshot
 
 
-class _Discard:
-    def record(self, decision: Decision) -> bool:
-        return True
+def _pipeline(config: Config, snapshot: Snapshot, verifier: TokenVerifier) -> Pipeline:
+    """The server's pipeline over one snapshot, with nothing logged or counted."""
+    recorder = Recorder(None, None, mode=config.mode)
+    return Pipeline(
+        _Fixed(snapshot), verifier, Controls(), recorder, delegation=config.delegation, identity=config.identity
+    )
 
 
 class SuiteRunner:
@@ -166,7 +171,7 @@ class SuiteRunner:
             except (ValueError, TypeError) as e:
                 raise PolicyLoadError([SourceProblem(rel, f"suite entities: {e}", line_of(data))]) from None
             snapshot = dataclasses.replace(snapshot, entity_index=index)
-        authorizer = Authorizer(self._config, _Fixed(snapshot), self._verifier, _Discard())
+        authorizer = _pipeline(self._config, snapshot, self._verifier)
         for i, case in enumerate(data["cases"]):
             name = str(case.get("name", f"case {i}")) if isinstance(case, Mapping) else f"case {i}"
             if name_filter and name_filter.lower() not in name.lower():
@@ -175,10 +180,10 @@ class SuiteRunner:
 
     def check(self, case: Mapping[str, Any]) -> CaseResult:
         """One ad-hoc case against the directory (what `pep check` runs)."""
-        authorizer = Authorizer(self._config, _Fixed(self.snapshot), self._verifier, _Discard())
+        authorizer = _pipeline(self._config, self.snapshot, self._verifier)
         return self._run_case("<check>", "check", case, self.snapshot, authorizer)
 
-    def _run_case(self, rel: str, name: str, case: Any, snapshot: Snapshot, authorizer: Authorizer) -> CaseResult:
+    def _run_case(self, rel: str, name: str, case: Any, snapshot: Snapshot, authorizer: Pipeline) -> CaseResult:
         line = line_of(case)
         try:
             if not isinstance(case, Mapping):
@@ -227,7 +232,7 @@ class SuiteRunner:
         )
 
     def _through_pipeline(
-        self, authorizer: Authorizer, spec: Any, check: Check
+        self, authorizer: Pipeline, spec: Any, check: Check
     ) -> tuple[bool, str, tuple[str, ...], tuple[str, ...]]:
         from pep.dev import tokens as devtoken
 
@@ -262,7 +267,7 @@ class SuiteRunner:
         if dpop_key is not None and jwk is not None:
             proof = devtoken.mint_dpop_proof(dpop_key, jwk, htm="POST", htu=_HTU, access_token=token)
             creds = Credentials("DPoP " + token, proof, "POST", _HTU)
-        decision = authorizer.authorize(creds, [check])[0]
+        decision = authorizer.authorize(Request([check], creds))[0]
         if decision.fault is not None:
             raise ValueError(f"malformed request: {'; '.join(decision.errors)}")
         return decision.allowed, decision.reason.value, decision.policies, decision.errors

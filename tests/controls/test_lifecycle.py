@@ -6,13 +6,15 @@ import datetime as dt
 from pathlib import Path
 
 from pep.config import parse_config
+from pep.controls.admit import Controls
 from pep.decision import Decision
 from pep.dev import tokens as devtoken
-from pep.pipeline.pipeline import Authorizer
+from pep.pipeline import Pipeline, Request
+from pep.pipeline.record import Recorder
 from pep.policy.loader import load_snapshot
 from pep.policy.request import Check, ResourceRef
 from pep.tokens.verifier import Credentials, TokenVerifier
-from tests.grpc.estate import write_estate
+from tests.harness.estate import write_estate
 
 
 class Clock:
@@ -32,11 +34,16 @@ class Fixed:
 
 
 class Keep:
+    """A decision log that keeps what it is given, and takes everything."""
+
     def __init__(self) -> None:
         self.decisions: list[Decision] = []
 
-    def record(self, decision: Decision) -> bool:
+    def submit(self, decision: Decision) -> Keep:
         self.decisions.append(decision)
+        return self
+
+    def wait(self) -> bool:
         return True
 
 
@@ -54,14 +61,21 @@ def test_expiry_follows_the_clock(tmp_path: Path) -> None:
     )
     clock = Clock(dt.date(2027, 6, 30))
     verifier = TokenVerifier(config.issuers, config.tokens, clock=clock)
-    authorizer = Authorizer(config, Fixed(load_snapshot(str(policies))), verifier, Keep(), clock=clock)
+    authorizer = Pipeline(
+        Fixed(load_snapshot(str(policies))),
+        verifier,
+        Controls(clock=clock),
+        Recorder(Keep(), None, clock=clock),
+        delegation=config.delegation,
+        identity=config.identity,
+    )
     check = Check("read", ResourceRef("Doc", "plan"))
 
     def ask() -> str:
         token = devtoken.mint_token(
             key, issuer="https://i", audience="a", sub="alice", act_chain=["worker"], now=clock.now
         )
-        return authorizer.authorize(Credentials(token), [check])[0].reason.value
+        return authorizer.authorize(Request([check], Credentials(token)))[0].reason.value
 
     assert ask() == "allowed"  # the last day still counts
     clock.now += 86400

@@ -1,0 +1,79 @@
+"""Stage 1, the principal: who asks, from a token or as a trusted subject.
+
+Failures are kept, not raised: admission raises them in their place in the controls' order,
+so the kill switch's `all` (and a disabled issuer) outrank a bad token or a broken chain.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from pep.config import DelegationConfig, IdentityConfig
+from pep.controls.admit import Who
+from pep.delegation.identity import Identity, check_chain, resolve_identity
+from pep.errors import PepError
+from pep.pipeline.request import Subject
+from pep.policy.registry import Registry
+from pep.reasons import Reason
+from pep.tokens.verifier import Credentials, TokenVerifier, VerifiedToken
+from pep.uids import AGENT, Uid, format_uid
+
+
+@dataclass(frozen=True)
+class Principal:
+    """The resolved principal of a request, or why it could not be resolved."""
+
+    uid: Uid | None
+    identity: Identity | None
+    who: Who
+    token: VerifiedToken | None = None
+    # A trusted subject's attributes (None for a token principal).
+    properties: Mapping[str, Any] | None = None
+    trusted: bool = False
+
+    @property
+    def resolved(self) -> bool:
+        return self.who.token_error is None and self.who.chain_error is None
+
+
+def from_token(
+    verifier: TokenVerifier,
+    creds: Credentials,
+    registry: Registry,
+    delegation: DelegationConfig,
+    identity_config: IdentityConfig,
+    expect: tuple[str, str] | None,
+) -> Principal:
+    try:
+        token = verifier.verify(creds)
+    except PepError as e:
+        return Principal(None, None, Who(token_error=e))
+    try:
+        identity = resolve_identity(token, registry, delegation, identity_config)
+    except PepError as e:
+        return Principal(None, None, Who(issuer=token.issuer, chain_error=e), token)
+    who = Who(token.issuer, identity.on_behalf_of, identity.chain, identity.agent)
+    if expect is not None and expect != (AGENT, identity.agent):
+        principal_uid = format_uid((AGENT, identity.agent))
+        mismatch = PepError(
+            f"{format_uid(expect)} is not the token's principal {principal_uid}", Reason.INVALID_REQUEST
+        )
+        who = Who(token.issuer, chain_error=mismatch)
+    return Principal((AGENT, identity.agent), identity, who, token)
+
+
+def from_subject(subject: Subject, registry: Registry, delegation: DelegationConfig) -> Principal:
+    """A trusted subject: an `Agent` is a chain of one (registered, its controls apply); anyone else a user."""
+    uid = (subject.type, subject.id)
+    if subject.type != AGENT:
+        identity = Identity("", subject.id, ())
+        return Principal(uid, identity, Who(user=subject.id), properties=subject.properties, trusted=True)
+    chain = (subject.id,)
+    identity = Identity(subject.id, None, chain)
+    try:
+        check_chain(chain, registry, delegation)
+    except PepError as e:
+        return Principal(uid, identity, Who(chain_error=e), properties=subject.properties, trusted=True)
+    return Principal(uid, identity, Who(chain=chain, agent=subject.id), properties=subject.properties, trusted=True)

@@ -1,0 +1,104 @@
+"""Stage 5, the record: an outcome becomes a Decision, the log takes it, metrics count it.
+
+The required-log rule lives here and only here: in `decision_log.required` mode an allow the
+log did not take becomes a deny (`internal_error`), and metrics count the decision as it was
+finally answered.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import replace
+
+from pep.decision import Decision, DecisionCounter, DecisionSink, Outcome, ShadowSummary, TokenSummary
+from pep.delegation.identity import Identity
+from pep.policy.request import Check
+from pep.reasons import Reason
+from pep.tokens.verifier import VerifiedToken
+
+log = logging.getLogger(__name__)
+
+
+class Recorder:
+    def __init__(
+        self,
+        sink: DecisionSink | None,
+        counter: DecisionCounter | None,
+        *,
+        mode: str = "enforce",
+        log_required: bool = False,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._sink = sink
+        self._counter = counter
+        self._mode = mode
+        self._required = log_required
+        self._clock = clock
+
+    def answer(self, outcome: Outcome) -> bool:
+        """What the caller is told: in dry_run every judged request is allowed."""
+        return outcome.allowed or (self._mode == "dry_run" and outcome.fault is None)
+
+    def record(
+        self,
+        check: Check,
+        outcome: Outcome,
+        identity: Identity | None,
+        token: VerifiedToken | None,
+        version: str,
+        duration_us: int,
+        traceparent: str,
+    ) -> Decision:
+        decision = Decision(
+            decision_id=str(uuid.uuid4()),
+            allowed=outcome.allowed,
+            reason=outcome.reason,
+            answer_allowed=self.answer(outcome),
+            policies=outcome.policies,
+            errors=outcome.errors,
+            policy_version=version,
+            agent=identity.agent if identity else "",
+            on_behalf_of=(identity.on_behalf_of or "") if identity else "",
+            delegation_chain=identity.chain if identity else (),
+            action=check.action,
+            resource_type=check.resource.type,
+            resource_id=check.resource.id,
+            request_id=check.request_id,
+            token=_summary(token),
+            binding=token.binding if token else "",
+            mode=self._mode,
+            ts=self._clock(),
+            duration_us=duration_us,
+            fault=outcome.fault,
+            traceparent=traceparent,
+            shadow=_shadow(outcome),
+        )
+        taken = self._sink.submit(decision).wait() if self._sink is not None else True
+        if not taken and self._required and decision.answer_allowed:
+            # An unlogged action is worse than a refused one in this mode.
+            decision = replace(
+                decision,
+                allowed=False,
+                answer_allowed=False,
+                reason=Reason.INTERNAL_ERROR,
+                errors=(*decision.errors, "decision log unavailable"),
+            )
+        if self._counter is not None:
+            self._counter.count(decision)
+        return decision
+
+
+def _shadow(outcome: Outcome) -> ShadowSummary | None:
+    shadow = outcome.shadow
+    if shadow is None:
+        return None
+    return ShadowSummary(shadow.allowed, shadow.reason, shadow.policies, shadow.errors)
+
+
+def _summary(token: VerifiedToken | None) -> TokenSummary:
+    if token is None:
+        return TokenSummary()
+    return TokenSummary(iss=token.issuer, jti=token.jti, client_id=token.client_id, scopes=tuple(sorted(token.scopes)))

@@ -1,0 +1,37 @@
+"""What an entry point hands the pipeline: plain data, no transport types."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from pep.policy.request import Check
+from pep.tokens.verifier import Credentials
+
+
+@dataclass(frozen=True)
+class Subject:
+    """A principal the caller vouches for (a trust_subject AuthZEN listener): no token involved.
+
+    `properties` become the entity's attributes, over what the entity store holds.
+    """
+
+    type: str
+    id: str
+    properties: Mapping[str, Any] | None = None
+
+
+@dataclass(frozen=True)
+class Request:
+    """One request: its checks, and who asks, by token or as trusted subjects (one per check).
+
+    With a token, `expect` is the principal the caller names: a token that resolves to anyone
+    else is denied (`invalid_request`). `traceparent` is already validated by the transport.
+    """
+
+    checks: Sequence[Check]
+    credentials: Credentials | None = None
+    subjects: Sequence[Subject] | None = None
+    expect: tuple[str, str] | None = None
+    traceparent: str = ""
