@@ -1,16 +1,20 @@
-"""The command line: exit codes and messages of validate, fmt, test, check, token and serve."""
+"""The command line: exit codes and messages of validate, fmt, test, check, token and serve; help, --version."""
 
 from __future__ import annotations
 
+import argparse
+import importlib.metadata
 import json
 import shutil
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from pep.cli import main
+import pep
+from pep.cli import _parser, main
 
 POLICIES = Path(__file__).resolve().parents[1] / "policies"
 
@@ -152,3 +156,46 @@ def test_bad_configs_name_the_key(tmp_path: Path, yaml_text: str, key: str, caps
         config = load_config(str(cfg))
         TokenVerifier(config.issuers, config.tokens).close()
     assert info.value.key == key
+
+
+def _walk(parser: argparse.ArgumentParser, path: str = "pep") -> Iterator[tuple[str, argparse.ArgumentParser]]:
+    """Every command of the tree with its parser, the root first."""
+    yield path, parser
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            listed = {choice.dest: choice.help for choice in action._choices_actions}
+            for name, sub in action.choices.items():
+                assert listed.get(name), f"{path} {name}: no help in the command list"
+                yield from _walk(sub, f"{path} {name}")
+
+
+def test_every_command_has_a_description_and_every_argument_help() -> None:
+    commands = dict(_walk(_parser()))
+    assert {"pep serve", "pep admin enable", "pep validate", "pep fmt", "pep authorize"} <= commands.keys()
+    missing = []
+    for path, parser in commands.items():
+        if not parser.description:
+            missing.append(f"{path}: no description")
+        for action in parser._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                continue
+            if not action.help or action.help == argparse.SUPPRESS:
+                missing.append(f"{path} {'/'.join(action.option_strings) or action.dest}: no help")
+    assert missing == []
+
+
+def test_version_prints_the_package_version(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as info:
+        main(["--version"])
+    assert info.value.code == 0
+    assert capsys.readouterr().out.strip() == f"pep {pep.__version__}"
+    assert pep.__version__ == importlib.metadata.version("pep")
+
+
+@pytest.mark.parametrize("module", ["pep", "pep.cli"])
+def test_python_dash_m_runs_the_command_line(module: str) -> None:
+    proc = subprocess.run([sys.executable, "-m", module, "--help"], capture_output=True, text=True, timeout=30)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.startswith("usage: pep ")
+    for command in ("serve", "admin", "agents", "validate", "fmt", "check", "test", "token", "authorize"):
+        assert command in proc.stdout

@@ -15,7 +15,7 @@ import pytest
 
 from pep.config import parse_config
 from pep.errors import ConfigError
-from tests.authzen.conftest import PIDS, Client, Pep
+from tests.harness.authzen import PIDS, Client, Pep
 
 MORTY, BETH = PIDS["morty"], PIDS["beth"]
 

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from tests.authzen.conftest import INTEROP, Pep
+from tests.harness.authzen import INTEROP, Pep
 
 
 def _cases(kind: str) -> list[Any]:

@@ -10,8 +10,8 @@ from typing import Any
 import pytest
 
 from pep.dev import tokens as devtoken
-from tests.authzen.conftest import Client
-from tests.grpc.conftest import Harness
+from tests.harness.authzen import Client
+from tests.harness.server import Harness
 
 WORKER = {"type": "Agent", "id": "worker"}
 

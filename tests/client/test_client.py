@@ -9,8 +9,8 @@ import grpc
 import pytest
 
 from pep.client import AsyncAuthorizer, Authorizer, Credentials, Decision, Denied, Resource, use_credentials
-from tests.client.conftest import FakePep, abort, allow, deny, slow
-from tests.grpc.conftest import Harness
+from tests.harness.fake_pep import FakePep, abort, allow, deny, slow
+from tests.harness.server import Harness
 
 # --- decisions from a real pep -----------------------------------------------------------
 

@@ -9,7 +9,7 @@ import grpc
 import pytest
 
 from pep.client import AuthorizationInterceptor, Authorizer
-from tests.grpc.conftest import Harness
+from tests.harness.server import Harness
 
 METHOD = "/docs.v1.Docs/Read"
 

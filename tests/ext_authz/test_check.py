@@ -15,7 +15,8 @@ import pytest
 from pep._proto.envoy.service.auth.v3 import external_auth_pb2 as ea
 from pep.api.ext_authz import SERVICE_NAME
 from pep.dev import tokens as devtoken
-from tests.ext_authz.conftest import HOST, Ext, check_request, header_values, make_cert, mapped_headers
+from tests.harness.certs import make_cert
+from tests.harness.envoy import HOST, Ext, check_request, header_values, mapped_headers
 
 OK = grpc.StatusCode.OK.value[0]
 DENIED = grpc.StatusCode.PERMISSION_DENIED.value[0]

@@ -16,7 +16,8 @@ from pathlib import Path
 import pytest
 
 from pep.dev import tokens as devtoken
-from tests.ext_authz.conftest import HOST, Ext, make_cert
+from tests.harness.certs import make_cert
+from tests.harness.envoy import HOST, Ext
 
 SCRIPT = Path(__file__).with_name("envoy_stubs_client.py")
 

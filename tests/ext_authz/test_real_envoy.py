@@ -27,8 +27,8 @@ import yaml
 
 from pep.dev import tokens as devtoken
 from pep.server import Server
-from tests.ext_authz.conftest import Cert, make_cert
-from tests.grpc.conftest import AUDIENCE, ISSUER, start
+from tests.harness.certs import Cert, make_cert
+from tests.harness.server import AUDIENCE, ISSUER, start
 
 ROOT = Path(__file__).resolve().parents[2]
 ENVOY_YAML = ROOT / "deploy" / "envoy" / "envoy.yaml"

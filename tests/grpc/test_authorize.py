@@ -25,8 +25,8 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from pep._proto.pep.v1 import authorizer_pb2 as pb
 from pep._proto.pep.v1 import authorizer_pb2_grpc as pb_grpc
 from pep.dev import tokens as devtoken
-from tests.grpc.conftest import ISSUER, Harness, request, struct
-from tests.observability.test_decision_log import SPEC_FIELDS
+from tests.harness.decision_log import LOG_FIELDS
+from tests.harness.server import ISSUER, Harness, request, struct
 
 ALLOW, DENY = pb.DECISION_ALLOW, pb.DECISION_DENY
 
@@ -383,7 +383,7 @@ def test_decision_log_line_has_the_fields_and_no_secrets(pep: Harness) -> None:
     md = (("traceparent", "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"),)
     r = pep.stub.Authorize(request(token, request_id="req-1"), metadata=md, timeout=10)
     line = pep.log_lines(1)[0]
-    assert SPEC_FIELDS <= set(line)
+    assert LOG_FIELDS <= set(line)
     assert line["decision_id"] == r.decision_id
     assert (line["request_id"], line["decision"], line["reason"]) == ("req-1", "allow", "allowed")
     assert line["resource"] == {"type": "Doc", "id": "plan"}

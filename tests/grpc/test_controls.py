@@ -16,7 +16,8 @@ from pep._proto.pep.v1 import authorizer_pb2 as pb
 from pep.cli import main
 from pep.config import parse_config
 from pep.errors import ConfigError
-from tests.grpc.conftest import Harness
+from tests.harness.estate import write_estate
+from tests.harness.server import Harness
 
 ALLOW, DENY = pb.DECISION_ALLOW, pb.DECISION_DENY
 
@@ -70,8 +71,6 @@ def test_killswitch_file_disables_and_lifts(fast: Harness) -> None:
 def test_killswitch_file_kinds(
     harness_factory: Callable[..., Harness], tmp_path: Path, yaml_text: str, token_kwargs: dict, reason: str
 ) -> None:
-    from tests.grpc.estate import write_estate
-
     policies = write_estate(tmp_path / "estate")
     (policies / "killswitch.yaml").write_text(yaml_text)
     h = harness_factory(policies)
@@ -79,8 +78,6 @@ def test_killswitch_file_kinds(
 
 
 def test_all_disabled_denies_even_a_bad_token(harness_factory: Callable[..., Harness], tmp_path: Path) -> None:
-    from tests.grpc.estate import write_estate
-
     policies = write_estate(tmp_path / "estate")
     (policies / "killswitch.yaml").write_text("disabled:\n  all: true\n")
     h = harness_factory(policies)
@@ -181,8 +178,6 @@ def test_admin_over_a_unix_socket(harness_factory: Callable[..., Harness], tmp_p
 
 
 def test_rate_limit_burst_is_exact(harness_factory: Callable[..., Harness], tmp_path: Path) -> None:
-    from tests.grpc.estate import write_estate
-
     policies = write_estate(tmp_path / "estate")
     # A refill of one token per 1,000 seconds: nothing refills during the test.
     (policies / "limits.yaml").write_text(
@@ -215,8 +210,6 @@ def test_dry_run_answers_allow_and_logs_the_real_decision(harness_factory: Calla
 def test_shadow_policies_are_counted_and_logged_but_never_enforced(
     harness_factory: Callable[..., Harness], tmp_path: Path
 ) -> None:
-    from tests.grpc.estate import write_estate
-
     policies = write_estate(tmp_path / "estate")
     (policies / "shadow").mkdir()
     # The candidate change: orchestrators may no longer read.

@@ -19,9 +19,9 @@ from pathlib import Path
 import grpc
 import pytest
 
-from pep.policy.loader import content_version
-from tests.grpc.conftest import Harness, request
-from tests.grpc.estate import write_estate
+from pep.policy.files import content_version
+from tests.harness.estate import write_estate
+from tests.harness.server import Harness, request
 
 ROUNDS = 100
 INVALID_EVERY = 10

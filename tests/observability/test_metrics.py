@@ -1,4 +1,4 @@
-"""What pep exports on its metrics endpoint: SPEC 4 names, bounded labels, sub-millisecond
+"""What pep exports on its metrics endpoint: the names in docs/observability.md, bounded labels, sub-millisecond
 buckets, process and build info, readiness, JWKS refreshes and policy staleness."""
 
 from __future__ import annotations
@@ -16,11 +16,11 @@ from prometheus_client.parser import text_string_to_metric_families
 import pep
 from pep.metrics import DURATION_BUCKETS, Metrics
 from pep.reasons import ALL_REASONS
-from tests.grpc.conftest import AUDIENCE, ISSUER, Harness
-from tests.observability.conftest import free_port, metrics_text, wait_for
+from tests.harness.server import AUDIENCE, ISSUER, Harness
+from tests.harness.waits import free_port, metrics_text, wait_for
 
 Factory = Callable[..., Harness]
-SPEC_NAMES = {
+METRIC_NAMES = {
     "pep_decisions_total",
     "pep_decision_duration_seconds",
     "pep_policy_reloads_total",
@@ -44,7 +44,7 @@ def value(text: str, name: str, **labels: str) -> float | None:
     return None
 
 
-def test_spec_metrics_are_exported_with_bounded_labels(obs: Factory) -> None:
+def test_documented_metrics_are_exported_with_bounded_labels(obs: Factory) -> None:
     h = obs()
     for chain in (("worker",), ("orchestrator",), ("sleepy",), ("worker", "orchestrator")):
         h.authorize(h.token(sub="alice-7d2", act_chain=chain))
@@ -52,7 +52,7 @@ def test_spec_metrics_are_exported_with_bounded_labels(obs: Factory) -> None:
     h.authorize("garbage")
     text = metrics_text(h)
     names = {n for n, _, _ in samples(text)}
-    for name in SPEC_NAMES:
+    for name in METRIC_NAMES:
         assert any(n == name or n.startswith(name + "_") or n == name + "_total" for n in names), name
     actions = h.server.store.current().actions | {"other"}
     allowed = {"decision": {"allow", "deny"}, "reason": set(ALL_REASONS), "action": actions}

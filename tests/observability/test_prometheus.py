@@ -21,17 +21,10 @@ import pytest
 import yaml
 
 from pep._proto.pep.v1 import authorizer_pb2 as pb
-from tests.grpc.conftest import Harness
-from tests.grpc.estate import write_estate
-from tests.observability.conftest import (
-    DEPLOY,
-    Prometheus,
-    metrics_text,
-    need_prometheus,
-    start_pep,
-    stop_pep,
-    wait_for,
-)
+from tests.harness.estate import write_estate
+from tests.harness.prometheus import DEPLOY, Prometheus, need_prometheus
+from tests.harness.server import Harness, start_pep, stop_pep
+from tests.harness.waits import metrics_text, wait_for
 
 DASHBOARD = DEPLOY / "grafana" / "pep-dashboard.json"
 ALERTS = DEPLOY / "prometheus" / "alerts.yaml"

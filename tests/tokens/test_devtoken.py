@@ -13,7 +13,7 @@ from pep.config import IssuerConfig, TokenConfig
 from pep.dev import tokens as devtoken
 from pep.tokens.dpop import access_token_hash
 from pep.tokens.verifier import Credentials, TokenVerifier
-from tests.tokens import forge
+from tests.harness import forge
 
 
 def test_ensure_dev_keys_creates_key_and_jwks(tmp_path: Path) -> None:

@@ -17,9 +17,9 @@ from pep.errors import TokenError
 from pep.reasons import Reason
 from pep.tokens.dpop import DPoPVerifier, access_token_hash, normalize_htu
 from pep.tokens.verifier import Credentials
-from tests.tokens import forge
-from tests.tokens.conftest import Env
-from tests.tokens.forge import OMIT, b64, b64json
+from tests.harness import forge
+from tests.harness.forge import OMIT, b64, b64json
+from tests.harness.tokens import Env
 
 # RFC 9449 section 7.1 and 4.1/5 examples (token-standards.md 9.2).
 RFC_TOKEN = "Kz~8mXK1EalYznwH-LC-1fBAo.4Ljp~zsPE_NeO.gxU"

@@ -22,9 +22,9 @@ from pep.reasons import Reason
 from pep.tokens.jwk import JWKError, bind_algorithm, load_verification_key
 from pep.tokens.jwks import MAX_KEYS, http_fetch, parse_jwks
 from pep.tokens.verifier import Credentials, TokenVerifier
-from tests.tokens import forge
-from tests.tokens.conftest import Clock, Env, write_jwks
-from tests.tokens.forge import AUDIENCE, ISSUER, OMIT
+from tests.harness import forge
+from tests.harness.forge import AUDIENCE, ISSUER, OMIT
+from tests.harness.tokens import Clock, Env, write_jwks
 
 
 def _jwk(key: PrivateKey, **extra: Any) -> dict[str, Any]:

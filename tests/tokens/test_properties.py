@@ -20,8 +20,8 @@ from pep.errors import TokenError
 from pep.tokens.claims import is_number
 from pep.tokens.dpop import access_token_hash
 from pep.tokens.verifier import Credentials, TokenVerifier, VerifiedToken
-from tests.tokens import forge
-from tests.tokens.forge import AUDIENCE, ISSUER, NOW
+from tests.harness import forge
+from tests.harness.forge import AUDIENCE, ISSUER, NOW
 
 SETTINGS = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 METHOD = "POST"

@@ -9,7 +9,7 @@ import pytest
 
 from pep.dev import tokens as devtoken
 from pep.tokens.thumbprint import certificate_digest, decode_sha256_b64url, jwk_thumbprint, jwk_thumbprint_input
-from tests.tokens.conftest import ClientCert
+from tests.harness.tokens import ClientCert
 
 RFC7638_N = (
     "0vx7agoebGcQSuuPiLJXZptN9nndrQmbXEps2aiAFbWhM78LhWx4cbbfAAtVT86zwu1RK7aPFFxuhDR1L6tSoc_BJECPebWKRXjBZCiFV4n3oknjh"

@@ -14,9 +14,9 @@ from pep.reasons import Reason
 from pep.tokens import verifier as verifier_module
 from pep.tokens.cache import ExpiringLRU, ReplayCache
 from pep.tokens.verifier import Credentials, split_scheme
-from tests.tokens import forge
-from tests.tokens.conftest import ClientCert, Env
-from tests.tokens.forge import AUDIENCE, ISSUER, OMIT
+from tests.harness import forge
+from tests.harness.forge import AUDIENCE, ISSUER, OMIT
+from tests.harness.tokens import ClientCert, Env
 
 METHOD = "POST"
 URI = "https://pep.test/pep.v1.Authorizer/Authorize"

@@ -20,9 +20,9 @@ from pep.dev import tokens as devtoken
 from pep.errors import TokenError
 from pep.reasons import Reason
 from pep.tokens.verifier import Credentials, TokenVerifier
-from tests.tokens import forge
-from tests.tokens.conftest import ClientCert, Env, write_jwks
-from tests.tokens.forge import AUDIENCE, ISSUER, OMIT, b64
+from tests.harness import forge
+from tests.harness.forge import AUDIENCE, ISSUER, OMIT, b64
+from tests.harness.tokens import ClientCert, Env, write_jwks
 
 METHOD = "POST"
 URI = "https://pep.test/pep.v1.Authorizer/Authorize"

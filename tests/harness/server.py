@@ -1,16 +1,14 @@
-"""A real pep server on an ephemeral port, and a real gRPC client to it."""
+"""A real pep server on ephemeral ports, and a real gRPC client to it."""
 
 from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import grpc
-import pytest
 from google.protobuf import json_format, struct_pb2
 
 from pep._proto.pep.v1 import authorizer_pb2 as pb
@@ -19,7 +17,7 @@ from pep.config import parse_config
 from pep.dev import tokens as devtoken
 from pep.metrics import Metrics
 from pep.server import Server, build_server
-from tests.grpc.estate import write_estate
+from tests.harness.estate import write_estate
 
 ISSUER = "https://idp.test"
 AUDIENCE = "pep-test"
@@ -63,6 +61,10 @@ class Harness:
                 return lines
             time.sleep(0.02)
 
+    def close(self) -> None:
+        self.channel.close()
+        self.server.stop(0)
+
 
 def struct(value: dict[str, Any]) -> struct_pb2.Struct:
     return json_format.ParseDict(value, struct_pb2.Struct())
@@ -87,6 +89,7 @@ def request(
 
 
 def start(tmp_path: Path, policies: Path, **overrides: Any) -> Server:
+    """A server over `policies`, its dev keys and decision log under `tmp_path`; lean metrics."""
     keys = tmp_path / "keys"
     _, jwks_path = devtoken.ensure_dev_keys(str(keys))
     raw: dict[str, Any] = {
@@ -102,27 +105,40 @@ def start(tmp_path: Path, policies: Path, **overrides: Any) -> Server:
     return build_server(parse_config(raw), metrics=Metrics(process=False), max_workers=4)
 
 
-@pytest.fixture
-def harness_factory(tmp_path: Path) -> Iterator[Callable[..., Harness]]:
-    made: list[Harness] = []
-
-    def make(policies: Path | None = None, **overrides: Any) -> Harness:
-        policies = policies or write_estate(tmp_path / "policies")
-        server = start(tmp_path, policies, **overrides)
-        channel = grpc.insecure_channel(server.addresses[0])
-        key_path, jwks_path = devtoken.ensure_dev_keys(str(tmp_path / "keys"))
-        h = Harness(
-            server, channel, pb_grpc.AuthorizerStub(channel), key_path, jwks_path, tmp_path / "decisions.log", policies
-        )
-        made.append(h)
-        return h
-
-    yield make
-    for h in made:
-        h.channel.close()
-        h.server.stop(0)
+def open_harness(tmp_path: Path, policies: Path | None = None, **overrides: Any) -> Harness:
+    """`start`, plus a channel and stub to the server (over the fixed estate unless `policies`)."""
+    policies = policies or write_estate(tmp_path / "policies")
+    server = start(tmp_path, policies, **overrides)
+    channel = grpc.insecure_channel(server.addresses[0])
+    key_path, jwks_path = devtoken.ensure_dev_keys(str(tmp_path / "keys"))
+    return Harness(
+        server, channel, pb_grpc.AuthorizerStub(channel), key_path, jwks_path, tmp_path / "decisions.log", policies
+    )
 
 
-@pytest.fixture
-def pep(harness_factory: Callable[..., Harness]) -> Harness:
-    return harness_factory()
+def start_pep(root: Path, policies: Path | None = None, **overrides: Any) -> Harness:
+    """The same set-up with the full `Metrics()` pep serves in production, and a quick reload."""
+    key_path, jwks_path = devtoken.ensure_dev_keys(str(root / "keys"))
+    log_path = root / "decisions.log"
+    raw: dict[str, Any] = {
+        "listen": "127.0.0.1:0",
+        "metrics_listen": "127.0.0.1:0",
+        "admin_listen": "127.0.0.1:0",
+        "policies": str(policies or write_estate(root / "policies")),
+        "issuers": [{"issuer": ISSUER, "audiences": [AUDIENCE], "jwks_file": jwks_path, "algorithms": ["ES256"]}],
+        "decision_log": {"sink": str(log_path)},
+        "shutdown_grace_seconds": 0.5,
+        "reload": {"settle_seconds": 0.05, "poll_seconds": 30},
+    }
+    raw.update(overrides)
+    server = build_server(parse_config(raw), metrics=Metrics(), max_workers=8)
+    channel = grpc.insecure_channel(server.addresses[0])
+    sink = raw["decision_log"].get("sink", "stdout")
+    return Harness(
+        server, channel, pb_grpc.AuthorizerStub(channel), key_path, jwks_path, Path(sink), Path(raw["policies"])
+    )
+
+
+def stop_pep(h: Harness) -> None:
+    h.channel.close()
+    h.server.stop(0)

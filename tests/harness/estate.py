@@ -1,4 +1,4 @@
-"""A small, fixed agent estate the gRPC tests run against (independent of ./policies)."""
+"""A small, fixed agent estate the server tests run against (independent of ./policies)."""
 
 from __future__ import annotations
 
