@@ -30,9 +30,11 @@ run: $(STAMP)
 test: $(STAMP)
 	$(PY) -m pytest -q
 
+## lint: ruff, then the import contracts of pyproject.toml (the layers in the README's Layout)
 lint: $(STAMP)
 	$(VENV)/bin/ruff check pep tests
 	$(VENV)/bin/ruff format --check pep tests
+	$(VENV)/bin/lint-imports --no-cache
 
 typecheck: $(STAMP)
 	$(VENV)/bin/mypy pep

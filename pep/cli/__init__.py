@@ -9,6 +9,7 @@ import os
 import sys
 from collections.abc import Sequence
 
+import pep
 from pep.cli.common import DEFAULT_DEV_DIR, DEV_AUDIENCE, DEV_ISSUER, EXIT_USAGE
 from pep.cli.policy_commands import cmd_agents, cmd_check, cmd_fmt, cmd_test, cmd_validate
 from pep.cli.runtime_commands import cmd_admin, cmd_authorize, cmd_serve, cmd_token
@@ -41,6 +42,7 @@ def _parser() -> argparse.ArgumentParser:
         prog="pep",
         description="pep: an authorization sidecar for AI agents (tokens, delegation chains, Cedar policies).",
     )
+    p.add_argument("--version", action="version", version=f"pep {pep.__version__}", help="print pep's version and exit")
     sub = p.add_subparsers(title="commands", metavar="COMMAND")
 
     s = sub.add_parser("serve", help="run the sidecar", description="Serve Authorize over gRPC.")
@@ -49,7 +51,11 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--metrics-listen", help="Prometheus metrics address host:port ('' to turn off)")
     s.add_argument("--admin-listen", help="admin API address (local only)")
     s.add_argument("--policies", help="policy directory")
-    s.add_argument("--mode", choices=("enforce", "dry_run"))
+    s.add_argument(
+        "--mode",
+        choices=("enforce", "dry_run"),
+        help="enforce: answer the decision; dry_run: answer allow and log the real decision",
+    )
     s.add_argument("--log-level", default="INFO", help="operational log level (default INFO)")
     s.set_defaults(func=cmd_serve)
 
@@ -62,21 +68,34 @@ def _parser() -> argparse.ArgumentParser:
     )
     ad.add_argument("--config", "-c", help="pep's config file; its admin_listen is the address")
     ad.add_argument("--address", help="admin address (overrides --config; default 127.0.0.1:50052)")
-    ad.add_argument("--timeout", type=float, default=5.0)
+    ad.add_argument("--timeout", type=float, default=5.0, help="seconds to wait for the admin API (default 5)")
     ad_sub = ad.add_subparsers(title="admin commands", metavar="ACTION", required=True)
     kinds = KINDS
-    dis = ad_sub.add_parser("disable", help="disable now")
-    dis.add_argument("kind", choices=kinds)
+    kind_list = ", ".join(kinds)
+    dis = ad_sub.add_parser(
+        "disable",
+        help="disable now",
+        description="Disable an agent, agent group, user or issuer (or `all`) from the next decision until enabled.",
+    )
+    dis.add_argument("kind", choices=kinds, help=f"what to disable: {kind_list}")
     dis.add_argument("id", nargs="?", default="", help="the id (not for `all`)")
     dis.add_argument("--reason", required=True, help="why; recorded in the decision log")
     dis.add_argument("--actor", default=os.environ.get("USER", ""), help="who is asking (default $USER)")
     dis.set_defaults(func=cmd_admin, admin_action="disable")
-    en = ad_sub.add_parser("enable", help="lift a disable made through the admin API")
-    en.add_argument("kind", choices=kinds)
-    en.add_argument("id", nargs="?", default="")
-    en.add_argument("--actor", default=os.environ.get("USER", ""))
+    en = ad_sub.add_parser(
+        "enable",
+        help="lift a disable made through the admin API",
+        description="Lift a disable made through the admin API (entries in killswitch.yaml stay).",
+    )
+    en.add_argument("kind", choices=kinds, help=f"what to enable: {kind_list}")
+    en.add_argument("id", nargs="?", default="", help="the id (not for `all`)")
+    en.add_argument("--actor", default=os.environ.get("USER", ""), help="who is asking (default $USER)")
     en.set_defaults(func=cmd_admin, admin_action="enable")
-    st = ad_sub.add_parser("status", help="what is disabled, from the admin API and killswitch.yaml")
+    st = ad_sub.add_parser(
+        "status",
+        help="what is disabled, from the admin API and killswitch.yaml",
+        description="List what is disabled (admin API and killswitch.yaml) and the served policy version.",
+    )
     st.set_defaults(func=cmd_admin, admin_action="status")
 
     ag = sub.add_parser(
@@ -90,11 +109,22 @@ def _parser() -> argparse.ArgumentParser:
     ag.add_argument("--json", action="store_true", help="print JSON")
     ag.set_defaults(func=cmd_agents)
 
-    v = sub.add_parser("validate", help="parse and schema-validate a policy directory")
+    v = sub.add_parser(
+        "validate",
+        help="parse and schema-validate a policy directory",
+        description="Parse and validate a policy directory against its schema: live and shadow policies, "
+        "entities, agent registry, links, limits and kill switch. Every problem is printed as "
+        "file:line:col: message; exit 1 if there is any.",
+    )
     v.add_argument("dir", help="policy directory")
     v.set_defaults(func=cmd_validate)
 
-    f = sub.add_parser("fmt", help="format the .cedar files of a policy directory with Cedar's formatter")
+    f = sub.add_parser(
+        "fmt",
+        help="format the .cedar files of a policy directory with Cedar's formatter",
+        description="Rewrite every .cedar file of a policy directory with Cedar's formatter. "
+        "With --check, change nothing and exit 1 if a file would change.",
+    )
     f.add_argument("dir", help="policy directory")
     f.add_argument("--check", action="store_true", help="change nothing; exit 1 if any file is not formatted")
     f.set_defaults(func=cmd_fmt)
@@ -123,7 +153,8 @@ def _parser() -> argparse.ArgumentParser:
     ts = sub.add_parser(
         "test",
         help="run the policy test suites in DIR/tests/",
-        description="Run the YAML suites in DIR/tests/ (SPEC 8). Token cases go through the whole pipeline.",
+        description="Run the YAML suites in DIR/tests/ (format: docs/policy-tests.md). "
+        "Token cases go through the whole pipeline.",
     )
     ts.add_argument("dir", help="policy directory")
     ts.add_argument("--filter", "-k", help="only cases whose name contains this text")
@@ -160,12 +191,16 @@ def _parser() -> argparse.ArgumentParser:
     )
     a.add_argument("--address", default="127.0.0.1:50051", help="pep's gRPC address (default 127.0.0.1:50051)")
     a.add_argument("--token", required=True, help="the access token ('-' reads it from stdin)")
-    a.add_argument("--action", required=True)
+    a.add_argument("--action", required=True, help="the action name, e.g. read_file")
     a.add_argument("--resource", required=True, help='Type::"id"')
     a.add_argument("--attributes", help="resource attributes as a JSON object")
     a.add_argument("--context", help="request context as a JSON object")
     a.add_argument("--dpop", action="store_true", help="send a fresh DPoP proof made with the dev DPoP key")
-    a.add_argument("--dev-dir", default=DEFAULT_DEV_DIR)
-    a.add_argument("--timeout", type=float, default=5.0)
+    a.add_argument(
+        "--dev-dir",
+        default=DEFAULT_DEV_DIR,
+        help=f"where the dev DPoP key lives, for --dpop (default {DEFAULT_DEV_DIR})",
+    )
+    a.add_argument("--timeout", type=float, default=5.0, help="seconds to wait for the answer (default 5)")
     a.set_defaults(func=cmd_authorize)
     return p

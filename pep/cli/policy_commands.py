@@ -15,7 +15,7 @@ from pep.errors import PolicyLoadError
 def cmd_agents(args: argparse.Namespace) -> int:
     import datetime as dt
 
-    from pep.policy.loader import AGENTS_FILE
+    from pep.policy.files import AGENTS_FILE
     from pep.policy.registry import parse_registry
     from pep.policy.source import SourceProblemError, load_yaml
 
