@@ -36,7 +36,7 @@ from pep.api.ingress import traceparent
 from pep.config import AuthzenConfig
 from pep.decision import Decision, Fault
 from pep.errors import RequestError
-from pep.pipeline import Pipeline, Request, Subject, stop_after
+from pep.pipeline import Pipeline, Request, Subject
 from pep.policy.request import Check, ResourceRef
 from pep.tokens.verifier import Credentials
 
@@ -352,6 +352,17 @@ class AuthzenApp:
             decisions = stop_after(self._pipeline.decide(ask), stop)
         answer = render(parsed, decisions, identity=not self._trust_subject)
         return 200, json.dumps(answer).encode(), [("Cache-Control", "no-store")]
+
+
+def stop_after(decisions: Iterable[Decision], stop: Callable[[bool], bool]) -> list[Decision]:
+    """Decisions up to and including the first whose answer `stop` ends the batch on; the
+    pipeline decides lazily, so the checks after it are never admitted, evaluated or logged."""
+    out: list[Decision] = []
+    for d in decisions:
+        out.append(d)
+        if stop(d.answer_allowed):
+            break
+    return out
 
 
 def _token_subject(subjects: Sequence[Subject]) -> tuple[str, str]:

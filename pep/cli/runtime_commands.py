@@ -158,12 +158,13 @@ def cmd_authorize(args: argparse.Namespace) -> int:
 
     from pep._proto.pep.v1 import authorizer_pb2 as pb
     from pep._proto.pep.v1 import authorizer_pb2_grpc as pb_grpc
-    from pep.policy.slicing import parse_uid_text
+    from pep.uids import parse_uid
 
     token = sys.stdin.read().strip() if args.token == "-" else args.token
-    uid = parse_uid_text(args.resource)
-    if uid is None:
-        print('pep authorize: --resource must look like Type::"id"', file=sys.stderr)
+    try:
+        uid = parse_uid(args.resource)
+    except ValueError as e:
+        print(f'pep authorize: --resource must look like Type::"id": {e}', file=sys.stderr)
         return EXIT_USAGE
     req = pb.AuthorizeRequest(token=token, action=args.action)
     req.resource.type, req.resource.id = uid

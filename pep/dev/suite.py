@@ -15,6 +15,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from pep import uids
 from pep.config import Config, IssuerConfig
 from pep.controls.admit import Controls
 from pep.decision import Outcome
@@ -24,11 +25,11 @@ from pep.pipeline.record import Recorder
 from pep.policy.evaluate import Query, evaluate, outcome_of, roots_of
 from pep.policy.loader import load_snapshot
 from pep.policy.request import Check, ResourceRef, entity_delta, resource_entity
-from pep.policy.slicing import parse_uid_text
 from pep.policy.snapshot import Snapshot
 from pep.policy.source import SourceProblemError, line_of, load_yaml
 from pep.tokens.jws import b64url_encode
 from pep.tokens.verifier import Credentials, TokenVerifier
+from pep.uids import ACTION, is_action_type, parse_json_uid
 
 TESTS_DIR = "tests"
 _ISSUER = "https://pep-test.invalid"
@@ -60,19 +61,22 @@ class CaseResult:
 
 def parse_uid(value: Any, what: str) -> tuple[str, str]:
     """`Type::"id"` or `{type, id}` to (type, id)."""
-    if isinstance(value, Mapping) and isinstance(value.get("type"), str) and isinstance(value.get("id"), str):
-        return value["type"], value["id"]
-    if isinstance(value, str) and (uid := parse_uid_text(value)) is not None:
+    if isinstance(value, Mapping) and (uid := parse_json_uid(dict(value))) is not None and all(uid):
         return uid
+    if isinstance(value, str):
+        try:
+            return uids.parse_uid(value)
+        except ValueError:
+            pass
     raise ValueError(f'{what} must be Type::"id" or {{type, id}}, got {value!r}')
 
 
 def _action(value: Any) -> tuple[str, str]:
     """(type, id) of an action: a bare name, `Action::"x"`, `App::Action::"x"` or {type, id}."""
     if isinstance(value, str) and "::" not in value and value:
-        return "Action", value
+        return ACTION, value
     type_, id_ = parse_uid(value, "action")
-    if type_ != "Action" and not type_.endswith("::Action"):
+    if not is_action_type(type_):
         raise ValueError(f"action must be an Action, got {type_}")
     return type_, id_
 
@@ -202,7 +206,7 @@ class SuiteRunner:
                 out = evaluate_principal(snapshot, parse_uid(case["principal"], "principal"), action, resource, context)
                 allowed, reason, policies, errors = out.allowed, out.reason.value, out.policies, out.errors
             else:
-                if action[0] != "Action":
+                if action[0] != ACTION:
                     raise ValueError("token cases take actions of type Action, as the gRPC API does")
                 allowed, reason, policies, errors = self._through_pipeline(
                     authorizer, case["token"], Check(action[1], resource, dict(context))

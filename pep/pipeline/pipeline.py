@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any, Protocol
 
 from pep.config import DelegationConfig, IdentityConfig
@@ -232,13 +232,3 @@ class Pipeline:
         except ValueError as e:
             return Outcome(False, Reason.INVALID_REQUEST, errors=(f"request entities: {e}",))
         return outcomes(snapshot, [query], entities, strict=self._strict)[0]
-
-
-def stop_after(decisions: Iterator[Decision], stop: Callable[[bool], bool] | None) -> list[Decision]:
-    """Decisions up to and including the first whose answer `stop` ends the batch on."""
-    out: list[Decision] = []
-    for d in decisions:
-        out.append(d)
-        if stop is not None and stop(d.answer_allowed):
-            break
-    return out

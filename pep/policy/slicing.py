@@ -322,7 +322,7 @@ def _scope_entity(scope: Mapping[str, Any], values: Mapping[str, Any]) -> Uid | 
 
 
 def parse_uid_text(text: str) -> Uid | None:
-    """`pep.uids.parse_uid`, None instead of ValueError (kept for pep.cli and pep.dev.suite)."""
+    """`pep.uids.parse_uid`, None instead of ValueError."""
     try:
         return parse_uid(text)
     except ValueError:

@@ -8,7 +8,7 @@ from typing import Any
 
 import yaml
 
-from pep.errors import SourceProblem
+from pep.errors import PepError, SourceProblem
 
 
 @dataclass(frozen=True)
@@ -117,7 +117,9 @@ def line_of(value: Any, default: int = 1) -> int:
     return value.line if isinstance(value, LineDict) else default
 
 
-class SourceProblemError(Exception):
+class SourceProblemError(PepError):
+    """A file of the policy directory that cannot be read as what it should be."""
+
     def __init__(self, problem: SourceProblem) -> None:
         super().__init__(str(problem))
         self.problem = problem

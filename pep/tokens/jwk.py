@@ -26,6 +26,7 @@ import jwt
 from jwt.algorithms import ECAlgorithm, OKPAlgorithm, RSAAlgorithm
 
 from pep.algorithms import ALGORITHMS
+from pep.errors import PepError
 from pep.tokens.jws import MIN_RSA_BITS, MalformedJWS, PublicKey, b64url_decode
 
 PRIVATE_MEMBERS = frozenset({"d", "p", "q", "dp", "dq", "qi", "oth", "k"})
@@ -34,7 +35,7 @@ _OKP_SIZES = {"Ed25519": 32, "Ed448": 57}
 _EC_ALG = {"P-256": "ES256", "P-384": "ES384", "P-521": "ES512"}
 
 
-class JWKError(ValueError):
+class JWKError(PepError, ValueError):
     """A JWK that cannot be used. The message names the problem, never key material."""
 
 

@@ -22,6 +22,8 @@ from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519, rsa
 from jwt.algorithms import Algorithm, OKPAlgorithm
 
 from pep.algorithms import ALGORITHMS, SUPPORTED_ALGORITHMS
+from pep.errors import PepError
+from pep.reasons import Reason
 
 COMPACT_JWS = re.compile(r"^[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+$")
 UNSECURED_JWS = re.compile(r"^([A-Za-z0-9_-]+)\.[A-Za-z0-9_-]+\.$")
@@ -35,8 +37,10 @@ MIN_RSA_BITS = 2048
 _EC_CURVES = {"secp256r1": "P-256", "secp384r1": "P-384", "secp521r1": "P-521"}
 
 
-class MalformedJWS(ValueError):
+class MalformedJWS(PepError, ValueError):
     """The input is not a well-formed compact JWS. The message is safe to log."""
+
+    reason = Reason.TOKEN_MALFORMED
 
 
 def is_forbidden_alg(alg: str) -> bool:

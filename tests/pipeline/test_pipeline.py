@@ -8,12 +8,13 @@ from typing import Any
 import pytest
 from prometheus_client import CollectorRegistry
 
+from pep.api.authzen import stop_after
 from pep.config import parse_config
 from pep.controls.admit import Controls
 from pep.decision import Decision
 from pep.dev import tokens as devtoken
 from pep.metrics import Metrics
-from pep.pipeline import Pipeline, Request, Subject, stop_after
+from pep.pipeline import Pipeline, Request, Subject
 from pep.pipeline.record import Recorder
 from pep.policy.loader import Snapshot, load_snapshot
 from pep.policy.request import Check, ResourceRef
