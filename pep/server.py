@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import signal
+import socket
 import threading
 import time
 from concurrent import futures
@@ -17,13 +18,14 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from pep._proto.envoy.service.auth.v3 import external_auth_pb2_grpc
-from pep._proto.pep.v1 import admin_pb2_grpc, authorizer_pb2, authorizer_pb2_grpc
+from pep._proto.pep.v1 import admin_pb2_grpc, authorizer_pb2
 from pep.api.authzen_server import AuthzenServer
 from pep.api.ext_authz import SERVICE_NAME as EXT_AUTHZ_SERVICE
 from pep.api.ext_authz import ExtAuthzService
+from pep.api.ext_authz import add_to_server as add_ext_authz
 from pep.api.grpc_admin import AdminService, update_kill_gauge
 from pep.api.grpc_authorizer import AuthorizerService
+from pep.api.grpc_authorizer import add_to_server as add_authorizer
 from pep.audit.log import DecisionLog
 from pep.config import Config, split_address
 from pep.controls.admit import Controls
@@ -38,6 +40,17 @@ from pep.policy.watcher import PolicyWatcher
 from pep.tokens.verifier import TokenVerifier
 
 log = logging.getLogger(__name__)
+# Memory is bounded by design (README, "Limits"): a message is at most MAX_MESSAGE_BYTES, and
+# at most MAX_CONCURRENT_RPCS calls are in pep at once (more are answered RESOURCE_EXHAUSTED by
+# gRPC itself). gRPC enables SO_REUSEPORT by default, which would let a second pep share a
+# port and silently take part of its traffic: off, so a clash fails start-up instead.
+MAX_MESSAGE_BYTES = 512 * 1024
+MAX_CONCURRENT_RPCS = 32
+GRPC_OPTIONS = [
+    ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+    ("grpc.max_send_message_length", 4 * MAX_MESSAGE_BYTES),
+    ("grpc.so_reuseport", 0),
+]
 SERVICE_NAME = authorizer_pb2.DESCRIPTOR.services_by_name["Authorizer"].full_name
 
 
@@ -91,12 +104,12 @@ class Server:
         self._stopped.set()
 
 
-def build_server(config: Config, *, metrics: Metrics | None = None, max_workers: int = 16) -> Server:
+def build_server(config: Config, *, metrics: Metrics | None = None, max_workers: int = 8) -> Server:
     """Build and start pep from a checked config. Raises ConfigError before any port opens."""
     metrics = metrics or Metrics()
     # May raise ConfigError. Every JWKS refresh counts in pep_jwks_refreshes_total.
     verifier = TokenVerifier(config.issuers, config.tokens, on_jwks_refresh=metrics.jwks_refreshed)
-    store = PolicyStore(config.policies, metrics)
+    store = PolicyStore(config.policies, metrics, require_schema=config.policies_require_schema)
     decision_log = DecisionLog(config.decision_log, metrics)
     recorder = Recorder(decision_log, metrics, mode=config.mode, log_required=config.decision_log.required)
     kills = RuntimeKills()
@@ -106,14 +119,15 @@ def build_server(config: Config, *, metrics: Metrics | None = None, max_workers:
 
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="pep-grpc"),
-        options=[("grpc.max_receive_message_length", 4 * 1024 * 1024)],
+        options=GRPC_OPTIONS,
+        maximum_concurrent_rpcs=MAX_CONCURRENT_RPCS,
     )
-    authorizer_pb2_grpc.add_AuthorizerServicer_to_server(AuthorizerService(pipeline), server)
+    add_authorizer(AuthorizerService(pipeline), server)
     served = [SERVICE_NAME]
     if config.ext_authz.enabled:
         # Envoy's ext_authz filter asks the same core on the same port.
         ext = ExtAuthzService(pipeline, config.ext_authz, config.tokens.dpop_algorithms)
-        external_auth_pb2_grpc.add_AuthorizationServicer_to_server(ext, server)
+        add_ext_authz(ext, server)
         served.append(EXT_AUTHZ_SERVICE)
     health_servicer = health.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
@@ -135,10 +149,7 @@ def build_server(config: Config, *, metrics: Metrics | None = None, max_workers:
     addresses = []
     for address in (config.listen, *config.extra_listen):
         if address.startswith("unix://"):
-            path = address[len("unix://") :]
-            os.makedirs(os.path.dirname(path) or "/", exist_ok=True)
-            if os.path.exists(path):
-                os.unlink(path)  # a stale socket from a previous run
+            _claim_unix_socket(address)
             _listen(server, address)
             addresses.append(address)
         else:
@@ -150,11 +161,20 @@ def build_server(config: Config, *, metrics: Metrics | None = None, max_workers:
     srv.watcher = PolicyWatcher(store, config.reload)
     srv.watcher.start()
     if config.admin_listen:
-        srv.admin_server = grpc.server(futures.ThreadPoolExecutor(max_workers=2, thread_name_prefix="pep-admin"))
+        srv.admin_server = grpc.server(
+            futures.ThreadPoolExecutor(max_workers=2, thread_name_prefix="pep-admin"), options=GRPC_OPTIONS
+        )
         admin_pb2_grpc.add_AdminServicer_to_server(
             AdminService(kills, store.current, metrics, decision_log.write_event), srv.admin_server
         )
-        bound = _listen(srv.admin_server, config.admin_listen)
+        try:
+            if config.admin_listen.startswith("unix://"):
+                _claim_unix_socket(config.admin_listen)
+            bound = _listen(srv.admin_server, config.admin_listen)
+        except ListenError:
+            srv.admin_server = None
+            srv.stop(0)
+            raise
         srv.admin_address = (
             config.admin_listen
             if config.admin_listen.startswith("unix://")
@@ -162,7 +182,11 @@ def build_server(config: Config, *, metrics: Metrics | None = None, max_workers:
         )
         srv.admin_server.start()
     if config.metrics_listen:
-        srv.metrics_http, srv.metrics_address = _start_metrics_http(config.metrics_listen, srv)
+        try:
+            srv.metrics_http, srv.metrics_address = _start_metrics_http(config.metrics_listen, srv)
+        except ListenError:
+            srv.stop(0)
+            raise
     if config.authzen.listen:
         try:
             srv.authzen = AuthzenServer(config.authzen, pipeline, shutdown_timeout=config.shutdown_grace_seconds)
@@ -172,8 +196,27 @@ def build_server(config: Config, *, metrics: Metrics | None = None, max_workers:
         srv.authzen_address = srv.authzen.address
         who = "subject as given" if config.authzen.trust_subject else "subject from the token"
         log.info("AuthZEN API on %s (%s)", srv.authzen_address, who)
-    log.info("pep serving on %s (metrics on %s)", ", ".join(addresses), srv.metrics_address or "off")
+    metrics_where = f"metrics on {srv.metrics_address}" if srv.metrics_address else "metrics off"
+    log.info("pep serving on %s (%s)", ", ".join(addresses), metrics_where)
     return srv
+
+
+def _claim_unix_socket(address: str) -> None:
+    """Make way for a Unix socket: a stale one from a dead process is removed, a live one is a clash."""
+    path = address[len("unix://") :]
+    os.makedirs(os.path.dirname(path) or "/", exist_ok=True)
+    if not os.path.exists(path):
+        return
+    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        probe.settimeout(1.0)
+        probe.connect(path)
+    except OSError:
+        os.unlink(path)  # nobody answers: left by a process that is gone
+        return
+    finally:
+        probe.close()
+    raise ListenError(address, "another process is listening on this socket")
 
 
 def _listen(server: grpc.Server, address: str) -> int:

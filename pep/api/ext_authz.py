@@ -33,18 +33,20 @@ import grpc
 from google.protobuf import struct_pb2
 
 from pep._proto.envoy.config.core.v3 import base_pb2
-from pep._proto.envoy.service.auth.v3 import attribute_context_pb2, external_auth_pb2, external_auth_pb2_grpc
+from pep._proto.envoy.service.auth.v3 import attribute_context_pb2, external_auth_pb2
 from pep._proto.envoy.type.v3 import http_status_pb2
 from pep._proto.google.rpc import status_pb2
+from pep.api.client_cert import certificate_thumbprint
+from pep.api.grpc_authorizer import Undecodable, decoder
 from pep.api.ingress import traceparent
 from pep.config import ExtAuthzConfig
 from pep.config.routes import Route, compile_route, first_match, parse_entity_ref
 from pep.decision import Decision, Fault
+from pep.errors import RequestError
 from pep.pipeline import Pipeline, Request
 from pep.policy.request import Check, ResourceRef
 from pep.reasons import Reason
-from pep.tokens.jws import b64url_decode, b64url_encode
-from pep.tokens.thumbprint import certificate_digest
+from pep.tokens.jws import b64url_decode
 from pep.tokens.verifier import Credentials, split_scheme
 
 log = logging.getLogger(__name__)
@@ -129,54 +131,6 @@ def target_uri(http: attribute_context_pb2.AttributeContext.HttpRequest) -> str:
     path = http.path.split("?", 1)[0].split("#", 1)[0] or "/"
     scheme = (http.scheme or "http").lower()
     return f"{scheme}://{http.host}{path}"
-
-
-def xfcc_hash(value: str) -> str:
-    """The `Hash=` of the last element of an x-forwarded-client-cert header (the element the
-    nearest Envoy added), or ""."""
-    elements = _split_quoted(value, ",")
-    if not elements:
-        return ""
-    for pair in _split_quoted(elements[-1], ";"):
-        key, sep, val = pair.partition("=")
-        if sep and key.strip().lower() == "hash":
-            return val.strip().strip('"')
-    return ""
-
-
-def _split_quoted(text: str, sep: str) -> list[str]:
-    out, current, quoted, escaped = [], [], False, False
-    for ch in text:
-        if escaped:
-            current.append(ch)
-            escaped = False
-        elif ch == "\\":
-            current.append(ch)
-            escaped = True
-        elif ch == '"':
-            current.append(ch)
-            quoted = not quoted
-        elif ch == sep and not quoted:
-            out.append("".join(current))
-            current = []
-        else:
-            current.append(ch)
-    out.append("".join(current))
-    return [p for p in (s.strip() for s in out) if p]
-
-
-def certificate_thumbprint(source_certificate: str, xfcc: str) -> str:
-    """base64url SHA-256 of the client's DER certificate, the form `cnf["x5t#S256"]` has.
-
-    An unreadable value is passed on as it is, so the token check reports it as unreadable
-    rather than absent."""
-    raw = source_certificate or xfcc_hash(xfcc)
-    if not raw:
-        return ""
-    try:
-        return b64url_encode(certificate_digest(raw))
-    except ValueError:
-        return raw[:MAX_HEADER_VALUE]
 
 
 def map_request(request: external_auth_pb2.CheckRequest, config: ExtAuthzConfig, routes: Sequence[Route]) -> Mapped:
@@ -366,7 +320,17 @@ def compile_routes(config: ExtAuthzConfig) -> tuple[Route, ...]:
     return tuple(compile_route(r.methods, r.path, r.action, r.resource) for r in config.rules)
 
 
-class ExtAuthzService(external_auth_pb2_grpc.AuthorizationServicer):
+def add_to_server(service: ExtAuthzService, server: grpc.Server) -> None:
+    """Register like the generated code, with a decoder that never raises (Envoy always gets an answer)."""
+    handler = grpc.unary_unary_rpc_method_handler(
+        service.Check,
+        request_deserializer=decoder(external_auth_pb2.CheckRequest),
+        response_serializer=external_auth_pb2.CheckResponse.SerializeToString,
+    )
+    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(SERVICE_NAME, {"Check": handler}),))
+
+
+class ExtAuthzService:
     """`envoy.service.auth.v3.Authorization` over the same decision core as pep.v1."""
 
     def __init__(self, pipeline: Pipeline, config: ExtAuthzConfig, dpop_algorithms: Sequence[str] = ()) -> None:
@@ -375,10 +339,13 @@ class ExtAuthzService(external_auth_pb2_grpc.AuthorizationServicer):
         self._routes = compile_routes(config)
         self._dpop_algorithms = tuple(dpop_algorithms)
 
-    def Check(
-        self, request: external_auth_pb2.CheckRequest, context: grpc.ServicerContext
-    ) -> external_auth_pb2.CheckResponse:
+    def Check(self, request: Any, context: grpc.ServicerContext) -> external_auth_pb2.CheckResponse:
         try:
+            if isinstance(request, Undecodable):  # answered like a request pep cannot map, and logged
+                mapped = Mapped(Credentials(""), Check("", ResourceRef("", "")), "", request.problem)
+                refused = Request([mapped.check], refusal=RequestError(request.problem))
+                decision = self._pipeline.authorize(refused)[0]
+                return to_check_response(decision, mapped, realm=self._config.realm, dpop_algorithms=())
             mapped = map_request(request, self._config, self._routes)
             ask = Request([mapped.check], mapped.credentials, traceparent=mapped.traceparent)
             decision = self._pipeline.authorize(ask)[0]

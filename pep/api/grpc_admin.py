@@ -25,6 +25,10 @@ log = logging.getLogger(__name__)
 KIND_NAMES: dict[int, str] = {pb.KillKind.Value(f"KILL_KIND_{k.name}"): k.value for k in KillKind}
 KIND_VALUES: dict[str, Any] = {v: k for k, v in KIND_NAMES.items()}
 MAX_REASON = 1024
+MAX_ID = 1024
+MAX_ACTOR = 256
+# Admin disables live in memory: bounded, so a runaway script cannot grow pep without limit.
+MAX_ENTRIES = 10_000
 
 
 def update_kill_gauge(metrics: Metrics, kills: RuntimeKills, snapshot: Snapshot | None) -> None:
@@ -55,17 +59,24 @@ class AdminService(pb_grpc.AdminServicer):
 
     def Disable(self, request: pb.DisableRequest, context: grpc.ServicerContext) -> pb.AdminResponse:
         kind = self._kind(request.kind, request.id, context)
+        self._check_actor(request.actor, context)
         reason = request.reason.strip()
         if not reason:
             context.abort(grpc.StatusCode.INVALID_ARGUMENT, "a reason is required")
         if len(reason) > MAX_REASON:
             context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"reason is longer than {MAX_REASON} characters")
+        if len(self._kills.entries()) >= MAX_ENTRIES:
+            context.abort(
+                grpc.StatusCode.FAILED_PRECONDITION,
+                f"{MAX_ENTRIES} admin disables are in force already: lift some, or list them in killswitch.yaml",
+            )
         changed = self._kills.disable(kind, request.id, reason, request.actor)
         self._changed("disable", kind, request.id, reason, request.actor, changed)
         return pb.AdminResponse(changed=changed, status=self._status())
 
     def Enable(self, request: pb.EnableRequest, context: grpc.ServicerContext) -> pb.AdminResponse:
         kind = self._kind(request.kind, request.id, context)
+        self._check_actor(request.actor, context)
         changed = self._kills.enable(kind, request.id)
         self._changed("enable", kind, request.id, "", request.actor, changed)
         return pb.AdminResponse(changed=changed, status=self._status())
@@ -79,8 +90,17 @@ class AdminService(pb_grpc.AdminServicer):
             context.abort(grpc.StatusCode.INVALID_ARGUMENT, "kind must be agent, agent_group, user, issuer or all")
         if kind != "all" and not id_:
             context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"an id is required to disable a {kind}")
+        if kind == "all" and id_:
+            context.abort(grpc.StatusCode.INVALID_ARGUMENT, "`all` takes no id")
+        if len(id_) > MAX_ID:
+            context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"id is longer than {MAX_ID} characters")
         assert kind is not None  # abort() raised above
         return kind
+
+    @staticmethod
+    def _check_actor(actor: str, context: grpc.ServicerContext) -> None:
+        if len(actor) > MAX_ACTOR:
+            context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"actor is longer than {MAX_ACTOR} characters")
 
     def _changed(self, action: str, kind: str, id_: str, reason: str, actor: str, changed: bool) -> None:
         update_kill_gauge(self._metrics, self._kills, self._current())

@@ -17,6 +17,18 @@ from pep.decision import Decision
 
 SCHEMA_VERSION = 1
 REDACTED = "[redacted]"
+# What one entry may hold of free text (README, "Limits"): the request's own fields are bounded
+# where it comes in; errors can quote them, so they are cut here.
+MAX_ERRORS = 16
+MAX_ERROR_CHARS = 1024
+
+
+def bounded_errors(errors: Iterable[str]) -> list[str]:
+    out = [e if len(e) <= MAX_ERROR_CHARS else e[:MAX_ERROR_CHARS] + "…[cut]" for e in errors]
+    if len(out) > MAX_ERRORS:
+        out = [*out[:MAX_ERRORS], f"…[{len(out) - MAX_ERRORS} more errors cut]"]
+    return out
+
 
 # Where each claim the log can show lands in an entry.
 _CLAIM_FIELDS: dict[str, tuple[tuple[str, ...], ...]] = {
@@ -58,7 +70,7 @@ def log_entry(d: Decision, redact: tuple[tuple[str, ...], ...] = ()) -> dict[str
         "decision": "allow" if d.allowed else "deny",
         "reason": d.reason.value,
         "policies": list(d.policies),
-        "errors": list(d.errors),
+        "errors": bounded_errors(d.errors),
         "agent": d.agent,
         "on_behalf_of": d.on_behalf_of,
         "delegation_chain": list(d.delegation_chain),
@@ -84,7 +96,7 @@ def log_entry(d: Decision, redact: tuple[tuple[str, ...], ...] = ()) -> dict[str
             "decision": "allow" if d.shadow.allowed else "deny",
             "reason": d.shadow.reason.value,
             "policies": list(d.shadow.policies),
-            "errors": list(d.shadow.errors),
+            "errors": bounded_errors(d.shadow.errors),
         }
     if redact:
         _redact(entry, redact)

@@ -122,6 +122,8 @@ class Pipeline:
             raise ValueError("one subject per check")
         # 0. shape: a request with one credential is malformed as a whole
         try:
+            if request.refusal is not None:
+                raise request.refusal
             for i, check in enumerate(checks):
                 check_request_shape(check)
                 if subjects is not None and (not subjects[i].type or not subjects[i].id):

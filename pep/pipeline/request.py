@@ -6,6 +6,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from pep.errors import RequestError
 from pep.policy.request import Check
 from pep.tokens.verifier import Credentials
 
@@ -28,6 +29,8 @@ class Request:
 
     With a token, `expect` is the principal the caller names: a token that resolves to anyone
     else is denied (`invalid_request`). `traceparent` is already validated by the transport.
+    `refusal` is why the transport could not read the request whole: every check is answered
+    INVALID_ARGUMENT with it, and recorded.
     """
 
     checks: Sequence[Check]
@@ -35,3 +38,4 @@ class Request:
     subjects: Sequence[Subject] | None = None
     expect: tuple[str, str] | None = None
     traceparent: str = ""
+    refusal: RequestError | None = None

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from pep.api.ext_authz import challenges, target_uri, xfcc_hash
+from pep.api.client_cert import xfcc_hash
+from pep.api.ext_authz import challenges, target_uri
 from pep.config import parse_config
 from pep.config.routes import compile_route, first_match, parse_entity_ref
 from pep.errors import ConfigError
