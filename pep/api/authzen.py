@@ -20,8 +20,8 @@ actor>"`), or the decision is a deny (`invalid_request`).
 HTTP errors (a JSON body `{"error": {"status", "message"}}`) are for requests pep cannot
 judge: malformed JSON or a missing member (400), too large (413), not JSON (415), no
 policy loaded (503), internal faults (500). Every judgeable request answers 200 with a
-decision, bad tokens included, as over gRPC. Served by cheroot, a threaded WSGI server,
-with a body size limit, a per-connection idle timeout and a bounded worker pool.
+decision, bad tokens included, as over gRPC. The listener (framing, deadlines, connection
+and worker bounds) is `authzen_server.py`; this module never sees a socket.
 """
 
 from __future__ import annotations
@@ -48,18 +48,7 @@ METADATA_PATH = "/.well-known/authzen-configuration"
 SEMANTICS = ("execute_all", "deny_on_first_deny", "permit_on_first_permit")
 # Who may connect to a trust_subject Unix socket: the owner and its group.
 SOCKET_MODE = 0o660
-MAX_HEADER_BYTES = 64 * 1024
 _MAX_REQUEST_ID = 256
-_STATUS_TEXT = {
-    200: "OK",
-    400: "Bad Request",
-    404: "Not Found",
-    405: "Method Not Allowed",
-    413: "Content Too Large",
-    415: "Unsupported Media Type",
-    500: "Internal Server Error",
-    503: "Service Unavailable",
-}
 _FAULT_STATUS = {Fault.INVALID_ARGUMENT: 400, Fault.UNAVAILABLE: 503, Fault.INTERNAL: 500}
 _STOP: dict[str, Callable[[bool], bool] | None] = {
     "execute_all": None,
@@ -238,59 +227,83 @@ def render(parsed: ParsedRequest, decisions: Sequence[Decision], *, identity: bo
     return {"evaluations": [decision_body(d, identity=identity) for d in decisions]}
 
 
-# --- the WSGI application -------------------------------------------------------------------
+# --- the application: a request's head, then its body -----------------------------------------
+
+# Headers pep reads: each must come at most once, or which one counts would be a guess.
+_READ_ONCE = {"authorization", "dpop", "x-request-id", "traceparent", "content-type"} | {
+    f"x-forwarded-{name}" for name in ("method", "uri", "host", "proto")
+}
 
 
-def _media_type(environ: Mapping[str, Any]) -> str:
-    return str(environ.get("CONTENT_TYPE") or "").split(";", 1)[0].strip().lower()
+@dataclass
+class Answer:
+    """A response: status, JSON body and headers (Content-Type and Content-Length are the listener's)."""
+
+    status: int
+    body: bytes
+    headers: list[tuple[str, str]]
 
 
-def read_body(environ: Mapping[str, Any], limit: int) -> bytes:
-    """At most `limit` bytes of body, or 413. A chunked body is read to `limit` + 1 and no further."""
-    stream = environ["wsgi.input"]
-    length = str(environ.get("CONTENT_LENGTH") or "").strip()
-    if length:
-        if not length.isdigit():
-            raise _bad("Content-Length must be a whole number")
-        if int(length) > limit:
-            raise HTTPError(413, f"the body is larger than {limit} bytes")
-        data = stream.read(int(length))
-    else:
-        data = stream.read(limit + 1)
-    if len(data) > limit:
-        raise HTTPError(413, f"the body is larger than {limit} bytes")
-    return bytes(data)
+@dataclass
+class Pending:
+    """A routed POST whose body is still to be read (at most `limit` bytes) and then decided."""
+
+    path: str
+    headers: Mapping[str, str]
+    request_id: str
+    reply_headers: list[tuple[str, str]]
+    limit: int
 
 
-def _request_id(environ: Mapping[str, Any]) -> str:
-    value = str(environ.get("HTTP_X_REQUEST_ID") or "")
+def request_headers(pairs: Iterable[tuple[str, str]]) -> dict[str, str]:
+    """Header name (lower case) to value; a header pep reads sent twice is a 400."""
+    out: dict[str, str] = {}
+    for name, value in pairs:
+        key = name.lower()
+        if key in out and key in _READ_ONCE:
+            raise _bad(f"the {name} header is sent more than once")
+        out.setdefault(key, value)
+    return out
+
+
+def _media_type(headers: Mapping[str, str]) -> str:
+    return headers.get("content-type", "").split(";", 1)[0].strip().lower()
+
+
+def _request_id(headers: Mapping[str, str]) -> str:
+    value = headers.get("x-request-id", "")
     if len(value) > _MAX_REQUEST_ID or not value.isprintable() or not value.isascii():
         raise _bad(f"X-Request-ID must be at most {_MAX_REQUEST_ID} printable ASCII characters")
     return value
 
 
-def _forwarded_uri(environ: Mapping[str, Any]) -> str:
+def _forwarded_uri(headers: Mapping[str, str]) -> str:
     """The URI of the request a DPoP proof was made for (X-Forwarded-Uri, with -Proto and -Host)."""
-    uri = str(environ.get("HTTP_X_FORWARDED_URI") or "")
+    uri = headers.get("x-forwarded-uri", "")
     if uri.startswith(("https://", "http://")) or not uri.startswith("/"):
         return uri
-    host = str(environ.get("HTTP_X_FORWARDED_HOST") or "")
-    proto = str(environ.get("HTTP_X_FORWARDED_PROTO") or "https")
+    host = headers.get("x-forwarded-host", "")
+    proto = headers.get("x-forwarded-proto") or "https"
     return f"{proto}://{host}{uri}" if host else uri
 
 
-def credentials(environ: Mapping[str, Any]) -> Credentials:
+def credentials(headers: Mapping[str, str]) -> Credentials:
     """The token (`Authorization`), its DPoP proof and the request that proof was made for."""
     return Credentials(
-        token=str(environ.get("HTTP_AUTHORIZATION") or ""),
-        dpop_proof=str(environ.get("HTTP_DPOP") or ""),
-        http_method=str(environ.get("HTTP_X_FORWARDED_METHOD") or ""),
-        http_uri=_forwarded_uri(environ),
+        token=headers.get("authorization", ""),
+        dpop_proof=headers.get("dpop", ""),
+        http_method=headers.get("x-forwarded-method", ""),
+        http_uri=_forwarded_uri(headers),
     )
 
 
+def error_answer(status: int, message: str, headers: Sequence[tuple[str, str]] = ()) -> Answer:
+    return Answer(status, json.dumps(error_body(status, message)).encode(), list(headers))
+
+
 class AuthzenApp:
-    """The WSGI application: routing, limits and the mapping to pipeline requests."""
+    """Routing, limits and the mapping to pipeline requests. `head` runs on the listener's event
+    loop and never blocks; `finish` runs the pipeline, on one of the listener's worker threads."""
 
     def __init__(self, pipeline: Pipeline, config: AuthzenConfig, base_url: str) -> None:
         self._pipeline = pipeline
@@ -304,46 +317,56 @@ class AuthzenApp:
             }
         ).encode()
 
-    def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
-        headers: list[tuple[str, str]] = [("Content-Type", "application/json")]
+    def head(self, method: str, path: str, pairs: Iterable[tuple[str, str]], length: int | None) -> Answer | Pending:
+        """Everything that can be answered before the body is read; `length` is the Content-Length (None: chunked)."""
+        reply: list[tuple[str, str]] = []
         try:
-            request_id = _request_id(environ)
+            headers = request_headers(pairs)
+            request_id = _request_id(headers)
             if request_id:
-                headers.append(("X-Request-ID", request_id))
-            status, body, extra = self._route(environ, request_id)
-            headers.extend(extra)
+                reply.append(("X-Request-ID", request_id))
+            if path == METADATA_PATH:
+                if method != "GET":
+                    raise HTTPError(405, f"{path} answers GET only", [("Allow", "GET")])
+                return Answer(200, self._metadata, [*reply, ("Cache-Control", "max-age=300")])
+            if path not in (EVALUATION_PATH, EVALUATIONS_PATH):
+                raise HTTPError(404, f"no such endpoint: {path}")
+            if method != "POST":
+                raise HTTPError(405, f"{path} answers POST only", [("Allow", "POST")])
+            if _media_type(headers) != "application/json":
+                raise HTTPError(415, "the body must be sent as Content-Type: application/json")
+            if length is not None and length > self._config.max_body_bytes:
+                raise self.too_large()
         except HTTPError as e:
-            status, body = e.status, json.dumps(error_body(e.status, e.message)).encode()
-            headers.extend(e.headers)
+            return error_answer(e.status, e.message, [*reply, *e.headers])
+        return Pending(path, headers, request_id, reply, self._config.max_body_bytes)
+
+    def too_large(self) -> HTTPError:
+        return HTTPError(413, f"the body is larger than {self._config.max_body_bytes} bytes")
+
+    def finish(self, pending: Pending, body: bytes) -> Answer:
+        """Parse the body, ask the pipeline, render the decisions. Never raises."""
+        try:
+            return self._decide(pending, body)
+        except HTTPError as e:
+            return error_answer(e.status, e.message, [*pending.reply_headers, *e.headers])
         except Exception:  # a bug answers 500 without details, never a decision
             log.exception("authzen: internal error")
-            status, body = 500, json.dumps(error_body(500, "internal error")).encode()
-        headers.append(("Content-Length", str(len(body))))
-        start_response(f"{status} {_STATUS_TEXT.get(status, '')}".rstrip(), headers)
-        return [body]
+            return error_answer(500, "internal error", pending.reply_headers)
 
-    def _route(self, environ: Mapping[str, Any], request_id: str) -> tuple[int, bytes, list[tuple[str, str]]]:
-        path, method = environ.get("PATH_INFO", ""), environ.get("REQUEST_METHOD", "")
-        if path == METADATA_PATH:
-            if method != "GET":
-                raise HTTPError(405, f"{path} answers GET only", [("Allow", "GET")])
-            return 200, self._metadata, [("Cache-Control", "max-age=300")]
-        if path not in (EVALUATION_PATH, EVALUATIONS_PATH):
-            raise HTTPError(404, f"no such endpoint: {path}")
-        if method != "POST":
-            raise HTTPError(405, f"{path} answers POST only", [("Allow", "POST")])
-        if _media_type(environ) != "application/json":
-            raise HTTPError(415, "the body must be sent as Content-Type: application/json")
-        body = load_json(read_body(environ, self._config.max_body_bytes))
+    def _decide(self, pending: Pending, body: bytes) -> Answer:
         parsed = parse_request(
-            body, batch_endpoint=path == EVALUATIONS_PATH, max_evaluations=self._config.max_evaluations
+            load_json(body),
+            batch_endpoint=pending.path == EVALUATIONS_PATH,
+            max_evaluations=self._config.max_evaluations,
         )
-        checks = [Check(c.action, c.resource, c.context, request_id) for c in parsed.checks]
-        trace = traceparent(environ.get("HTTP_TRACEPARENT"))
+        checks = [Check(c.action, c.resource, c.context, pending.request_id) for c in parsed.checks]
+        trace = traceparent(pending.headers.get("traceparent"))
         if self._trust_subject:
             ask = Request(checks, subjects=parsed.subjects, traceparent=trace)
         else:
-            ask = Request(checks, credentials(environ), expect=_token_subject(parsed.subjects), traceparent=trace)
+            expect = _token_subject(parsed.subjects)
+            ask = Request(checks, credentials(pending.headers), expect=expect, traceparent=trace)
         stop = _STOP[parsed.semantic]
         if stop is None:
             decisions = self._pipeline.authorize(ask)
@@ -351,7 +374,7 @@ class AuthzenApp:
             # The batch ends at the first deny (or permit): later items are neither evaluated nor logged.
             decisions = stop_after(self._pipeline.decide(ask), stop)
         answer = render(parsed, decisions, identity=not self._trust_subject)
-        return 200, json.dumps(answer).encode(), [("Cache-Control", "no-store")]
+        return Answer(200, json.dumps(answer).encode(), [*pending.reply_headers, ("Cache-Control", "no-store")])
 
 
 def stop_after(decisions: Iterable[Decision], stop: Callable[[bool], bool]) -> list[Decision]:

@@ -24,13 +24,15 @@ def todo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pep]:
 def pep_factory(tmp_path: Path) -> Iterator[Callable[..., Pep]]:
     """Start a pep of one's own (a copy of the Todo estate, changed by `edit`); stopped after the test."""
     made: list[Pep] = []
+    tries = iter(range(1_000))  # a pep that fails to start leaves its folders behind
 
     def make(edit: Callable[[Path], None] | None = None, **authzen: Any) -> Pep:
-        policies = tmp_path / f"policies{len(made)}"
+        n = next(tries)
+        policies = tmp_path / f"policies{n}"
         shutil.copytree(TODO, policies)
         if edit is not None:
             edit(policies)
-        pep = start_authzen(tmp_path / f"run{len(made)}", policies, **authzen)
+        pep = start_authzen(tmp_path / f"run{n}", policies, **authzen)
         made.append(pep)
         return pep
 
