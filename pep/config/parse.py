@@ -44,6 +44,12 @@ def load_config(path: str | None, overrides: Mapping[str, Any] | None = None) ->
             raise ConfigError("--config", f"file not found: {path}") from None
         except yaml.YAMLError as e:
             raise ConfigError("--config", f"{path} is not valid YAML: {e}") from None
+        except UnicodeDecodeError as e:
+            raise ConfigError("--config", f"{path} is not UTF-8 (byte {e.start})") from None
+        except RecursionError:
+            raise ConfigError("--config", f"{path} is nested too deeply") from None
+        except OSError as e:
+            raise ConfigError("--config", f"cannot read {path}: {e.strerror or e}") from None
         if loaded is None:
             loaded = {}
         if not isinstance(loaded, dict):
@@ -83,6 +89,8 @@ def parse_config(raw: Mapping[str, Any], base_dir: str = ".") -> Config:
         values["policies"] = _path(_str(raw["policies"], "policies"), base_dir)
     else:
         values["policies"] = _path(cfg.policies, base_dir)
+    if "policies_require_schema" in raw:
+        values["policies_require_schema"] = _like(raw["policies_require_schema"], True, "policies_require_schema")
     if "mode" in raw:
         mode = _str(raw["mode"], "mode")
         if mode not in MODES:
@@ -190,11 +198,12 @@ def _authzen(raw: Mapping[str, Any]) -> AuthzenConfig:
             f"{cfg.listen} is not a loopback address or Unix socket; a listener that takes the subject as given "
             "must be local only",
         )
-    for name in ("max_body_bytes", "max_evaluations", "threads"):
+    for name in ("max_body_bytes", "max_evaluations", "threads", "max_connections_per_client"):
         if getattr(cfg, name) < 1:
             raise ConfigError(f"authzen.{name}", "must be at least 1")
-    if cfg.timeout_seconds <= 0:
-        raise ConfigError("authzen.timeout_seconds", "must be a positive number")
+    for name in ("timeout_seconds", "header_timeout_seconds"):
+        if not 0 < getattr(cfg, name) < float("inf"):  # NaN fails this too
+            raise ConfigError(f"authzen.{name}", f"must be a positive number, got {getattr(cfg, name)}")
     if cfg.base_url:
         if not cfg.base_url.startswith(("https://", "http://")) or any(c in cfg.base_url for c in "?#"):
             raise ConfigError("authzen.base_url", "must be an http(s) URL without a query or fragment")

@@ -83,8 +83,12 @@ class AuthzenConfig:
     trust_subject: bool = False
     max_body_bytes: int = 1024 * 1024
     max_evaluations: int = 1000
-    # Idle limit for reading a request or writing a response, per connection.
+    # The body must arrive, and the response be written, within this (each, per request).
     timeout_seconds: float = 10.0
+    # The whole request head must arrive within this of connecting or of the previous response.
+    header_timeout_seconds: float = 10.0
+    # Open connections from one client address (a Unix socket's clients count as one).
+    max_connections_per_client: int = 32
     threads: int = 8
     # `policy_decision_point` in the metadata document; default: http:// plus the bound address.
     base_url: str = ""
@@ -123,6 +127,8 @@ class Config:
     # The admin API may listen beyond loopback only when this says so.
     admin_allow_remote: bool = False
     policies: str = "./policies"
+    # Refuse a policy set without schema.cedarschema (start-up serves nothing, a reload is a failure).
+    policies_require_schema: bool = True
     mode: str = "enforce"
     issuers: tuple[IssuerConfig, ...] = ()
     tokens: TokenConfig = field(default_factory=TokenConfig)

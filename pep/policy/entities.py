@@ -10,6 +10,7 @@ import cedarpy
 from pep.errors import SourceProblem
 from pep.policy.files import AGENTS_FILE, ENTITIES_FILE
 from pep.policy.registry import AgentRecord, Registry, agent_entity, group_entities
+from pep.policy.source import SourceProblemError, load_json
 from pep.uids import AGENT, format_uid, parse_json_uid
 
 
@@ -28,18 +29,19 @@ def build_entities(
     stored: list[Any] = []
     if entities_text is not None:
         try:
-            stored = json.loads(entities_text)
-        except json.JSONDecodeError as e:
-            problems.append(SourceProblem(ENTITIES_FILE, f"invalid JSON: {e.msg}", e.lineno, e.colno))
+            stored = load_json(entities_text, ENTITIES_FILE)
+        except SourceProblemError as e:
+            problems.append(e.problem)
             return None
         if not isinstance(stored, list):
             problems.append(SourceProblem(ENTITIES_FILE, "expected a JSON list of Cedar entities"))
             return None
     uids = set()
+    lines = _element_lines(entities_text or "[]", len(stored))
     for i, ent in enumerate(stored):
         uid = parse_json_uid(ent.get("uid") if isinstance(ent, dict) else None)
         if uid is None:
-            problems.append(SourceProblem(ENTITIES_FILE, f"entity [{i}] needs a uid with a type and an id"))
+            problems.append(SourceProblem(ENTITIES_FILE, f"entity [{i}] needs a uid with a type and an id", lines[i]))
             continue
         uids.add(uid)
     clashes = [a for a in registry.agents if (AGENT, a) in uids]
@@ -49,7 +51,7 @@ def build_entities(
     try:
         cedarpy.Entities.from_json_str(json.dumps(stored), schema, release_gil=True)
     except (ValueError, TypeError) as e:
-        problems.append(SourceProblem(ENTITIES_FILE, f"invalid entities: {e}"))
+        problems.extend(_locate(stored, schema, lines) or [SourceProblem(ENTITIES_FILE, f"invalid entities: {e}")])
         return None
     shapes: dict[str, AgentRecord] = {}
     for rec in registry.agents.values():
@@ -63,6 +65,39 @@ def build_entities(
             where = found.line if found is not None else 1
             problems.append(SourceProblem(AGENTS_FILE, f"{what} does not fit the schema: {e}", where))
     return [*stored, *groups]
+
+
+def _locate(stored: list[Any], schema: cedarpy.Schema | None, lines: list[int]) -> list[SourceProblem]:
+    """The entities Cedar refuses one by one, each at its line (the first few: the rest alike)."""
+    found: list[SourceProblem] = []
+    for i, ent in enumerate(stored):
+        try:
+            cedarpy.Entities.from_json_str(json.dumps([ent]), schema)
+        except (ValueError, TypeError) as e:
+            uid = parse_json_uid(ent.get("uid") if isinstance(ent, dict) else None)
+            what = format_uid(uid) if uid is not None else f"entity [{i}]"
+            found.append(SourceProblem(ENTITIES_FILE, f"invalid entity {what}: {e}", lines[i]))
+            if len(found) >= 20:
+                break
+    return found
+
+
+def _element_lines(text: str, count: int) -> list[int]:
+    """The line each element of a top-level JSON list starts on (1 where it cannot be told)."""
+    lines = [1] * count
+    decoder = json.JSONDecoder()
+    i = text.find("[") + 1
+    line, counted = 1, 0
+    try:
+        for n in range(count):
+            while text[i] in " \t\r\n,":
+                i += 1
+            line += text.count("\n", counted, i)
+            lines[n], counted = line, i
+            _, i = decoder.raw_decode(text, i)
+    except (ValueError, IndexError, RecursionError):
+        pass
+    return lines
 
 
 def _shape(value: Any) -> str:

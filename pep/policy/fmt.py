@@ -8,7 +8,8 @@ from dataclasses import dataclass
 import cedarpy
 
 from pep.errors import SourceProblem
-from pep.policy.source import split_statements
+from pep.policy.files import read_file, walk_cedar
+from pep.policy.source import cedar_bounds, split_statements
 
 
 @dataclass(frozen=True)
@@ -20,23 +21,22 @@ class FmtResult:
 
 def cedar_files(directory: str) -> list[str]:
     """Every .cedar file (live, shadow and test), relative and sorted; hidden entries skipped."""
-    out = []
-    for root, dirs, files in os.walk(directory, followlinks=True):
-        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
-        out += [
-            os.path.relpath(os.path.join(root, n), directory)
-            for n in files
-            if n.endswith(".cedar") and not n.startswith(".")
-        ]
-    return sorted(out)
+    return walk_cedar(directory, directory)
 
 
 def format_directory(directory: str, *, write: bool) -> list[FmtResult]:
     results = []
-    for rel in cedar_files(directory):
+    folders: list[SourceProblem] = []
+    for rel in walk_cedar(directory, directory, problems=folders):
         path = os.path.join(directory, rel)
-        with open(path, encoding="utf-8") as f:
-            text = f.read()
+        text, unreadable = read_file(directory, rel)
+        if text is None:
+            results.append(FmtResult(rel, False, unreadable or SourceProblem(rel, "disappeared while formatting")))
+            continue
+        too_big = _beyond_bounds(rel, text)
+        if too_big is not None:  # cedarpy's formatter would crash the process on it
+            results.append(FmtResult(rel, False, too_big))
+            continue
         try:
             formatted = cedarpy.format_policies(text) if text.strip() else text
         except ValueError as e:
@@ -49,7 +49,15 @@ def format_directory(directory: str, *, write: bool) -> list[FmtResult]:
                 f.write(formatted)
             os.replace(tmp, path)
         results.append(FmtResult(rel, changed))
-    return results
+    return [*(FmtResult(p.path, False, p) for p in folders), *results]
+
+
+def _beyond_bounds(rel: str, text: str) -> SourceProblem | None:
+    for stmt in split_statements(text):
+        bounds = cedar_bounds(stmt.text)
+        if bounds is not None:
+            return SourceProblem(rel, bounds[0], stmt.line + bounds[1] - 1)
+    return None
 
 
 def _locate(rel: str, text: str, message: str) -> SourceProblem:

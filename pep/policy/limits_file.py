@@ -9,6 +9,9 @@ from typing import Any
 from pep.errors import SourceProblem
 from pep.policy.source import line_of
 
+# The largest `rate` or `burst` accepted: far above any real limit, and finite.
+MAX_RATE = 1_000_000_000
+
 
 @dataclass(frozen=True)
 class Rate:
@@ -33,7 +36,7 @@ def parse_limits(data: Any, path: str) -> tuple[Limits, list[SourceProblem]]:
     if data is None:
         return Limits(), problems
     if not isinstance(data, Mapping):
-        return Limits(), [SourceProblem(path, "expected a mapping: default, agents, groups, actions")]
+        return Limits(), [SourceProblem(path, "expected a mapping: default, agents, groups, actions", line_of(data))]
     unknown = set(data) - {"default", "agents", "groups", "actions"}
     if unknown:
         problems.append(SourceProblem(path, f"unknown key {sorted(unknown)[0]!r}", line_of(data)))
@@ -44,15 +47,18 @@ def parse_limits(data: Any, path: str) -> tuple[Limits, list[SourceProblem]]:
             return None
         r, b = value["rate"], value.get("burst", value["rate"])
         for name, v in (("rate", r), ("burst", b)):
-            if isinstance(v, bool) or not isinstance(v, (int, float)) or v < 0:
-                problems.append(SourceProblem(path, f"{where}.{name} must be a number >= 0", line))
+            # `not 0 <= v <= MAX_RATE` also refuses NaN and infinities, and compares a huge
+            # int without converting it to float (which would raise OverflowError).
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 <= v <= MAX_RATE:
+                problems.append(SourceProblem(path, f"{where}.{name} must be a number from 0 to {MAX_RATE:,}", line))
                 return None
         if b < 1 and r > 0:
             problems.append(SourceProblem(path, f"{where}.burst must be at least 1", line))
             return None
         return Rate(float(r), float(b))
 
-    default = rate(data["default"], "default", line_of(data)) if data.get("default") is not None else None
+    default = data.get("default")
+    default = rate(default, "default", line_of(default, line_of(data))) if default is not None else None
     sections: dict[str, dict[str, Rate]] = {}
     for key in ("agents", "groups", "actions"):
         section = data.get(key) or {}

@@ -21,15 +21,17 @@ from pep.policy.files import (
     LIMITS_FILE,
     LINKS_FILE,
     SCHEMA_FILE,
+    Sources,
     read_sources,
 )
 from pep.policy.killswitch_file import KillList, parse_killswitch
 from pep.policy.limits_file import Limits, parse_limits
+from pep.policy.links_file import link_templates
 from pep.policy.registry import Registry, agent_entity, parse_registry
 from pep.policy.slicing import EntityIndex, PolicyIndex, action_parents, entity_refs
 from pep.policy.snapshot import PolicyInfo, Snapshot
-from pep.policy.source import SourceProblemError, Statement, line_of, load_yaml, split_statements
-from pep.uids import Uid, parse_uid
+from pep.policy.source import SourceProblemError, Statement, cedar_bounds, load_yaml, split_statements
+from pep.uids import Uid
 
 # `Snapshot` moved to pep.policy.snapshot; modules outside the policy package still import it from here.
 __all__ = ["PolicyInfo", "Snapshot", "load_snapshot"]
@@ -46,16 +48,41 @@ def load_snapshot(
     validate_policies: bool = True,
     schema_for_entities: bool = True,
     cache: dict[Any, Any] | None = None,
+    require_schema: bool = False,
 ) -> Snapshot:
     """Build a snapshot of `directory`, or raise `PolicyLoadError` listing every problem.
+
+    Nothing else escapes: an unexpected error while loading (a bug) is a PolicyLoadError
+    naming the directory, with the error as its `__cause__`.
 
     `validate_policies=False` skips validating the policies against the schema, and
     `schema_for_entities=False` parses `entities.json` without it (the schema is still
     loaded and kept on the snapshot). Both exist for tooling that needs Cedar's
-    unvalidated semantics; serving and `pep validate` use the defaults.
+    unvalidated semantics; serving and `pep validate` use the defaults. `require_schema`
+    refuses a directory without `schema.cedarschema` (serving's `policies_require_schema`).
     """
-    problems: list[SourceProblem] = []
     read = read_sources(directory)
+    try:
+        return _load(directory, read, loaded_at, validate_policies, schema_for_entities, cache, require_schema)
+    except PolicyLoadError:
+        raise
+    except Exception as e:
+        if cache is not None:
+            cache.clear()  # it may hold what failed
+        problem = SourceProblem(directory, f"unexpected error while loading: {type(e).__name__}: {e}")
+        raise PolicyLoadError([problem], version=read.version) from e
+
+
+def _load(
+    directory: str,
+    read: Sources,
+    loaded_at: float,
+    validate_policies: bool,
+    schema_for_entities: bool,
+    cache: dict[Any, Any] | None,
+    require_schema: bool,
+) -> Snapshot:
+    problems: list[SourceProblem] = list(read.problems)
     sources, others, version = read.live, read.others, read.version
     schema_text = others[SCHEMA_FILE]
     entities_text = others[ENTITIES_FILE]
@@ -64,10 +91,18 @@ def load_snapshot(
 
     schema = None
     if schema_text is not None:
+        bounds = cedar_bounds(schema_text, schema=True)
         try:
-            schema = cedarpy.Schema.from_str(schema_text, release_gil=True)
+            if bounds is not None:
+                problems.append(SourceProblem(SCHEMA_FILE, bounds[0], bounds[1]))
+            else:
+                schema = cedarpy.Schema.from_str(schema_text, release_gil=True)
         except ValueError as e:
             problems.append(SourceProblem(SCHEMA_FILE, f"invalid schema: {e}"))
+    elif require_schema and not any(p.path == SCHEMA_FILE for p in problems):
+        problems.append(
+            SourceProblem(SCHEMA_FILE, "missing: policies_require_schema is true, so a policy set needs a schema")
+        )
 
     est, infos = _parse_policies(sources, problems, cache)
     shadow_est, shadow_infos = _parse_policies(read.shadow, problems, cache)
@@ -115,10 +150,10 @@ def load_snapshot(
             policy_set = cedarpy.PolicySet.from_json_str(json.dumps(est), release_gil=True)
             if read.shadow:
                 shadow_set = cedarpy.PolicySet.from_json_str(json.dumps(shadow_est), release_gil=True)
-        except ValueError as e:
+        except (ValueError, RecursionError) as e:
             problems.append(SourceProblem(directory, f"could not assemble the policy set: {e}"))
     if links_text is not None and policy_set is not None:
-        policy_set, links = _link_templates(policy_set, links_text, infos, problems)
+        policy_set, links = link_templates(policy_set, links_text, infos, problems)
     if problems:
         raise PolicyLoadError(problems, version=version)
     assert policy_set is not None and entities is not None
@@ -185,10 +220,17 @@ def _parse_policies(
             statements, parsed = hit
         else:
             statements = split_statements(text)
+            too_big = _beyond_bounds(rel, statements)
+            if too_big:
+                problems.extend(too_big)
+                continue
             try:
                 parsed = json.loads(cedarpy.policies_to_json_str(text))
             except ValueError as e:
                 problems.extend(_locate_parse_errors(rel, statements, str(e)))
+                continue
+            except RecursionError:
+                problems.append(SourceProblem(rel, "an expression is nested too deeply for pep to load"))
                 continue
             if cache is not None:
                 cache[("parse", rel, text)] = (statements, parsed)
@@ -210,6 +252,16 @@ def _parse_policies(
             est["templates" if is_template else "staticPolicies"][pid] = body
             infos[pid] = PolicyInfo(pid, rel, stmt.line, body.get("effect", ""), is_template, stmt.text.strip())
     return est, infos
+
+
+def _beyond_bounds(rel: str, statements: list[Statement]) -> list[SourceProblem]:
+    """Statements too deep or too long to hand to cedarpy, whose parser would crash the process."""
+    found = []
+    for stmt in statements:
+        bounds = cedar_bounds(stmt.text)
+        if bounds is not None:
+            found.append(SourceProblem(rel, bounds[0], stmt.line + bounds[1] - 1))
+    return found
 
 
 def _locate_parse_errors(rel: str, statements: list[Statement], whole_error: str) -> list[SourceProblem]:
@@ -260,59 +312,6 @@ def _condition_refs(est: Mapping[str, Any]) -> set[Uid]:
         for body in (est.get(section) or {}).values():
             refs.update(entity_refs(body.get("conditions") or []))
     return refs
-
-
-def _link_templates(
-    policy_set: cedarpy.PolicySet,
-    links_text: str,
-    infos: dict[str, PolicyInfo],
-    problems: list[SourceProblem],
-) -> tuple[cedarpy.PolicySet, list[tuple[str, str, Mapping[str, Any]]]]:
-    try:
-        data = load_yaml(links_text, LINKS_FILE)
-    except SourceProblemError as e:
-        problems.append(e.problem)
-        return policy_set, []
-    entries = (data.get("links") or []) if isinstance(data, Mapping) and set(data) <= {"links"} else None
-    if data is not None and not isinstance(entries, list):
-        problems.append(SourceProblem(LINKS_FILE, "expected a mapping with a `links` list", line_of(data)))
-        return policy_set, []
-    batch: list[dict[str, Any]] = []
-    for i, entry in enumerate(entries or []):
-        line = line_of(entry)
-        if not isinstance(entry, Mapping) or not {"template", "id", "values"} <= set(entry):
-            problems.append(SourceProblem(LINKS_FILE, f"links[{i}] needs template, id and values", line))
-            continue
-        template, new_id, values = entry["template"], entry["id"], entry["values"]
-        info = infos.get(template)
-        if info is None or not info.template:
-            problems.append(SourceProblem(LINKS_FILE, f"links[{i}]: no template with id {template!r}", line))
-            continue
-        if new_id in infos:
-            problems.append(SourceProblem(LINKS_FILE, f"links[{i}]: id {new_id!r} is already a policy id", line))
-            continue
-        if not isinstance(values, Mapping):
-            problems.append(SourceProblem(LINKS_FILE, f"links[{i}]: values must map ?principal/?resource", line))
-            continue
-        try:  # the slices read the values with pep's parser: refuse what it refuses (empty ids)
-            for value in values.values():
-                if isinstance(value, str):
-                    parse_uid(value)
-        except ValueError as e:
-            problems.append(SourceProblem(LINKS_FILE, f"links[{i}]: {e}", line))
-            continue
-        batch.append({"template_id": template, "new_id": new_id, "values": dict(values)})
-        slots = ", ".join(f"{k} = {v}" for k, v in values.items())
-        text = f"// link of {template} ({info.path}:{info.line}) with {slots}\n{info.text}"
-        infos[new_id] = PolicyInfo(new_id, LINKS_FILE, line, info.effect, False, text)
-    if problems:
-        return policy_set, []
-    try:
-        linked = policy_set.with_linked_batch(batch)
-        return linked, [(b["template_id"], b["new_id"], b["values"]) for b in batch]
-    except (ValueError, KeyError) as e:
-        problems.append(SourceProblem(LINKS_FILE, f"could not link templates: {e}"))
-        return policy_set, []
 
 
 _ACTION_DECL = re.compile(

@@ -12,7 +12,11 @@ from pep.policy.source import line_of
 from pep.uids import AGENT, AGENT_GROUP
 
 STATUSES = ("active", "suspended", "decommissioned")
+# The status `pep agents` shows for an entry whose `status` is none of STATUSES (a registry
+# with one never loads; were it served, anything but `active` denies).
+INVALID_STATUS = "invalid"
 _ENTRY_KEYS = {"id", "owner", "status", "expires", "groups", "attributes"}
+_I64 = (-(2**63), 2**63 - 1)
 
 
 @dataclass(frozen=True)
@@ -109,10 +113,14 @@ def parse_registry(data: Any, path: str) -> tuple[Registry, list[SourceProblem]]
         if not isinstance(attributes, Mapping):
             bad("`attributes` must be a mapping", where=where)
             attributes = {}
+        wrong = cedar_value_problem(attributes)
+        if wrong is not None:
+            bad(f"`attributes`{wrong}", where=where)
+            attributes = {}
         agents[agent_id] = AgentRecord(
             id=agent_id,
             owner=owner,
-            status=status if status in STATUSES else "suspended",
+            status=status if status in STATUSES else INVALID_STATUS,
             expires=expires,
             groups=tuple(groups),
             attributes=dict(attributes),
@@ -141,6 +149,7 @@ def _well_formed(entry: Any, seen: Mapping[str, AgentRecord]) -> AgentRecord | N
         or status not in STATUSES
         or type(groups) is not list
         or not isinstance(attributes, dict)
+        or cedar_value_problem(attributes) is not None
     ):
         return None
     for g in groups:
@@ -155,6 +164,41 @@ def _well_formed(entry: Any, seen: Mapping[str, AgentRecord]) -> AgentRecord | N
         elif type(expires) is not dt.date:
             return None
     return AgentRecord(agent_id, owner, status, expires, tuple(groups), attributes, line_of(entry))
+
+
+def cedar_value_problem(value: Any, depth: int = 32) -> str | None:
+    """What keeps `value` from being a Cedar attribute value as JSON, or None.
+
+    Strings, booleans, 64-bit integers, lists and string-keyed mappings (entity and
+    extension escapes are mappings); YAML also yields floats, nulls, dates and bytes,
+    which Cedar has no value for. Checked here so every agent is checked, not one per shape.
+    """
+    stack: list[tuple[Any, str, int]] = [(value, "", 0)]
+    while stack:
+        v, where, level = stack.pop()
+        if isinstance(v, bool) or isinstance(v, str):
+            continue
+        if isinstance(v, int):
+            if not _I64[0] <= v <= _I64[1]:
+                return f"{where}: {str(v)[:30]} is outside Cedar's 64-bit integers"
+            continue
+        if level >= depth:
+            return f"{where}: nested more than {depth} levels deep"
+        if isinstance(v, dict):
+            for k, item in v.items():
+                if not isinstance(k, str):
+                    return f"{where}: key {k!r} is not a string"
+                stack.append((item, f"{where}.{k}", level + 1))
+            continue
+        if isinstance(v, list):
+            stack.extend((item, f"{where}[{i}]", level + 1) for i, item in enumerate(v))
+            continue
+        if isinstance(v, float):
+            return f"{where}: {v!r} is not a Cedar value (Cedar has no floating-point numbers: use a decimal)"
+        if isinstance(v, (dt.date, dt.datetime)):
+            return f"{where}: {v} is a YAML date, not a Cedar value (quote it to make it a string)"
+        return f"{where}: {'null' if v is None else type(v).__name__} is not a Cedar value"
+    return None
 
 
 def agent_entity(rec: AgentRecord) -> dict[str, Any]:

@@ -34,7 +34,7 @@ def watched() -> Iterator[Callable[[Path], PolicyStore]]:
     watchers: list[PolicyWatcher] = []
 
     def start(directory: Path) -> PolicyStore:
-        store = PolicyStore(str(directory), Metrics(process=False))
+        store = PolicyStore(str(directory), Metrics(process=False), require_schema=False)  # schemaless estates
         store.load()
         watcher = PolicyWatcher(store, ReloadConfig(settle_seconds=0.05, poll_seconds=30))
         watcher.start()
@@ -132,7 +132,7 @@ def test_configmap_data_swap_and_no_double_load(tmp_path: Path, watched: Callabl
 
 def test_periodic_check_catches_a_missed_event(tmp_path: Path) -> None:
     (tmp_path / "p.cedar").write_text(PERMIT)
-    store = PolicyStore(str(tmp_path), Metrics(process=False))
+    store = PolicyStore(str(tmp_path), Metrics(process=False), require_schema=False)
     store.load()
     watcher = PolicyWatcher(store, ReloadConfig(watch=False, poll_seconds=0.1))
     watcher.start()
