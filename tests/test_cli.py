@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import importlib.metadata
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -199,3 +200,203 @@ def test_python_dash_m_runs_the_command_line(module: str) -> None:
     assert proc.stdout.startswith("usage: pep ")
     for command in ("serve", "admin", "agents", "validate", "fmt", "check", "test", "token", "authorize"):
         assert command in proc.stdout
+
+
+# --- hostile and wrong input: one line and exit 2 (1 for a deny or a failed check), never a traceback ---
+
+DEEP = "[" * 20000 + "]" * 20000
+CHECK = ["check", "--policies", "{mini}", "--action", "read", "--resource", 'Doc::"plan"']
+AUTHORIZE = ["authorize", "--address", "127.0.0.1:{closed}", "--timeout", "0.5", "--token", "t", "--action", "read"]
+ADMIN = ["admin", "--address", "127.0.0.1:{closed}", "--timeout", "0.5"]
+
+
+def _claims(**claims: object) -> list[str]:
+    return [*CHECK, "--token-claims", json.dumps({"sub": "alice", **claims})]
+
+
+# (id, argv, exit code, what stderr must say). Exit 2 cases print exactly one line.
+HOSTILE: list[tuple[str, list[str], int, str]] = [
+    ("no command", [], 2, "give a command"),
+    ("unknown command", ["frobnicate"], 2, "invalid choice"),
+    ("admin without action", ["admin"], 2, "ACTION"),
+    ("serve bad log level", ["serve", "--log-level", "chatty"], 2, "--log-level"),
+    ("serve missing config", ["serve", "--config", "{missing}"], 2, "no such file"),
+    ("serve config is a dir", ["serve", "--config", "{dir}"], 2, "is a directory"),
+    ("serve config not utf8", ["serve", "--config", "{latin1}"], 2, "not UTF-8"),
+    ("serve config deep", ["serve", "--config", "{deep_yaml}"], 2, "nested too deeply"),
+    ("validate missing dir", ["validate", "{missing}"], 2, "no such directory"),
+    ("validate a file", ["validate", "{file}"], 2, "not a directory"),
+    ("validate deep file", ["validate", "{deep_agents}"], 1, "agents.yaml"),
+    ("fmt a file", ["fmt", "{file}"], 2, "not a directory"),
+    ("fmt non-utf8 policy", ["fmt", "--check", "{latin1_cedar}"], 1, "bad.cedar: not UTF-8"),
+    ("test missing dir", ["test", "{missing}"], 2, "no such directory"),
+    ("test non-utf8 suite", ["test", "{latin1_suite}"], 1, "x.yaml:1:1: not UTF-8"),
+    ("test suite is a dir", ["test", "{dir_suite}"], 1, "d.yaml:1:1: cannot read"),
+    ("test deep suite", ["test", "{deep_suite}"], 1, "deep.yaml"),
+    ("test string act_chain", ["test", "{string_chain}"], 1, "must be a list of strings"),
+    ("agents missing dir", ["agents", "{missing}"], 2, "no such directory"),
+    ("agents absurd soon", ["agents", "--soon", "99999999999999999999", "{mini}"], 2, "--soon"),
+    ("agents non-utf8 registry", ["agents", "{latin1_agents}"], 1, "agents.yaml: not UTF-8"),
+    ("agents registry is a dir", ["agents", "{dir_agents}"], 1, "agents.yaml: is a directory"),
+    ("check policies a file", [*CHECK[:2], "{file}", *CHECK[3:], "--principal", 'User::"a"'], 2, "not a directory"),
+    ("check 1000 agents", _claims(act_chain=[f"a{i}" for i in range(1000)]), 2, "limit of 31"),
+    ("check deep claims", [*CHECK, "--token-claims", DEEP], 2, "nested deeper than 32"),
+    ("check string act_chain", _claims(act_chain="assistant"), 2, "act_chain` must be a list of strings"),
+    ("check string scopes", _claims(scopes="files:read"), 2, "scopes` must be a list of strings"),
+    ("check string groups", _claims(groups="finance"), 2, "groups` must be a list of strings"),
+    ("check number in chain", _claims(act_chain=["worker", 7]), 2, "non-empty strings"),
+    ("check unknown claim key", _claims(iss="x"), 2, "no key 'iss'"),
+    ("check claims not object", [*CHECK, "--token-claims", "[1]"], 2, "must be a JSON object"),
+    ("check NaN", [*CHECK, "--token-claims", '{"sub": "a", "x": NaN}'], 2, "NaN is not a finite number"),
+    ("check duplicate key", [*CHECK, "--token-claims", '{"sub": "a", "sub": "b"}'], 2, "duplicate key"),
+    ("check Infinity", [*CHECK, "--principal", 'User::"a"', "--context", '{"n": -Infinity}'], 2, "finite"),
+    ("check huge int", [*CHECK, "--principal", 'User::"a"', "--context", '{"n": ' + "9" * 5000 + "}"], 2, "range"),
+    ("check lone surrogate", [*CHECK, "--principal", 'User::"a"', "--context", '{"s": "\\ud800"}'], 2, "UTF-8"),
+    ("check attributes array", [*CHECK, "--principal", 'User::"a"', "--attributes", "[]"], 2, "JSON object"),
+    ("check bad json", [*CHECK, "--principal", 'User::"a"', "--context", "{"], 2, "not valid JSON"),
+    ("check bad principal", [*CHECK, "--principal", "nonsense"], 2, "must be Type"),
+    ("token 1200 agents", ["token", "--dev-dir", "{dev}", *["--agent", "a"] * 1200], 2, "more than the 31"),
+    ("token absurd ttl", ["token", "--dev-dir", "{dev}", "--user", "u", "--ttl", "1" + "0" * 30], 2, "--ttl"),
+    ("token empty agent", ["token", "--dev-dir", "{dev}", "--agent", ""], 2, "must not be empty"),
+    ("token claims array", ["token", "--dev-dir", "{dev}", "--user", "u", "--claims", "[1]"], 2, "JSON object"),
+    ("token claims deep", ["token", "--dev-dir", "{dev}", "--user", "u", "--claims", DEEP], 2, "nested deeper"),
+    ("token string groups", ["token", "--dev-dir", "{dev}", "--user", "u", "--claims", '{"groups": "x"}'], 2, "list"),
+    (
+        "token claim and flag",
+        ["token", "--dev-dir", "{dev}", "--agent", "a", "--scope", "s", "--claims", '{"scope": "t"}'],
+        2,
+        "use one",
+    ),
+    ("token dev-dir a file", ["token", "--dev-dir", "{file}", "--user", "u"], 2, "not a directory"),
+    ("token corrupt key", ["token", "--dev-dir", "{bad_dev}", "--user", "u"], 2, "not an unencrypted PEM private key"),
+    ("authorize context array", [*AUTHORIZE, "--resource", 'Doc::"p"', "--context", "[1]"], 2, "JSON object"),
+    ("authorize deep attributes", [*AUTHORIZE, "--resource", 'Doc::"p"', "--attributes", DEEP], 2, "nested deeper"),
+    ("authorize bad resource", [*AUTHORIZE, "--resource", "plan"], 2, "Type::"),
+    (
+        "authorize nan timeout",
+        [*AUTHORIZE[:3], "--timeout", "nan", *AUTHORIZE[5:], "--resource", 'D::"p"'],
+        2,
+        "--timeout",
+    ),
+    ("authorize unreachable", [*AUTHORIZE, "--resource", 'Doc::"p"'], 1, ""),
+    ("admin infinite timeout", ["admin", "--timeout", "inf", "status"], 2, "--timeout"),
+    ("admin deep config", ["admin", "--config", "{deep_yaml}", "status"], 2, "nested too deeply"),
+    ("admin disable all with id", [*ADMIN, "disable", "all", "some-id", "--reason", "r"], 2, "takes no id"),
+    ("admin enable all with id", [*ADMIN, "enable", "all", "some-id"], 2, "takes no id"),
+    ("admin disable agent no id", [*ADMIN, "disable", "agent", "--reason", "r"], 2, "needs an id"),
+    ("admin empty reason", [*ADMIN, "disable", "agent", "a", "--reason", ""], 2, "must not be empty"),
+    ("admin unreachable", [*ADMIN, "status"], 1, "UNAVAILABLE"),
+]
+
+
+def _fill(arg: str, paths: dict[str, str]) -> str:
+    """`{name}` placeholders replaced by the fixture's paths; JSON braces left alone."""
+    return re.sub(r"\{(\w+)\}", lambda m: paths.get(m.group(1), m.group(0)), arg)
+
+
+@pytest.fixture(scope="module")
+def hostile_paths(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
+    """The files and directories the hostile table points at, made once."""
+    from tests.harness.waits import free_port
+
+    root = tmp_path_factory.mktemp("hostile")
+
+    def estate(name: str) -> Path:
+        d = root / name
+        (d / "tests").mkdir(parents=True)
+        (d / "p.cedar").write_text("permit (principal, action, resource);\n")
+        return d
+
+    paths = {"mini": estate("mini"), "missing": root / "missing", "dir": root, "file": root / "file.txt"}
+    paths["file"].write_text("just a file\n")
+    paths["latin1"] = root / "latin1.yaml"
+    paths["latin1"].write_bytes(b"listen: \xff\n")
+    paths["deep_yaml"] = root / "deep.yaml"
+    paths["deep_yaml"].write_text("a: " + "[" * 990 + "]" * 990 + "\n")
+    paths["deep_agents"] = estate("deep_agents")
+    (paths["deep_agents"] / "agents.yaml").write_text(DEEP)
+    paths["latin1_cedar"] = root / "latin1_cedar"
+    paths["latin1_cedar"].mkdir()
+    (paths["latin1_cedar"] / "bad.cedar").write_bytes(b'permit (principal, action, resource) when { "\xff" };\n')
+    paths["latin1_suite"] = estate("latin1_suite")
+    (paths["latin1_suite"] / "tests" / "x.yaml").write_bytes(b"cases:\n  - name: \xff\n")
+    paths["dir_suite"] = estate("dir_suite")
+    (paths["dir_suite"] / "tests" / "d.yaml").mkdir()
+    paths["deep_suite"] = estate("deep_suite")
+    (paths["deep_suite"] / "tests" / "deep.yaml").write_text(DEEP)
+    paths["string_chain"] = estate("string_chain")
+    (paths["string_chain"] / "tests" / "s.yaml").write_text(
+        "cases:\n  - {name: s, token: {sub: alice, act_chain: assistant}, action: read, "
+        "resource: 'Doc::\"plan\"', expect: deny}\n"
+    )
+    paths["latin1_agents"] = estate("latin1_agents")
+    (paths["latin1_agents"] / "agents.yaml").write_bytes(b"agents:\n  - id: \xff\n")
+    paths["dir_agents"] = estate("dir_agents")
+    (paths["dir_agents"] / "agents.yaml").mkdir()
+    paths["dev"] = root / "dev"
+    paths["bad_dev"] = root / "bad_dev"
+    paths["bad_dev"].mkdir()
+    (paths["bad_dev"] / "signing-key.pem").write_text("not a key\n")
+    out = {k: str(v) for k, v in paths.items()}
+    out["closed"] = str(free_port())
+    return out
+
+
+@pytest.mark.parametrize(("argv", "code", "says"), [case[1:] for case in HOSTILE], ids=[case[0] for case in HOSTILE])
+def test_hostile_input_is_one_line_and_an_exit_code(
+    hostile_paths: dict[str, str], argv: list[str], code: int, says: str
+) -> None:
+    args = [_fill(a, hostile_paths) for a in argv]
+    proc = subprocess.run(
+        [sys.executable, "-m", "pep", *args], capture_output=True, timeout=60, cwd=hostile_paths["dir"], check=False
+    )
+    out, err = proc.stdout.decode(errors="replace"), proc.stderr.decode(errors="replace")
+    assert "Traceback" not in out + err, err
+    assert proc.returncode == code, err
+    assert says in (err if code == 2 else out + err), err
+    if code == 2:
+        assert len(err.splitlines()) == 1, err
+        assert err.startswith("pep"), err
+
+
+def test_the_hostile_table_covers_every_command() -> None:
+    leaves = {
+        path for path, p in _walk(_parser()) if not any(isinstance(a, argparse._SubParsersAction) for a in p._actions)
+    }
+    covered = set()
+    for _, argv, _, _ in HOSTILE:
+        words = [a for a in argv if not a.startswith("-")]
+        for leaf in leaves:
+            parts = leaf.split()[1:]
+            if [w for w in words if w in parts] == parts and argv and argv[0] == parts[0]:
+                covered.add(leaf)
+    assert leaves - covered == set()
+
+
+def test_token_from_stdin_must_be_utf8(hostile_paths: dict[str, str]) -> None:
+    argv = [*AUTHORIZE, "--resource", 'Doc::"p"']
+    argv[argv.index("t")] = "-"
+    proc = subprocess.run(
+        [sys.executable, "-m", "pep", *(_fill(a, hostile_paths) for a in argv)],
+        input=b"\xff\xfe",
+        capture_output=True,
+        timeout=60,
+        check=False,
+    )
+    assert (proc.returncode, proc.stderr.decode().strip()) == (
+        2,
+        "pep authorize: --token -: stdin is not UTF-8 (byte 0)",
+    )
+
+
+def test_the_chain_limit_is_a_usage_error_past_it_and_a_deny_at_it(capsys: pytest.CaptureFixture[str]) -> None:
+    from pep.dev.tokens import MAX_ACT_CHAIN
+
+    base = ["check", "--policies", str(POLICIES), "--action", "read_file", "--resource", 'File::"x"']
+    chain = [f"bot-{i}" for i in range(MAX_ACT_CHAIN)]
+    assert main([*base, "--token-claims", json.dumps({"sub": "alice", "act_chain": chain})]) == 1
+    assert "reason:   chain_too_deep" in capsys.readouterr().out
+    over = json.dumps({"sub": "alice", "act_chain": [*chain, "one-more"]})
+    assert main([*base, "--token-claims", over]) == 2
+    assert f"more than the limit of {MAX_ACT_CHAIN}" in capsys.readouterr().err
+    assert f"(at most {MAX_ACT_CHAIN})" in " ".join(dict(_walk(_parser()))["pep token"].format_help().split())

@@ -1,5 +1,8 @@
 """The `pep` command. Subcommands map error classes to exit codes:
 0 success, 1 a check failed (validation, a deny, a failing test), 2 usage or config error.
+
+Every usage or input error is one line on stderr; no input makes `pep` print a traceback
+(set PEP_TRACEBACK=1 to see one for an unexpected error).
 """
 
 from __future__ import annotations
@@ -7,12 +10,16 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import traceback
 from collections.abc import Sequence
+from typing import NoReturn
 
 import pep
+from pep.cli import inputs
 from pep.cli.common import DEFAULT_DEV_DIR, DEV_AUDIENCE, DEV_ISSUER, EXIT_USAGE
+from pep.cli.inputs import UsageError, clip
 from pep.cli.policy_commands import cmd_agents, cmd_check, cmd_fmt, cmd_test, cmd_validate
-from pep.cli.runtime_commands import cmd_admin, cmd_authorize, cmd_serve, cmd_token
+from pep.cli.runtime_commands import LOG_LEVELS, MAX_TTL, cmd_admin, cmd_authorize, cmd_serve, cmd_token
 from pep.controls.killswitch import KINDS
 from pep.errors import ConfigError
 
@@ -20,25 +27,51 @@ __all__ = ["main"]
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    for stream in (sys.stdout, sys.stderr):
+        reconfigure = getattr(stream, "reconfigure", None)
+        if reconfigure is not None:
+            reconfigure(errors="backslashreplace")  # a non-UTF-8 path or id must not crash the output
     parser = _parser()
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):
-        parser.print_help()
+        print("pep: give a command (see pep --help)", file=sys.stderr)
         return EXIT_USAGE
+    command = args.command
     try:
         return int(args.func(args))
+    except UsageError as e:
+        return _fail(command, str(e))
     except ConfigError as e:
-        print(f"pep: config error: {e}", file=sys.stderr)
-        return EXIT_USAGE
+        return _fail(command, f"config error: {e}")
     except OSError as e:
-        print(f"pep: {e}", file=sys.stderr)
-        return EXIT_USAGE
+        where = f"{e.filename}: " if e.filename else ""
+        return _fail(command, f"{where}{e.strerror or e}")
+    except UnicodeError as e:
+        return _fail(command, f"not valid UTF-8: {e}")
+    except RecursionError:
+        return _fail(command, "the input nests too deeply to read")
     except KeyboardInterrupt:
         return 130
+    except Exception as e:  # the last guard: one line, never a traceback, unless asked for
+        if os.environ.get("PEP_TRACEBACK"):
+            traceback.print_exc()
+        return _fail(command, f"unexpected error: {type(e).__name__}: {e}")
+
+
+def _fail(command: str, message: str) -> int:
+    print(f"{command}: {clip(message, 1000)}", file=sys.stderr)
+    return EXIT_USAGE
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse with its errors on one line (no usage block), still exit 2."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(EXIT_USAGE, f"{self.prog}: {clip(message, 1000)} (see {self.prog} --help)\n")
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = _Parser(
         prog="pep",
         description="pep: an authorization sidecar for AI agents (tokens, delegation chains, Cedar policies).",
     )
@@ -47,17 +80,25 @@ def _parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("serve", help="run the sidecar", description="Serve Authorize over gRPC.")
     s.add_argument("--config", "-c", help="YAML config file (see README); flags override it")
-    s.add_argument("--listen", help="gRPC address: host:port or unix:///path")
-    s.add_argument("--metrics-listen", help="Prometheus metrics address host:port ('' to turn off)")
-    s.add_argument("--admin-listen", help="admin API address (local only)")
-    s.add_argument("--policies", help="policy directory")
+    s.add_argument("--listen", type=inputs.optional_name, help="gRPC address: host:port or unix:///path")
+    s.add_argument(
+        "--metrics-listen", type=inputs.optional_name, help="Prometheus metrics address host:port ('' to turn off)"
+    )
+    s.add_argument("--admin-listen", type=inputs.optional_name, help="admin API address (local only)")
+    s.add_argument("--policies", type=inputs.optional_name, help="policy directory")
     s.add_argument(
         "--mode",
         choices=("enforce", "dry_run"),
         help="enforce: answer the decision; dry_run: answer allow and log the real decision",
     )
-    s.add_argument("--log-level", default="INFO", help="operational log level (default INFO)")
-    s.set_defaults(func=cmd_serve)
+    s.add_argument(
+        "--log-level",
+        default="INFO",
+        type=str.upper,
+        choices=LOG_LEVELS,
+        help=f"operational log level: {', '.join(LOG_LEVELS)} (default INFO)",
+    )
+    s.set_defaults(func=cmd_serve, command="pep serve")
 
     ad = sub.add_parser(
         "admin",
@@ -67,8 +108,13 @@ def _parser() -> argparse.ArgumentParser:
         "and survives policy reloads until lifted.",
     )
     ad.add_argument("--config", "-c", help="pep's config file; its admin_listen is the address")
-    ad.add_argument("--address", help="admin address (overrides --config; default 127.0.0.1:50052)")
-    ad.add_argument("--timeout", type=float, default=5.0, help="seconds to wait for the admin API (default 5)")
+    ad.add_argument("--address", type=inputs.name, help="admin address (overrides --config; default 127.0.0.1:50052)")
+    ad.add_argument(
+        "--timeout",
+        type=inputs.seconds,
+        default=5.0,
+        help=f"seconds to wait for the admin API, above 0 and at most {inputs.MAX_TIMEOUT:g} (default 5)",
+    )
     ad_sub = ad.add_subparsers(title="admin commands", metavar="ACTION", required=True)
     kinds = KINDS
     kind_list = ", ".join(kinds)
@@ -78,25 +124,29 @@ def _parser() -> argparse.ArgumentParser:
         description="Disable an agent, agent group, user or issuer (or `all`) from the next decision until enabled.",
     )
     dis.add_argument("kind", choices=kinds, help=f"what to disable: {kind_list}")
-    dis.add_argument("id", nargs="?", default="", help="the id (not for `all`)")
-    dis.add_argument("--reason", required=True, help="why; recorded in the decision log")
-    dis.add_argument("--actor", default=os.environ.get("USER", ""), help="who is asking (default $USER)")
-    dis.set_defaults(func=cmd_admin, admin_action="disable")
+    dis.add_argument("id", nargs="?", default="", type=inputs.optional_name, help="the id (required; none for `all`)")
+    dis.add_argument("--reason", required=True, type=inputs.name, help="why; recorded in the decision log")
+    dis.add_argument(
+        "--actor", default=os.environ.get("USER", ""), type=inputs.optional_name, help="who is asking (default $USER)"
+    )
+    dis.set_defaults(func=cmd_admin, admin_action="disable", command="pep admin disable")
     en = ad_sub.add_parser(
         "enable",
         help="lift a disable made through the admin API",
         description="Lift a disable made through the admin API (entries in killswitch.yaml stay).",
     )
     en.add_argument("kind", choices=kinds, help=f"what to enable: {kind_list}")
-    en.add_argument("id", nargs="?", default="", help="the id (not for `all`)")
-    en.add_argument("--actor", default=os.environ.get("USER", ""), help="who is asking (default $USER)")
-    en.set_defaults(func=cmd_admin, admin_action="enable")
+    en.add_argument("id", nargs="?", default="", type=inputs.optional_name, help="the id (required; none for `all`)")
+    en.add_argument(
+        "--actor", default=os.environ.get("USER", ""), type=inputs.optional_name, help="who is asking (default $USER)"
+    )
+    en.set_defaults(func=cmd_admin, admin_action="enable", command="pep admin enable")
     st = ad_sub.add_parser(
         "status",
         help="what is disabled, from the admin API and killswitch.yaml",
         description="List what is disabled (admin API and killswitch.yaml) and the served policy version.",
     )
-    st.set_defaults(func=cmd_admin, admin_action="status")
+    st.set_defaults(func=cmd_admin, admin_action="status", command="pep admin status")
 
     ag = sub.add_parser(
         "agents",
@@ -105,9 +155,14 @@ def _parser() -> argparse.ArgumentParser:
         "flagging agents that expired, expire soon, or have no owner.",
     )
     ag.add_argument("dir", nargs="?", default="./policies", help="policy directory (default ./policies)")
-    ag.add_argument("--soon", type=int, default=30, help="flag agents expiring within this many days (default 30)")
+    ag.add_argument(
+        "--soon",
+        type=inputs.bounded_int(0, 36500, "days"),
+        default=30,
+        help="flag agents expiring within this many days, 0 to 36500 (default 30)",
+    )
     ag.add_argument("--json", action="store_true", help="print JSON")
-    ag.set_defaults(func=cmd_agents)
+    ag.set_defaults(func=cmd_agents, command="pep agents")
 
     v = sub.add_parser(
         "validate",
@@ -117,7 +172,7 @@ def _parser() -> argparse.ArgumentParser:
         "file:line:col: message; exit 1 if there is any.",
     )
     v.add_argument("dir", help="policy directory")
-    v.set_defaults(func=cmd_validate)
+    v.set_defaults(func=cmd_validate, command="pep validate")
 
     f = sub.add_parser(
         "fmt",
@@ -127,7 +182,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     f.add_argument("dir", help="policy directory")
     f.add_argument("--check", action="store_true", help="change nothing; exit 1 if any file is not formatted")
-    f.set_defaults(func=cmd_fmt)
+    f.set_defaults(func=cmd_fmt, command="pep fmt")
 
     ck = sub.add_parser(
         "check",
@@ -138,17 +193,18 @@ def _parser() -> argparse.ArgumentParser:
     )
     ck.add_argument("--policies", "-p", default="./policies", help="policy directory (default ./policies)")
     who = ck.add_mutually_exclusive_group(required=True)
-    who.add_argument("--principal", help='Type::"id" (a direct Cedar query; give the full --context)')
+    who.add_argument("--principal", type=inputs.name, help='Type::"id" (a direct Cedar query; give the full --context)')
     who.add_argument(
         "--token-claims",
-        help='claims as JSON, e.g. \'{"sub": "alice", "act_chain": ["assistant"], "scopes": ["files:read"]}\'',
+        help='claims as a JSON object, e.g. \'{"sub": "alice", "act_chain": ["assistant"], "scopes": ["files:read"]}\' '
+        "(act_chain, scopes and groups are lists of strings)",
     )
-    ck.add_argument("--action", required=True, help='a name or Action::"name"')
-    ck.add_argument("--resource", required=True, help='Type::"id"')
+    ck.add_argument("--action", required=True, type=inputs.name, help='a name or Action::"name"')
+    ck.add_argument("--resource", required=True, type=inputs.name, help='Type::"id"')
     ck.add_argument("--attributes", help="resource attributes as a JSON object")
     ck.add_argument("--context", help="context as a JSON object (Cedar JSON forms allowed)")
     ck.add_argument("--json", action="store_true", help="print the result as JSON")
-    ck.set_defaults(func=cmd_check)
+    ck.set_defaults(func=cmd_check, command="pep check")
 
     ts = sub.add_parser(
         "test",
@@ -159,7 +215,7 @@ def _parser() -> argparse.ArgumentParser:
     ts.add_argument("dir", help="policy directory")
     ts.add_argument("--filter", "-k", help="only cases whose name contains this text")
     ts.add_argument("--verbose", "-v", action="store_true", help="list passing cases too")
-    ts.set_defaults(func=cmd_test)
+    ts.set_defaults(func=cmd_test, command="pep test")
 
     t = sub.add_parser(
         "token",
@@ -169,30 +225,44 @@ def _parser() -> argparse.ArgumentParser:
     )
     t.add_argument("--init", action="store_true", help="only create the dev key and JWKS if missing, print nothing")
     t.add_argument("--dev-dir", default=DEFAULT_DEV_DIR, help=f"where the dev key lives (default {DEFAULT_DEV_DIR})")
-    t.add_argument("--user", help="the user the agent acts for (token sub)")
+    t.add_argument("--user", type=inputs.name, help="the user the agent acts for (token sub)")
     t.add_argument(
-        "--agent", action="append", default=[], metavar="ID", help="an agent in the chain; repeat, current actor first"
+        "--agent",
+        action="append",
+        default=[],
+        type=inputs.name,
+        metavar="ID",
+        help="an agent in the chain; repeat, current actor first (at most 31)",
     )
-    t.add_argument("--scope", action="append", default=[], help="a scope; repeat for several")
-    t.add_argument("--group", action="append", default=[], help="a group of the user; repeat for several")
-    t.add_argument("--ttl", type=int, default=600, help="lifetime in seconds (default 600)")
+    t.add_argument("--scope", action="append", default=[], type=inputs.name, help="a scope; repeat for several")
+    t.add_argument(
+        "--group", action="append", default=[], type=inputs.name, help="a group of the user; repeat for several"
+    )
+    t.add_argument(
+        "--ttl",
+        type=inputs.bounded_int(1, MAX_TTL, "seconds"),
+        default=600,
+        help=f"lifetime in seconds, 1 to {MAX_TTL} (default 600)",
+    )
     t.add_argument(
         "--dpop",
         action="store_true",
         help="bind the token to the dev DPoP key (pep authorize --dpop then sends proofs)",
     )
-    t.add_argument("--claims", help="extra claims as a JSON object")
-    t.set_defaults(func=cmd_token)
+    t.add_argument("--claims", help="extra claims as a JSON object, applied last")
+    t.set_defaults(func=cmd_token, command="pep token")
 
     a = sub.add_parser(
         "authorize",
         help="call a running pep's Authorize over gRPC",
         description="Send one Authorize call to a running pep and print the response as JSON.",
     )
-    a.add_argument("--address", default="127.0.0.1:50051", help="pep's gRPC address (default 127.0.0.1:50051)")
+    a.add_argument(
+        "--address", default="127.0.0.1:50051", type=inputs.name, help="pep's gRPC address (default 127.0.0.1:50051)"
+    )
     a.add_argument("--token", required=True, help="the access token ('-' reads it from stdin)")
-    a.add_argument("--action", required=True, help="the action name, e.g. read_file")
-    a.add_argument("--resource", required=True, help='Type::"id"')
+    a.add_argument("--action", required=True, type=inputs.name, help="the action name, e.g. read_file")
+    a.add_argument("--resource", required=True, type=inputs.name, help='Type::"id"')
     a.add_argument("--attributes", help="resource attributes as a JSON object")
     a.add_argument("--context", help="request context as a JSON object")
     a.add_argument("--dpop", action="store_true", help="send a fresh DPoP proof made with the dev DPoP key")
@@ -201,6 +271,11 @@ def _parser() -> argparse.ArgumentParser:
         default=DEFAULT_DEV_DIR,
         help=f"where the dev DPoP key lives, for --dpop (default {DEFAULT_DEV_DIR})",
     )
-    a.add_argument("--timeout", type=float, default=5.0, help="seconds to wait for the answer (default 5)")
-    a.set_defaults(func=cmd_authorize)
+    a.add_argument(
+        "--timeout",
+        type=inputs.seconds,
+        default=5.0,
+        help=f"seconds to wait for the answer, above 0 and at most {inputs.MAX_TIMEOUT:g} (default 5)",
+    )
+    a.set_defaults(func=cmd_authorize, command="pep authorize")
     return p

@@ -9,6 +9,7 @@ import sys
 from typing import Any
 
 from pep.cli.common import EXIT_FAILED, EXIT_OK, EXIT_USAGE
+from pep.cli.inputs import UsageError, directory, json_object
 from pep.errors import PolicyLoadError
 
 
@@ -16,29 +17,39 @@ def cmd_agents(args: argparse.Namespace) -> int:
     import datetime as dt
 
     from pep.policy.files import AGENTS_FILE
-    from pep.policy.registry import parse_registry
+    from pep.policy.registry import INVALID_STATUS, parse_registry
     from pep.policy.source import SourceProblemError, load_yaml
 
-    path = os.path.join(args.dir, AGENTS_FILE)
-    try:
-        with open(path, encoding="utf-8") as f:
-            registry, problems = parse_registry(load_yaml(f.read(), AGENTS_FILE), AGENTS_FILE)
-    except FileNotFoundError:
+    path = os.path.join(directory(args.dir, "DIR"), AGENTS_FILE)
+    if not os.path.lexists(path):
         print(f"pep agents: {path}: no agent registry", file=sys.stderr)
         return EXIT_USAGE
+    try:
+        text = _read_source(path)
+        registry, problems = parse_registry(load_yaml(text, AGENTS_FILE), AGENTS_FILE)
     except SourceProblemError as e:
         print(_prefixed(args.dir, str(e.problem)), file=sys.stderr)
         return EXIT_FAILED
+    except _Unreadable as e:
+        print(f"{path}: {e}", file=sys.stderr)
+        return EXIT_FAILED
+    except RecursionError:
+        print(f"{path}: nested too deeply to read", file=sys.stderr)
+        return EXIT_FAILED
+    # Each problem is an error (the directory does not load): printed, and flagged on its agent's row.
+    by_line: dict[int, list[str]] = {}
     for problem in problems:
-        print(f"warning: {_prefixed(args.dir, str(problem))}", file=sys.stderr)
+        print(_prefixed(args.dir, str(problem)), file=sys.stderr)
+        message = problem.message.split(": ", 1)[-1]  # without its `agents[i] (id)` prefix
+        by_line.setdefault(problem.line, []).append(f"error: {AGENTS_FILE}:{problem.line}: {message}")
     today = dt.datetime.now(dt.UTC).date()
     rows: list[dict[str, Any]] = []
     for rec in sorted(registry.agents.values(), key=lambda r: r.id):
         days = (rec.expires - today).days if rec.expires else None
-        flags = []
+        flags = list(dict.fromkeys(by_line.get(rec.line, [])))
         if not rec.owner:
             flags.append("no owner")
-        if rec.status != "active":
+        if rec.status not in ("active", INVALID_STATUS):  # an invalid status is flagged by its error
             flags.append(rec.status)
         if days is not None and days < 0:
             flags.append("expired")
@@ -79,6 +90,7 @@ def cmd_agents(args: argparse.Namespace) -> int:
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
+    directory(args.dir, "DIR")
     from pep.policy.loader import load_snapshot
 
     try:
@@ -87,19 +99,39 @@ def cmd_validate(args: argparse.Namespace) -> int:
         report(e, args.dir)
         print(f"{len(e.problems)} problem(s) found", file=sys.stderr)
         return EXIT_FAILED
+    except RecursionError:
+        print(f"{args.dir}: a file nests too deeply to read", file=sys.stderr)
+        return EXIT_FAILED
     print(
         f"ok: {snap.policy_count} policies, {len(snap.registry)} agents, version {snap.version}"
         + ("" if snap.schema is not None else " (no schema: policies not validated)")
     )
+    if snap.schema is None:
+        warn_schemaless(args.dir)
     return EXIT_OK
 
 
-def cmd_fmt(args: argparse.Namespace) -> int:
-    from pep.policy.fmt import format_directory
+def warn_schemaless(root: str) -> None:
+    """One stderr line: `pep serve` with the default `policies_require_schema: true` refuses this directory."""
+    print(
+        f"warning: {root}: no schema.cedarschema; pep serve refuses it unless policies_require_schema is false",
+        file=sys.stderr,
+    )
 
-    if not os.path.isdir(args.dir):
-        print(f"pep fmt: {args.dir}: not a directory", file=sys.stderr)
-        return EXIT_USAGE
+
+def cmd_fmt(args: argparse.Namespace) -> int:
+    directory(args.dir, "DIR")
+    from pep.policy.fmt import cedar_files, format_directory
+
+    unreadable = []
+    for rel in cedar_files(args.dir):  # read all first: fmt changes nothing in a directory it cannot read
+        try:
+            _read_source(os.path.join(args.dir, rel))
+        except _Unreadable as e:
+            unreadable.append(f"{os.path.join(args.dir, rel)}: {e}")
+    if unreadable:
+        print("\n".join(unreadable), file=sys.stderr)
+        return EXIT_FAILED
     results = format_directory(args.dir, write=not args.check)
     failed = False
     for r in results:
@@ -115,38 +147,37 @@ def cmd_fmt(args: argparse.Namespace) -> int:
 
 
 def cmd_check(args: argparse.Namespace) -> int:
-    from pep.dev.suite import SuiteRunner
+    directory(args.policies, "--policies")
+    from pep.dev.suite import SuiteRunner, parse_uid
 
+    case: dict[str, Any] = {"action": args.action, "expect": "allow"}
+    resource: Any = args.resource
+    if args.attributes is not None:
+        attributes = json_object(args.attributes, "--attributes")
+        try:
+            rtype, rid = parse_uid(args.resource, "--resource")
+        except ValueError as e:
+            raise UsageError(str(e)) from None
+        resource = {"type": rtype, "id": rid, "attributes": attributes}
+    case["resource"] = resource
+    if args.context is not None:
+        case["context"] = json_object(args.context, "--context")
+    if args.principal is not None:
+        case["principal"] = args.principal
+    else:
+        case["token"] = json_object(args.token_claims, "--token-claims")
     try:
         runner = SuiteRunner(args.policies)
     except PolicyLoadError as e:
         report(e, args.policies)
         return EXIT_FAILED
     try:
-        case: dict[str, Any] = {"action": args.action, "expect": "allow"}
-        resource: Any = args.resource
-        if args.attributes:
-            from pep.dev.suite import parse_uid
-
-            rtype, rid = parse_uid(args.resource, "--resource")
-            resource = {"type": rtype, "id": rid, "attributes": json.loads(args.attributes)}
-        case["resource"] = resource
-        if args.context:
-            case["context"] = json.loads(args.context)
-        if args.principal:
-            case["principal"] = args.principal
-        else:
-            case["token"] = json.loads(args.token_claims)
         result = runner.check(case)
         snapshot = runner.snapshot
-    except (ValueError, json.JSONDecodeError) as e:
-        print(f"pep check: {e}", file=sys.stderr)
-        return EXIT_USAGE
     finally:
         runner.close()
     if result.decided == "error":
-        print(f"pep check: {'; '.join(result.problems)}", file=sys.stderr)
-        return EXIT_USAGE
+        raise UsageError("; ".join(result.problems))
     located = []
     for pid in result.policies:
         info = snapshot.policies.get(pid)
@@ -191,6 +222,7 @@ def cmd_check(args: argparse.Namespace) -> int:
 
 
 def cmd_test(args: argparse.Namespace) -> int:
+    directory(args.dir, "DIR")
     from pep.dev.suite import SuiteRunner, summarize
 
     try:
@@ -198,6 +230,8 @@ def cmd_test(args: argparse.Namespace) -> int:
     except PolicyLoadError as e:
         report(e, args.dir)
         return EXIT_FAILED
+    if runner.snapshot.schema is None:
+        warn_schemaless(args.dir)
     results = []
     try:
         for result in runner.run(args.filter):
@@ -218,10 +252,28 @@ def cmd_test(args: argparse.Namespace) -> int:
     return EXIT_OK if all(r.passed for r in results) else EXIT_FAILED
 
 
-def report(error: PolicyLoadError, directory: str) -> None:
+def report(error: PolicyLoadError, root: str) -> None:
     for problem in error.problems:
-        print(_prefixed(directory, str(problem)), file=sys.stderr)
+        print(_prefixed(root, str(problem)), file=sys.stderr)
 
 
-def _prefixed(directory: str, text: str) -> str:
-    return text if os.path.isabs(text) else os.path.join(directory, text)
+def _prefixed(root: str, text: str) -> str:
+    return text if os.path.isabs(text) else os.path.join(root, text)
+
+
+class _Unreadable(Exception):
+    """A file of the directory that cannot be read as UTF-8 text: a problem in it (exit 1)."""
+
+
+def _read_source(path: str) -> str:
+    if os.path.isdir(path):
+        raise _Unreadable("is a directory, not a file")
+    try:
+        with open(path, "rb") as f:
+            data = f.read()
+    except OSError as e:
+        raise _Unreadable(f"cannot read: {e.strerror or e}") from None
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise _Unreadable(f"not UTF-8 (byte {e.start})") from None

@@ -7,16 +7,34 @@ import json
 import logging
 import os
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pep.cli.common import DEV_AUDIENCE, DEV_ISSUER, EXIT_FAILED, EXIT_OK, EXIT_USAGE
+from pep.cli.inputs import UsageError, clip, json_object, names, read_text, utf8
 from pep.errors import ConfigError
+
+if TYPE_CHECKING:
+    from pep.config import Config
+
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+MAX_TTL = 366 * 86400  # seconds: a development token lives at most a year
+
+
+def _load_config(path: str | None, overrides: dict[str, Any] | None = None) -> Config:
+    """The config, with `--config` checked first: an existing, readable UTF-8 file that does
+    not nest too deeply (the loader names the key of any other problem)."""
+    from pep.config import load_config
+
+    if path is None:
+        return load_config(None, overrides)
+    read_text(path, "--config")
+    try:
+        return load_config(path, overrides)
+    except RecursionError:
+        raise UsageError(f"--config {path}: nested too deeply to read") from None
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    from pep.config import load_config
-    from pep.server import serve_forever
-
     logging.basicConfig(
         level=args.log_level.upper(), stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
@@ -31,25 +49,31 @@ def cmd_serve(args: argparse.Namespace) -> int:
         value = getattr(args, flag)
         if value is not None:
             overrides[key] = os.path.abspath(value) if key == "policies" else value
-    config = load_config(args.config, overrides)
+    config = _load_config(args.config, overrides)
+    from pep.server import serve_forever  # after the config: a bad one is refused without loading the server
+
     return serve_forever(config)
 
 
 def cmd_admin(args: argparse.Namespace) -> int:
+    action = args.admin_action
+    if action != "status":
+        if args.kind == "all" and args.id:
+            raise UsageError(f"{action} all takes no id (got {clip(args.id, 80)!r}): it applies to everything")
+        if args.kind != "all" and not args.id:
+            raise UsageError(f"{action} {args.kind} needs an id")
+    address = args.address
+    if address is None:
+        address = _load_config(args.config).admin_listen if args.config else "127.0.0.1:50052"
+    if not address:
+        print("pep admin: the admin API is turned off in this config (admin_listen is empty)", file=sys.stderr)
+        return EXIT_USAGE
     import grpc
 
     from pep._proto.pep.v1 import admin_pb2 as pb
     from pep._proto.pep.v1 import admin_pb2_grpc as pb_grpc
     from pep.api.grpc_admin import KIND_VALUES
-    from pep.config import load_config
 
-    address = args.address
-    if address is None:
-        address = load_config(args.config).admin_listen if args.config else "127.0.0.1:50052"
-    if not address:
-        print("pep admin: the admin API is turned off in this config (admin_listen is empty)", file=sys.stderr)
-        return EXIT_USAGE
-    action = args.admin_action
     with grpc.insecure_channel(address) as channel:
         stub = pb_grpc.AdminStub(channel)
         try:
@@ -57,9 +81,6 @@ def cmd_admin(args: argparse.Namespace) -> int:
                 status = stub.Status(pb.StatusRequest(), timeout=args.timeout)
                 changed = None
             else:
-                if args.kind != "all" and not args.id:
-                    print(f"pep admin: {action} {args.kind} needs an id", file=sys.stderr)
-                    return EXIT_USAGE
                 kind = KIND_VALUES[args.kind]
                 if action == "disable":
                     req = pb.DisableRequest(kind=kind, id=args.id, reason=args.reason, actor=args.actor)
@@ -68,7 +89,7 @@ def cmd_admin(args: argparse.Namespace) -> int:
                     resp = stub.Enable(pb.EnableRequest(kind=kind, id=args.id, actor=args.actor), timeout=args.timeout)
                 status, changed = resp.status, resp.changed
         except grpc.RpcError as e:
-            print(f"pep admin: {address}: {e.code().name}: {e.details()}", file=sys.stderr)
+            print(f"pep admin: {address}: {e.code().name}: {clip(e.details() or '')}", file=sys.stderr)
             return EXIT_FAILED
     if changed is not None:
         what = f"{args.kind} {args.id}".strip()
@@ -93,14 +114,18 @@ def _iso(ts: float) -> str:
 def cmd_token(args: argparse.Namespace) -> int:
     from pep.dev import tokens as devtoken
 
-    key_path, _ = devtoken.ensure_dev_keys(args.dev_dir)
+    chain = list(args.agent)
+    if not args.init and not chain and not args.user:
+        raise UsageError("give --agent (and --user when the agent acts for a user)")
+    if len(chain) > devtoken.MAX_ACT_CHAIN:
+        raise UsageError(
+            f"--agent given {len(chain)} times, more than the {devtoken.MAX_ACT_CHAIN} agents a token nests"
+        )
+    extra: dict[str, Any] = json_object(args.claims, "--claims") if args.claims is not None else {}
+    _check_extra_claims(extra, args)
+    key_path = _dev_keys(args.dev_dir)
     if args.init:
         return EXIT_OK
-    chain = list(args.agent)
-    if not chain and not args.user:
-        print("pep token: give --agent (and --user when the agent acts for a user)", file=sys.stderr)
-        return EXIT_USAGE
-    extra: dict[str, Any] = json.loads(args.claims) if args.claims else {}
     if args.group:
         extra["groups"] = list(args.group)
     jkt = None
@@ -111,20 +136,48 @@ def cmd_token(args: argparse.Namespace) -> int:
         sub, act_chain, client_id = args.user, chain, (chain[0] if chain else None)
     else:
         sub, act_chain, client_id = chain[-1], chain[:-1], chain[0]
-    token = devtoken.mint_token(
-        key_path,
-        issuer=DEV_ISSUER,
-        audience=DEV_AUDIENCE,
-        sub=sub,
-        act_chain=act_chain,
-        client_id=client_id,
-        scopes=args.scope,
-        ttl_seconds=args.ttl,
-        extra_claims=extra,
-        dpop_jkt=jkt,
-    )
+    try:
+        token = devtoken.mint_token(
+            key_path,
+            issuer=DEV_ISSUER,
+            audience=DEV_AUDIENCE,
+            sub=sub,
+            act_chain=act_chain,
+            client_id=client_id,
+            scopes=args.scope,
+            ttl_seconds=args.ttl,
+            extra_claims=extra,
+            dpop_jkt=jkt,
+        )
+    except ValueError as e:
+        raise UsageError(str(e)) from None
     print(token)
     return EXIT_OK
+
+
+def _check_extra_claims(extra: dict[str, Any], args: argparse.Namespace) -> None:
+    """--claims replaces claims as written, but never silently one a flag also sets."""
+    flags = {"sub": "--user", "act": "--agent", "scope": "--scope", "groups": "--group", "cnf": "--dpop"}
+    given = {"sub": args.user, "act": len(args.agent) > (0 if args.user else 1), "scope": args.scope}
+    given.update(groups=args.group, cnf=args.dpop)
+    for claim, flag in flags.items():
+        if claim in extra and given[claim]:
+            raise UsageError(f"--claims sets {claim!r} and {flag} is given too: use one")
+    if "groups" in extra:
+        names(extra["groups"], "--claims groups")
+
+
+def _dev_keys(dev_dir: str) -> str:
+    """The dev signing key's path, made if missing; a directory pep cannot use is a usage error."""
+    from pep.dev import tokens as devtoken
+
+    utf8(dev_dir, "--dev-dir")
+    if os.path.exists(dev_dir) and not os.path.isdir(dev_dir):
+        raise UsageError(f"--dev-dir {dev_dir}: not a directory")
+    try:
+        return devtoken.ensure_dev_keys(dev_dir)[0]
+    except ValueError as e:
+        raise UsageError(f"{e}; delete it to make a new one") from None
 
 
 def _dev_dpop_key(dev_dir: str) -> tuple[Any, dict[str, Any]]:
@@ -134,6 +187,9 @@ def _dev_dpop_key(dev_dir: str) -> tuple[Any, dict[str, Any]]:
 
     from pep.dev import tokens as devtoken
 
+    utf8(dev_dir, "--dev-dir")
+    if os.path.exists(dev_dir) and not os.path.isdir(dev_dir):
+        raise UsageError(f"--dev-dir {dev_dir}: not a directory")
     path = os.path.join(dev_dir, "dpop-key.pem")
     if not os.path.exists(path):
         key, _ = devtoken.new_dpop_key()
@@ -146,7 +202,11 @@ def _dev_dpop_key(dev_dir: str) -> tuple[Any, dict[str, Any]]:
                 )
             )
     with open(path, "rb") as f:
-        loaded = serialization.load_pem_private_key(f.read(), password=None)
+        pem = f.read()
+    try:
+        loaded = serialization.load_pem_private_key(pem, password=None)
+    except (ValueError, TypeError):
+        raise UsageError(f"{path}: not an unencrypted PEM private key; delete it to make a new one") from None
     if not isinstance(loaded, ec.EllipticCurvePrivateKey):
         raise ConfigError(path, "the dev DPoP key must be an EC key; delete it to make a new one")
     return loaded, devtoken.public_jwk(loaded)
@@ -160,18 +220,21 @@ def cmd_authorize(args: argparse.Namespace) -> int:
     from pep._proto.pep.v1 import authorizer_pb2_grpc as pb_grpc
     from pep.uids import parse_uid
 
-    token = sys.stdin.read().strip() if args.token == "-" else args.token
+    token = _read_token(args.token)
     try:
         uid = parse_uid(args.resource)
     except ValueError as e:
-        print(f'pep authorize: --resource must look like Type::"id": {e}', file=sys.stderr)
-        return EXIT_USAGE
+        raise UsageError(f'--resource must look like Type::"id": {e}') from None
     req = pb.AuthorizeRequest(token=token, action=args.action)
     req.resource.type, req.resource.id = uid
-    if args.attributes:
-        req.resource.attributes.CopyFrom(json_format.ParseDict(json.loads(args.attributes), struct_pb2.Struct()))
-    if args.context:
-        req.context.CopyFrom(json_format.ParseDict(json.loads(args.context), struct_pb2.Struct()))
+    try:
+        if args.attributes is not None:
+            attributes = json_object(args.attributes, "--attributes")
+            req.resource.attributes.CopyFrom(json_format.ParseDict(attributes, struct_pb2.Struct()))
+        if args.context is not None:
+            req.context.CopyFrom(json_format.ParseDict(json_object(args.context, "--context"), struct_pb2.Struct()))
+    except json_format.ParseError as e:
+        raise UsageError(clip(str(e))) from None
     if args.dpop:
         from pep.dev import tokens as devtoken
 
@@ -190,3 +253,18 @@ def cmd_authorize(args: argparse.Namespace) -> int:
             return EXIT_FAILED
     print(json.dumps(json_format.MessageToDict(resp, preserving_proto_field_name=True), indent=2))
     return EXIT_OK if resp.decision == pb.DECISION_ALLOW else EXIT_FAILED
+
+
+MAX_TOKEN_BYTES = 1024 * 1024  # read from stdin; pep refuses far smaller (tokens.max_token_bytes)
+
+
+def _read_token(value: str) -> str:
+    if value != "-":
+        return utf8(value, "--token")
+    data = sys.stdin.buffer.read(MAX_TOKEN_BYTES + 1)
+    if len(data) > MAX_TOKEN_BYTES:
+        raise UsageError(f"--token -: more than {MAX_TOKEN_BYTES} bytes on stdin")
+    try:
+        return data.decode("utf-8").strip()
+    except UnicodeDecodeError as e:
+        raise UsageError(f"--token -: stdin is not UTF-8 (byte {e.start})") from None

@@ -19,7 +19,9 @@ Semantics, the same for `Authorizer` (threads) and `AsyncAuthorizer` (asyncio):
 
 - **Fail closed.** Every gRPC error (pep unreachable, deadline exceeded, INVALID_ARGUMENT,
   ...) becomes a deny `Decision` whose `status` carries the gRPC status code and `detail`
-  its message; nothing raises out of `authorize`.
+  its message; nothing raises out of `authorize`. Its `reason` is `invalid_request` when pep
+  refused the request as malformed, `policy_unavailable` when pep answered that it has no
+  policy set, and `internal_error` otherwise (pep unreachable, a deadline, any other status).
 - **Deadlines.** Each call has a total budget (`timeout`, default 0.5 s) that covers every
   attempt.
 - **Retries only where safe.** Only UNAVAILABLE is retried, within the budget: either the

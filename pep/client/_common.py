@@ -45,11 +45,28 @@ TOKEN_REASONS = frozenset(
         "pop_binding_mismatch",
     }
 )
-_STATUS_REASONS = {
-    grpc.StatusCode.INVALID_ARGUMENT: "invalid_request",
-    grpc.StatusCode.UNAVAILABLE: "policy_unavailable",
-    grpc.StatusCode.DEADLINE_EXCEEDED: "policy_unavailable",
-}
+# pep's closed set of reasons (pep/reasons.py, which the client may not import; a test keeps them equal).
+REASONS = frozenset(
+    {
+        "allowed",
+        "policy_forbid",
+        "policy_no_permit",
+        "evaluation_error",
+        "invalid_request",
+        *TOKEN_REASONS,
+        "chain_too_deep",
+        "chain_cycle",
+        "chain_unknown_agent",
+        "chain_delegation_forbidden",
+        "agent_disabled",
+        "agent_expired",
+        "rate_limited",
+        "policy_unavailable",
+        "internal_error",
+    }
+)
+# What pep itself answers with UNAVAILABLE when it has no policy set (docs/reasons.md).
+NO_POLICY_DETAIL = "no valid policy set is loaded"
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -172,14 +189,41 @@ def decision_of(resp: pb.AuthorizeResponse) -> Decision:
     )
 
 
-def error_decision(code: grpc.StatusCode, detail: str) -> Decision:
-    return Decision(False, _STATUS_REASONS.get(code, "internal_error"), status=code, detail=detail)
+def reason_of(code: grpc.StatusCode, detail: str, trailer: str = "") -> str:
+    """The reason of a call pep did not answer with a decision: only what pep said itself,
+    never a guess. `invalid_request` is pep refusing a malformed request (or the client not
+    sending one), `policy_unavailable` pep saying it has no policy set; everything else (pep
+    unreachable, a deadline, any other status) is `internal_error`."""
+    if trailer in REASONS and trailer != "allowed":
+        return trailer
+    if code is grpc.StatusCode.INVALID_ARGUMENT:
+        return "invalid_request"
+    if code is grpc.StatusCode.UNAVAILABLE and detail == NO_POLICY_DETAIL:
+        return "policy_unavailable"
+    return "internal_error"
+
+
+def error_decision(code: grpc.StatusCode, detail: str, trailer: str = "") -> Decision:
+    return Decision(False, reason_of(code, detail, trailer), status=code, detail=detail)
 
 
 def rpc_error(e: grpc.RpcError) -> Decision:
     code = e.code() if callable(getattr(e, "code", None)) else grpc.StatusCode.UNKNOWN
     details = e.details() if callable(getattr(e, "details", None)) else ""
-    return error_decision(code or grpc.StatusCode.UNKNOWN, details or "")
+    return error_decision(code or grpc.StatusCode.UNKNOWN, details or "", _reason_trailer(e))
+
+
+def _reason_trailer(e: grpc.RpcError) -> str:
+    """`x-pep-reason` from the trailing metadata, when pep sent one."""
+    trailing = getattr(e, "trailing_metadata", None)
+    try:
+        pairs = trailing() if callable(trailing) else ()
+    except Exception:  # an error raised before any metadata arrived
+        return ""
+    for key, value in pairs or ():
+        if key == "x-pep-reason" and isinstance(value, str):
+            return value
+    return ""
 
 
 @dataclass
@@ -240,7 +284,7 @@ def prepare(
 
 DEADLINE_PASSED = Decision(
     False,
-    "policy_unavailable",
+    "internal_error",
     status=grpc.StatusCode.DEADLINE_EXCEEDED,
     detail="deadline exceeded before pep answered",
 )

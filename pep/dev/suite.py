@@ -32,6 +32,7 @@ from pep.tokens.verifier import Credentials, TokenVerifier
 from pep.uids import ACTION, is_action_type, parse_json_uid
 
 TESTS_DIR = "tests"
+TOKEN_KEYS = ("sub", "act_chain", "client_id", "scopes", "groups", "binding", "claims")  # docs/policy-tests.md
 _ISSUER = "https://pep-test.invalid"
 _AUDIENCE = "pep-test"
 _HTU = "https://pep.invalid/pep.v1.Authorizer/Authorize"
@@ -100,8 +101,14 @@ def evaluate_principal(
 def _resource(value: Any) -> ResourceRef:
     if isinstance(value, Mapping) and ("attributes" in value or "parents" in value):
         type_, id_ = parse_uid({"type": value.get("type"), "id": value.get("id")}, "resource")
-        parents = tuple(parse_uid(p, "resource parent") for p in value.get("parents") or ())
-        return ResourceRef(type_, id_, dict(value.get("attributes") or {}), parents)
+        parents_in = value.get("parents") or []
+        if not isinstance(parents_in, list):
+            raise ValueError("`resource.parents` must be a list")
+        parents = tuple(parse_uid(p, "resource parent") for p in parents_in)
+        attributes = value.get("attributes") or {}
+        if not isinstance(attributes, Mapping):
+            raise ValueError("`resource.attributes` must be a mapping")
+        return ResourceRef(type_, id_, dict(attributes), parents)
     type_, id_ = parse_uid(value, "resource")
     return ResourceRef(type_, id_)
 
@@ -156,12 +163,7 @@ class SuiteRunner:
             yield from self.run_suite(rel, name_filter)
 
     def run_suite(self, rel: str, name_filter: str | None = None) -> Iterator[CaseResult]:
-        with open(os.path.join(self.directory, rel), encoding="utf-8") as f:
-            text = f.read()
-        try:
-            data = load_yaml(text, rel)
-        except SourceProblemError as e:
-            raise PolicyLoadError([e.problem]) from None
+        data = _load_suite(os.path.join(self.directory, rel), rel)
         if not isinstance(data, Mapping) or not isinstance(data.get("cases"), list):
             raise PolicyLoadError([SourceProblem(rel, "a suite needs a `cases` list", line_of(data))])
         snapshot = self.snapshot
@@ -177,7 +179,8 @@ class SuiteRunner:
             snapshot = dataclasses.replace(snapshot, entity_index=index)
         authorizer = _pipeline(self._config, snapshot, self._verifier)
         for i, case in enumerate(data["cases"]):
-            name = str(case.get("name", f"case {i}")) if isinstance(case, Mapping) else f"case {i}"
+            given = case.get("name") if isinstance(case, Mapping) else None
+            name = given if isinstance(given, str) else f"case {i}"
             if name_filter and name_filter.lower() not in name.lower():
                 continue
             yield self._run_case(rel, name, case, snapshot, authorizer)
@@ -192,6 +195,8 @@ class SuiteRunner:
         try:
             if not isinstance(case, Mapping):
                 raise ValueError("a case must be a mapping")
+            if not isinstance(case.get("name", ""), str):
+                raise ValueError("`name` must be a string")
             expected = case.get("expect")
             if expected not in ("allow", "deny"):
                 raise ValueError("`expect` must be allow or deny")
@@ -199,9 +204,11 @@ class SuiteRunner:
                 raise ValueError("a case gives exactly one of `principal` or `token`")
             action = _action(case.get("action"))
             resource = _resource(case.get("resource"))
-            context = case.get("context") or {}
+            context = case.get("context")
+            context = {} if context is None else context
             if not isinstance(context, Mapping):
                 raise ValueError("`context` must be a mapping")
+            want_reason, want_policies = _expectations(case)
             if "principal" in case:
                 out = evaluate_principal(snapshot, parse_uid(case["principal"], "principal"), action, resource, context)
                 allowed, reason, policies, errors = out.allowed, out.reason.value, out.policies, out.errors
@@ -211,24 +218,24 @@ class SuiteRunner:
                 allowed, reason, policies, errors = self._through_pipeline(
                     authorizer, case["token"], Check(action[1], resource, dict(context))
                 )
-        except (ValueError, TypeError, KeyError) as e:
+        except (ValueError, TypeError, KeyError, RecursionError) as e:
+            expect = case.get("expect") if isinstance(case, Mapping) else None
+            why = "nested too deeply" if isinstance(e, RecursionError) else str(e)
             return CaseResult(
                 rel,
                 name,
                 line,
                 False,
-                str(case.get("expect", "?")) if isinstance(case, Mapping) else "?",
+                expect if expect in ("allow", "deny") else "?",
                 "error",
-                problems=(f"invalid case: {e}",),
+                problems=(f"invalid case: {why}",),
             )
         decided = "allow" if allowed else "deny"
         problems = []
         if decided != expected:
             problems.append(f"decision: expected {expected}, got {decided}")
-        want_reason = case.get("expect_reason")
         if want_reason is not None and want_reason != reason:
             problems.append(f"reason: expected {want_reason}, got {reason}")
-        want_policies = case.get("expect_policies")
         if want_policies is not None and set(want_policies) != set(policies):
             problems.append(f"policies: expected {sorted(want_policies)}, got {sorted(policies)}")
         return CaseResult(
@@ -240,15 +247,27 @@ class SuiteRunner:
     ) -> tuple[bool, str, tuple[str, ...], tuple[str, ...]]:
         from pep.dev import tokens as devtoken
 
-        if not isinstance(spec, Mapping) or not isinstance(spec.get("sub"), str):
-            raise ValueError("`token` needs at least `sub`")
-        chain = tuple(spec.get("act_chain") or ())
+        if not isinstance(spec, Mapping):
+            raise ValueError("`token` must be a mapping")
+        unknown = sorted(str(k) for k in spec if k not in TOKEN_KEYS)
+        if unknown:
+            raise ValueError(f"`token` has no key {unknown[0]!r} (raw claims go under `token.claims`)")
+        if not isinstance(spec.get("sub"), str) or not spec["sub"]:
+            raise ValueError("`token` needs at least `sub`, a non-empty string")
+        chain = _names(spec.get("act_chain", []), "token.act_chain", devtoken.MAX_ACT_CHAIN)
+        scopes = _names(spec.get("scopes", []), "token.scopes")
+        client_id = spec.get("client_id")
+        if client_id is not None and not isinstance(client_id, str):
+            raise ValueError("`token.client_id` must be a string")
         binding = spec.get("binding", "bearer")
         if binding not in ("bearer", "dpop", "mtls"):
             raise ValueError("`token.binding` must be bearer, dpop or mtls")
-        extra: dict[str, Any] = dict(spec.get("claims") or {})
+        claims = spec.get("claims", {})
+        if not isinstance(claims, Mapping):
+            raise ValueError("`token.claims` must be a mapping")
+        extra: dict[str, Any] = dict(claims)
         if "groups" in spec:
-            extra["groups"] = list(spec["groups"])
+            extra["groups"] = _names(spec["groups"], "token.groups")
         dpop_key = jwk = None
         thumbprint = ""
         if binding == "dpop":
@@ -261,8 +280,8 @@ class SuiteRunner:
             audience=_AUDIENCE,
             sub=spec["sub"],
             act_chain=chain,
-            client_id=spec.get("client_id"),
-            scopes=list(spec.get("scopes") or ()),
+            client_id=client_id,
+            scopes=scopes,
             extra_claims=extra,
             dpop_jkt=devtoken.jwk_thumbprint(jwk) if jwk is not None else None,
             x5t_s256=thumbprint or None,
@@ -275,6 +294,44 @@ class SuiteRunner:
         if decision.fault is not None:
             raise ValueError(f"malformed request: {'; '.join(decision.errors)}")
         return decision.allowed, decision.reason.value, decision.policies, decision.errors
+
+
+def _names(value: Any, what: str, limit: int | None = None) -> list[str]:
+    """A list of non-empty strings: a lone string is refused, never split into characters."""
+    if not isinstance(value, list):
+        raise ValueError(f"`{what}` must be a list of strings, got {type(value).__name__}")
+    if limit is not None and len(value) > limit:
+        raise ValueError(f"`{what}` has {len(value)} entries, more than the limit of {limit}")
+    if not all(isinstance(v, str) and v for v in value):
+        raise ValueError(f"`{what}` must hold non-empty strings only")
+    return list(value)
+
+
+def _expectations(case: Mapping[str, Any]) -> tuple[str | None, list[str] | None]:
+    reason = case.get("expect_reason")
+    if reason is not None and not isinstance(reason, str):
+        raise ValueError("`expect_reason` must be a reason code")
+    policies = case.get("expect_policies")
+    if policies is not None:
+        policies = _names(policies, "expect_policies")
+    return reason, policies
+
+
+def _load_suite(path: str, rel: str) -> Any:
+    """A suite file's YAML; anything unreadable is a located problem, never a crash."""
+    try:
+        with open(path, "rb") as f:
+            text = f.read().decode("utf-8")
+        return load_yaml(text, rel)
+    except SourceProblemError as e:
+        problem = e.problem
+    except UnicodeDecodeError as e:
+        problem = SourceProblem(rel, f"not UTF-8 (byte {e.start})")
+    except OSError as e:
+        problem = SourceProblem(rel, f"cannot read: {e.strerror or e}")
+    except RecursionError:
+        problem = SourceProblem(rel, "nested too deeply to read")
+    raise PolicyLoadError([problem]) from None
 
 
 def summarize(results: Sequence[CaseResult]) -> str:

@@ -18,11 +18,12 @@ from cryptography.hazmat.primitives.asymmetric import ec, ed25519, padding, rsa
 from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
 
 from pep.tokens.dpop import access_token_hash
-from pep.tokens.jws import b64url_encode
+from pep.tokens.jws import MAX_JSON_DEPTH, b64url_encode
 from pep.tokens.thumbprint import jwk_thumbprint
 from pep.tokens.verifier import split_scheme
 
 __all__ = [
+    "MAX_ACT_CHAIN",
     "PrivateKey",
     "alg_for_key",
     "ensure_dev_keys",
@@ -37,6 +38,9 @@ __all__ = [
 
 PrivateKey = ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey | ed25519.Ed25519PrivateKey
 
+# The most agents a development token nests as `act` claims: the deepest chain pep reads in a
+# token (its JSON nests at most MAX_JSON_DEPTH levels, the claims object being the first).
+MAX_ACT_CHAIN = MAX_JSON_DEPTH - 1
 KEY_FILE = "signing-key.pem"
 JWKS_FILE = "jwks.json"
 _EC = {"secp256r1": ("P-256", 32, "ES256"), "secp384r1": ("P-384", 48, "ES384"), "secp521r1": ("P-521", 66, "ES512")}
@@ -77,7 +81,10 @@ def alg_for_key(key: PrivateKey) -> str:
 def sign_jws(key: PrivateKey, header: Mapping[str, Any], payload: Mapping[str, Any] | bytes) -> str:
     """Compact JWS of `payload` signed with `key` using `header["alg"]`."""
     alg = str(header["alg"])
-    body = payload if isinstance(payload, bytes) else json.dumps(payload, separators=(",", ":")).encode()
+    try:
+        body = payload if isinstance(payload, bytes) else json.dumps(payload, separators=(",", ":")).encode()
+    except RecursionError:
+        raise ValueError("the claims nest too deeply to encode") from None
     signing_input = (
         b64url_encode(json.dumps(dict(header), separators=(",", ":")).encode()) + "." + b64url_encode(body)
     ).encode("ascii")
@@ -101,7 +108,12 @@ def sign_jws(key: PrivateKey, header: Mapping[str, Any], payload: Mapping[str, A
 
 def load_private_key(path: str) -> PrivateKey:
     with open(path, "rb") as f:
-        key = serialization.load_pem_private_key(f.read(), password=None)
+        pem = f.read()
+    try:
+        key = serialization.load_pem_private_key(pem, password=None)
+    except (ValueError, TypeError) as e:
+        first = str(e).split(".")[0] or type(e).__name__
+        raise ValueError(f"{path}: not an unencrypted PEM private key ({first})") from None
     if not isinstance(key, (ec.EllipticCurvePrivateKey, rsa.RSAPrivateKey, ed25519.Ed25519PrivateKey)):
         raise ValueError(f"{path}: unsupported key type {type(key).__name__}")
     return key
@@ -136,8 +148,8 @@ def ensure_dev_keys(directory: str) -> tuple[str, str]:
             current = json.load(f)
         if jwk in current.get("keys", []):
             return key_path, jwks_path
-    except (OSError, ValueError, AttributeError):
-        pass
+    except (OSError, ValueError, AttributeError, TypeError, RecursionError):
+        pass  # missing or not ours: rewritten below
     tmp = f"{jwks_path}.{os.getpid()}.tmp"
     with open(tmp, "w", encoding="utf-8") as f:
         json.dump({"keys": [jwk]}, f, indent=2)
@@ -146,7 +158,20 @@ def ensure_dev_keys(directory: str) -> tuple[str, str]:
     return key_path, jwks_path
 
 
+def _names(value: Sequence[str], what: str, limit: int | None = None) -> Sequence[str]:
+    """A sequence of non-empty strings; a lone string is refused rather than read as its characters."""
+    if isinstance(value, (str, bytes)) or not isinstance(value, Sequence):
+        raise ValueError(f"{what} must be a list of strings, got {type(value).__name__}")
+    if limit is not None and len(value) > limit:
+        raise ValueError(f"{what} has {len(value)} agents, more than the {limit} a development token nests")
+    for item in value:
+        if not isinstance(item, str) or not item:
+            raise ValueError(f"{what} must hold non-empty strings, got {item!r:.80}")
+    return value
+
+
 def _nested_act(chain: Sequence[str]) -> dict[str, Any] | None:
+    """The `act` claim of `chain`, built from the innermost out (no recursion)."""
     act: dict[str, Any] | None = None
     for actor in reversed(chain):
         act = {"sub": actor} if act is None else {"sub": actor, "act": act}
@@ -169,7 +194,10 @@ def mint_token(
     now: float | None = None,
     typ: str = "at+jwt",
 ) -> str:
-    """A signed RFC 9068 access token. `act_chain` is current actor first."""
+    """A signed RFC 9068 access token. `act_chain` is current actor first, at most MAX_ACT_CHAIN
+    agents; `act_chain` and `scopes` must be lists of non-empty strings (ValueError otherwise)."""
+    _names(act_chain, "act_chain", MAX_ACT_CHAIN)
+    _names(scopes, "scopes")
     key = load_private_key(key_path)
     issued = int(time.time() if now is None else now)
     claims: dict[str, Any] = {

@@ -74,7 +74,7 @@ def test_deadline_exceeded_is_a_deny_and_not_retried(fake: FakePep) -> None:
     assert (d.allowed, d.status, d.reason, d.answered) == (
         False,
         grpc.StatusCode.DEADLINE_EXCEEDED,
-        "policy_unavailable",
+        "internal_error",
         False,
     )
     assert time.monotonic() - started < 0.9
@@ -85,7 +85,7 @@ def test_server_down_is_a_deny_with_unavailable(closed_port: int) -> None:
     with Authorizer(f"127.0.0.1:{closed_port}", timeout=0.3) as client:
         started = time.monotonic()
         d = client.authorize("t", "read", ("Doc", "plan"))
-    assert (d.allowed, d.status) == (False, grpc.StatusCode.UNAVAILABLE)
+    assert (d.allowed, d.status, d.reason) == (False, grpc.StatusCode.UNAVAILABLE, "internal_error")
     assert time.monotonic() - started < 1.0
 
 
@@ -100,8 +100,8 @@ def test_async_server_down_and_deadline(fake: FakePep, closed_port: int) -> None
         return a, b
 
     down, late = asyncio.run(run())
-    assert (down.allowed, down.status) == (False, grpc.StatusCode.UNAVAILABLE)
-    assert (late.allowed, late.status) == (False, grpc.StatusCode.DEADLINE_EXCEEDED)
+    assert (down.allowed, down.status, down.reason) == (False, grpc.StatusCode.UNAVAILABLE, "internal_error")
+    assert (late.allowed, late.status, late.reason) == (False, grpc.StatusCode.DEADLINE_EXCEEDED, "internal_error")
 
 
 def test_unavailable_is_retried_within_the_budget(fake: FakePep) -> None:

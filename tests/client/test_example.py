@@ -47,4 +47,4 @@ def test_guarded_tools_example(tmp_path: Path) -> None:
     assert lines[1].startswith("read_file(engineering/design-doc.md): denied (policy_no_permit, decision ")
     assert lines[2] == "async fetch(company/handbook.pdf): <contents of company/handbook.pdf>"
     assert lines[3] == "async fetch(engineering/design-doc.md): denied (policy_no_permit)"
-    assert lines[4] == "pep unreachable: denied (policy_unavailable, gRPC UNAVAILABLE)"
+    assert lines[4] == "pep unreachable: denied (internal_error, gRPC UNAVAILABLE)"

@@ -5,8 +5,10 @@ from __future__ import annotations
 import json
 import os
 import stat
+import time
 from pathlib import Path
 
+import pytest
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from pep.config import IssuerConfig, TokenConfig
@@ -100,3 +102,48 @@ def test_dpop_round_trip(tmp_path: Path) -> None:
     bare = devtoken.mint_dpop_proof(dpop_key, jwk, htm="POST", htu=uri, access_token=None, jti="fixed")
     assert "ath" not in forge.decode_segment(bare.split(".")[1])
     assert forge.decode_segment(bare.split(".")[1])["jti"] == "fixed"
+
+
+def test_the_longest_chain_a_dev_token_nests_is_one_pep_reads(tmp_path: Path) -> None:
+    key_path, jwks_path = devtoken.ensure_dev_keys(str(tmp_path))
+    chain = [f"bot-{i}" for i in range(devtoken.MAX_ACT_CHAIN)]
+    token = devtoken.mint_token(key_path, issuer=forge.ISSUER, audience=forge.AUDIENCE, sub="alice", act_chain=chain)
+    node = _verifier(jwks_path, time.time()).verify(Credentials(token)).claims["act"]
+    seen = []
+    while node is not None:  # the nesting, walked without recursion
+        seen.append(node["sub"])
+        node = node.get("act")
+    assert seen == chain
+
+
+@pytest.mark.parametrize(
+    ("kw", "message"),
+    [
+        (
+            {"act_chain": [f"a{i}" for i in range(devtoken.MAX_ACT_CHAIN + 1)]},
+            f"the {devtoken.MAX_ACT_CHAIN} a development",
+        ),
+        ({"act_chain": [f"a{i}" for i in range(1200)]}, "has 1200 agents"),
+        ({"act_chain": "assistant"}, "act_chain must be a list of strings"),
+        ({"act_chain": ["ok", ""]}, "non-empty strings"),
+        ({"act_chain": ["ok", 7]}, "non-empty strings"),
+        ({"scopes": "files:read"}, "scopes must be a list of strings"),
+    ],
+)
+def test_mint_token_refuses_what_it_cannot_mint(tmp_path: Path, kw: dict[str, object], message: str) -> None:
+    key_path, _ = devtoken.ensure_dev_keys(str(tmp_path))
+    with pytest.raises(ValueError, match=message):
+        devtoken.mint_token(key_path, issuer=forge.ISSUER, audience=forge.AUDIENCE, sub="alice", **kw)  # type: ignore[arg-type]
+
+
+def test_a_corrupt_dev_key_names_its_file(tmp_path: Path) -> None:
+    (tmp_path / devtoken.KEY_FILE).write_text("not a key\n")
+    with pytest.raises(ValueError, match=f"{devtoken.KEY_FILE}: not an unencrypted PEM private key"):
+        devtoken.ensure_dev_keys(str(tmp_path))
+
+
+def test_a_deep_jwks_file_is_rewritten(tmp_path: Path) -> None:
+    key_path, jwks_path = devtoken.ensure_dev_keys(str(tmp_path))
+    Path(jwks_path).write_text("[" * 20000 + "]" * 20000)
+    assert devtoken.ensure_dev_keys(str(tmp_path)) == (key_path, jwks_path)
+    assert json.loads(Path(jwks_path).read_text())["keys"][0]["kid"]
