@@ -81,6 +81,12 @@ class Metrics:
         )
         self.policies_loaded = Gauge("pep_policies_loaded", "Policies in the served set.", registry=r)
         self.agents_registered = Gauge("pep_agents_registered", "Agents in the served registry.", registry=r)
+        self.http_refusals = Counter(
+            "pep_http_refusals_total",
+            "HTTP requests the AuthZEN listener answered with an error before any decision, by status.",
+            ["status"],
+            registry=r,
+        )
         self.log_dropped = Counter(
             "pep_decision_log_dropped_total",
             "Decisions that could not be written to the decision log.",
@@ -145,6 +151,10 @@ class Metrics:
                 self.shadow_divergences.labels(self.action_label(decision.action)).inc()
         except Exception:  # a side output never fails a decision
             log.exception("could not count a decision")
+
+    def http_refused(self, status: int) -> None:
+        """One HTTP refusal that decided nothing (so no decision was counted for it)."""
+        self.http_refusals.labels(str(status)).inc()
 
     def policy_loaded(self, version: str, policies: int, agents: int, at: float) -> None:
         self.reloads.labels("success").inc()

@@ -189,7 +189,9 @@ def build_server(config: Config, *, metrics: Metrics | None = None, max_workers:
             raise
     if config.authzen.listen:
         try:
-            srv.authzen = AuthzenServer(config.authzen, pipeline, shutdown_timeout=config.shutdown_grace_seconds)
+            srv.authzen = AuthzenServer(
+                config.authzen, pipeline, shutdown_timeout=config.shutdown_grace_seconds, refused=metrics.http_refused
+            )
         except OSError as e:
             srv.stop(0)
             raise ListenError(config.authzen.listen, e.strerror or str(e)) from None

@@ -29,7 +29,7 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from pep.api.ingress import traceparent
@@ -242,6 +242,8 @@ class Answer:
     status: int
     body: bytes
     headers: list[tuple[str, str]]
+    # True when the pipeline decided (and so logged and counted) what this answer says.
+    decided: bool = False
 
 
 @dataclass
@@ -373,8 +375,12 @@ class AuthzenApp:
         else:
             # The batch ends at the first deny (or permit): later items are neither evaluated nor logged.
             decisions = stop_after(self._pipeline.decide(ask), stop)
-        answer = render(parsed, decisions, identity=not self._trust_subject)
-        return Answer(200, json.dumps(answer).encode(), [*pending.reply_headers, ("Cache-Control", "no-store")])
+        try:
+            answer = render(parsed, decisions, identity=not self._trust_subject)
+        except HTTPError as e:  # a fault of the whole request: decided, logged and counted already
+            return replace(error_answer(e.status, e.message, pending.reply_headers), decided=True)
+        headers = [*pending.reply_headers, ("Cache-Control", "no-store")]
+        return Answer(200, json.dumps(answer).encode(), headers, decided=True)
 
 
 def stop_after(decisions: Iterable[Decision], stop: Callable[[bool], bool]) -> list[Decision]:

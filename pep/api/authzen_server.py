@@ -55,8 +55,9 @@ STATUS_TEXT = {
 class _Connections:
     """Open connections per client address and in all (event loop thread only)."""
 
-    def __init__(self, per_client: int, total: int) -> None:
+    def __init__(self, per_client: int, total: int, refused: Callable[[int], None]) -> None:
         self.per_client, self.total = per_client, total
+        self.refused = refused  # counts an answer that decided nothing
         self._open: Counter[str] = Counter()
         self._count = 0
 
@@ -131,8 +132,8 @@ class _Connection(RequestHandler):
             log.error("authzen: internal error", exc_info=exc)
             status, message = 500, "internal error"
         log.debug("authzen: refused a request from %s: %s", self._client, message)
-        answer = error_answer(status, message)
-        return _response(answer, close=True)
+        self._connections.refused(status)
+        return _response(error_answer(status, message), close=True)
 
 
 def _response(answer: Answer, *, close: bool) -> web.Response:
@@ -152,7 +153,10 @@ def _response(answer: Answer, *, close: bool) -> web.Response:
 class _Handler:
     """Reads the head, admits, reads the body, decides on a worker thread, writes the answer."""
 
-    def __init__(self, app: AuthzenApp, config: AuthzenConfig, executor: ThreadPoolExecutor) -> None:
+    def __init__(
+        self, app: AuthzenApp, config: AuthzenConfig, executor: ThreadPoolExecutor, refused: Callable[[int], None]
+    ) -> None:
+        self._refused = refused
         self._app = app
         self._timeout = config.timeout_seconds
         self._executor = executor
@@ -217,6 +221,8 @@ class _Handler:
 
     async def _send(self, request: web.BaseRequest, answer: Answer, *, close: bool) -> web.StreamResponse:
         """Write the answer within the timeout; a client that does not read it loses the connection."""
+        if not answer.decided and answer.status >= 400:
+            self._refused(answer.status)
         resp = _response(answer, close=close)
         try:
             async with asyncio.timeout(self._timeout):
@@ -300,7 +306,14 @@ def _claim_stale_socket(path: str) -> None:
 class AuthzenServer:
     """A running AuthZEN listener. `address` is where it listens (port 0 resolved)."""
 
-    def __init__(self, config: AuthzenConfig, pipeline: Pipeline, *, shutdown_timeout: float = 5.0) -> None:
+    def __init__(
+        self,
+        config: AuthzenConfig,
+        pipeline: Pipeline,
+        *,
+        shutdown_timeout: float = 5.0,
+        refused: Callable[[int], None] = lambda _status: None,
+    ) -> None:
         # aiohttp is the one HTTP stack pep keeps (server and client): a strict llhttp parser that
         # itself refuses duplicate Content-Length (equal values too), Content-Length with
         # Transfer-Encoding, any Transfer-Encoding but chunked and obs-fold; streaming both ways
@@ -318,8 +331,10 @@ class AuthzenServer:
             base = f"http://{self.address}"
         self._shutdown_timeout = shutdown_timeout
         self._executor = ThreadPoolExecutor(max_workers=config.threads, thread_name_prefix="pep-authzen")
-        handler = _Handler(AuthzenApp(pipeline, config, config.base_url or base), config, self._executor)
-        self._connections = _Connections(config.max_connections_per_client, CONNECTIONS_PER_THREAD * config.threads)
+        handler = _Handler(AuthzenApp(pipeline, config, config.base_url or base), config, self._executor, refused)
+        self._connections = _Connections(
+            config.max_connections_per_client, CONNECTIONS_PER_THREAD * config.threads, refused
+        )
         self._options: dict[str, Any] = {
             "keepalive_timeout": config.header_timeout_seconds,
             "lingering_time": config.timeout_seconds,  # reading what follows a refused body, then closing

@@ -331,3 +331,21 @@ def test_a_second_listener_on_the_same_address_fails(pep_factory: Callable[..., 
     stale.bind(str(path))  # a socket file no one listens on is taken over
     stale.close()
     assert allowed(pep_factory(listen=f"unix://{path}"))
+
+
+def test_every_refusal_that_decides_nothing_is_counted(pep_factory: Callable[..., Pep]) -> None:
+    pep = pep_factory()
+
+    def refusals(status: int) -> float:
+        value = pep.server.metrics.registry.get_sample_value("pep_http_refusals_total", {"status": str(status)})
+        return value or 0.0
+
+    assert send(pep, HEAD + b"Content-Length: 3\r\n\r\n{x}")[0] == 400  # not JSON: nothing decided
+    assert send(pep, HEAD.replace(b"/access/v1/evaluation", b"/nope") + b"Content-Length: 2\r\n\r\n{}")[0] == 404
+    assert send(pep, HEAD + LENGTH + LENGTH + b"\r\n" + BODY)[0] == 400  # framing, refused by the parser
+    assert (refusals(400), refusals(404)) == (2, 1)
+    nulls = json.loads(BODY)
+    nulls["context"] = {"n": None}  # refused by the pipeline: decided, logged and counted as a decision
+    assert pep.client.evaluation(nulls).status == 400
+    assert refusals(400) == 2
+    assert pep.log_lines(1) and len(pep.log_lines()) == 1
