@@ -281,6 +281,7 @@ HOSTILE: list[tuple[str, list[str], int, str]] = [
     ("authorize unreachable", [*AUTHORIZE, "--resource", 'Doc::"p"'], 1, ""),
     ("admin infinite timeout", ["admin", "--timeout", "inf", "status"], 2, "--timeout"),
     ("admin deep config", ["admin", "--config", "{deep_yaml}", "status"], 2, "nested too deeply"),
+    ("config show missing config", ["config", "show", "--config", "{missing}"], 2, "no such file"),
     ("admin disable all with id", [*ADMIN, "disable", "all", "some-id", "--reason", "r"], 2, "takes no id"),
     ("admin enable all with id", [*ADMIN, "enable", "all", "some-id"], 2, "takes no id"),
     ("admin disable agent no id", [*ADMIN, "disable", "agent", "--reason", "r"], 2, "needs an id"),

@@ -8,6 +8,7 @@ from pep.config.addresses import is_local_address, split_address
 from pep.config.parse import load_config, parse_config
 from pep.config.sections import (
     MODES,
+    PROFILES,
     AuthzenConfig,
     Config,
     DecisionLogConfig,
@@ -15,6 +16,7 @@ from pep.config.sections import (
     ExtAuthzConfig,
     ExtAuthzRule,
     IdentityConfig,
+    IssuerClaims,
     IssuerConfig,
     ReloadConfig,
     TokenConfig,
@@ -22,6 +24,7 @@ from pep.config.sections import (
 
 __all__ = [
     "MODES",
+    "PROFILES",
     "AuthzenConfig",
     "Config",
     "DecisionLogConfig",
@@ -29,6 +32,7 @@ __all__ = [
     "ExtAuthzConfig",
     "ExtAuthzRule",
     "IdentityConfig",
+    "IssuerClaims",
     "IssuerConfig",
     "ReloadConfig",
     "TokenConfig",

@@ -15,6 +15,7 @@ import yaml
 
 from pep.algorithms import SUPPORTED_ALGORITHMS
 from pep.config.addresses import is_local_address
+from pep.config.issuer_profile import profile_fields
 from pep.config.routes import compile_route
 from pep.config.sections import (
     MODES,
@@ -148,7 +149,9 @@ def _issuers(value: Any, base_dir: str) -> tuple[IssuerConfig, ...]:
     for i, item in enumerate(_list(value, "issuers")):
         key = f"issuers[{i}]"
         if not isinstance(item, Mapping):
-            raise ConfigError(key, "must be a mapping with issuer, audiences, jwks_file or jwks_uri, algorithms")
+            raise ConfigError(
+                key, "must be a mapping with issuer, audiences, jwks_file or jwks_uri, algorithms, profile, claims"
+            )
         _check_keys(item, IssuerConfig, key + ".", set())
         if "issuer" not in item:
             raise ConfigError(f"{key}.issuer", "is required")
@@ -182,7 +185,7 @@ def _issuers(value: Any, base_dir: str) -> tuple[IssuerConfig, ...]:
             jwks_uri = _str(jwks_uri, f"{key}.jwks_uri")
             if not jwks_uri.startswith(("https://", "http://")):
                 raise ConfigError(f"{key}.jwks_uri", "must be an http(s) URL")
-        out.append(IssuerConfig(issuer, audiences, algorithms, jwks_file, jwks_uri))
+        out.append(IssuerConfig(issuer, audiences, algorithms, jwks_file, jwks_uri, **profile_fields(item, key)))
     return tuple(out)
 
 

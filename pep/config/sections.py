@@ -9,6 +9,30 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 MODES = ("enforce", "dry_run")
+# `issuers[].profile` names; the presets themselves are in pep/tokens/profiles.py.
+PROFILES = (
+    "rfc9068",
+    "okta",
+    "entra",
+    "auth0",
+    "ping",
+    "zitadel",
+    "workos",
+    "keycloak",
+    "hydra",
+    "vault",
+    "cognito",
+)
+
+
+@dataclass(frozen=True)
+class IssuerClaims:
+    """`issuers[].claims`: claim names overriding the profile's (None: the profile's)."""
+
+    agent: tuple[str, ...] | None = None
+    user: tuple[str, ...] | None = None
+    scopes: tuple[str, ...] | None = None
+    groups: tuple[str, ...] | None = None
 
 
 @dataclass(frozen=True)
@@ -18,6 +42,12 @@ class IssuerConfig:
     algorithms: tuple[str, ...] = ("RS256", "ES256")
     jwks_file: str | None = None
     jwks_uri: str | None = None
+    # Where this IdP's tokens carry agent, user, scopes (pep/tokens/profiles.py); rfc9068 is today's.
+    profile: str = "rfc9068"
+    claims: IssuerClaims = field(default_factory=IssuerClaims)
+    # Per issuer, over the profile and the global tokens.required_claims / tokens.accept_jwt_typ.
+    required_claims: tuple[str, ...] | None = None
+    accept_typ: tuple[str, ...] | None = None
 
 
 @dataclass(frozen=True)

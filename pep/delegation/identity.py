@@ -1,7 +1,9 @@
 """From a verified token to who is acting: current agent, user, delegation chain (docs/identity.md).
 
 RFC 8693 section 4.1: the outermost `act.sub` is the current actor, nested `act` claims
-are prior actors, the least recent most deeply nested.
+are prior actors, the least recent most deeply nested. Where the token names the client
+(the agent) and the user comes from the issuer's profile (pep/tokens/profiles.py): the
+verified token carries them (`client_id`, `user`, `app_only`).
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from pep.config import DelegationConfig, IdentityConfig
 from pep.errors import ChainError, TokenError
 from pep.policy.registry import Registry
 from pep.reasons import Reason
+from pep.tokens.claims import claim_value, names_of
 from pep.tokens.verifier import VerifiedToken
 
 # Nesting past this is refused before any other chain rule, so a hostile token cannot
@@ -61,29 +64,45 @@ def resolve_identity(
     """Work out agent, user and chain, and apply the chain rules; raises `ChainError`."""
     claims = token.claims
     sub = claims.get("sub")
-    if not isinstance(sub, str) or not sub:
+    # Only an app-only token may go without `sub` (PingOne's client credentials tokens).
+    if (sub is not None or not token.app_only) and (not isinstance(sub, str) or not sub):
         raise TokenError("`sub` must be a non-empty string", Reason.TOKEN_CLAIMS_MISSING)
     actors = actor_chain(claims)
+    profile = token.profile
+    # The agent the subject stands for: a registered `sub`, or, in an app-only token (a
+    # Keycloak service account, Auth0's `<client>@clients`, ...), the client itself: never a user.
+    subject_agent: str | None = None
+    if sub in registry:
+        subject_agent = sub
+    elif token.app_only:
+        subject_agent = token.client_id or (sub if not profile.users else None)
+        if subject_agent is None:
+            raise ChainError("app-only token names no client (agent)", Reason.CHAIN_UNKNOWN_AGENT)
+    person = token.user  # the profile's user claim: `sub` for rfc9068, as before; Entra's `oid`
     user: str | None
     if actors:
-        if sub in registry:
+        if subject_agent is not None:
             # An agent delegating onward: it is the first actor, and no user is involved.
-            actors.append(sub)
+            actors.append(subject_agent)
             user = None
         else:
-            user = sub
-    elif sub in registry:
-        actors, user = [sub], None  # autonomous agent
+            user = _user(person)
+    elif subject_agent is not None:
+        actors, user = [subject_agent], None  # autonomous agent
     elif token.client_id and token.client_id in registry:
-        actors, user = [token.client_id], sub  # the agent acting directly for the user
+        actors, user = [token.client_id], _user(person)  # the agent acting directly for the user
     else:
-        raise ChainError("no registered agent in the token (act, sub, client_id/azp)", Reason.CHAIN_UNKNOWN_AGENT)
+        agents = "/".join(profile.agent) or "client"
+        raise ChainError(f"no registered agent in the token (act, sub, {agents})", Reason.CHAIN_UNKNOWN_AGENT)
     check_chain(actors, registry, delegation)
     _check_may_act(claims, actors[0])
     groups: tuple[str, ...] = ()
     attributes: dict[str, Any] = {}
     if user is not None:
-        groups = _groups(claims.get(identity.user_groups_claim))
+        if profile.groups is None:  # rfc9068 without an override: identity.user_groups_claim, as before
+            groups = _groups(claims.get(identity.user_groups_claim))
+        else:
+            groups = tuple(dict.fromkeys(g for name in profile.groups for g in _groups(claim_value(claims, name))))
         attributes = {c: claims[c] for c in identity.user_claims if c in claims}
     return Identity(actors[0], user, tuple(actors), groups, attributes)
 
@@ -115,11 +134,12 @@ def _check_may_act(claims: Mapping[str, Any], current: str) -> None:
         raise ChainError(f"may_act does not admit the current actor {current!r}", Reason.CHAIN_DELEGATION_FORBIDDEN)
 
 
+def _user(value: str) -> str:
+    if not value:
+        raise TokenError("the token names no user (the profile's user claim is missing)", Reason.TOKEN_CLAIMS_MISSING)
+    return value
+
+
 def _groups(value: Any) -> tuple[str, ...]:
-    if value is None:
-        return ()
-    if isinstance(value, str):
-        return tuple(g for g in value.split() if g)
-    if isinstance(value, list):
-        return tuple(g for g in value if isinstance(g, str) and g)
-    return ()
+    """A space-separated string, a list of strings, or an object whose keys are the names (ZITADEL roles)."""
+    return names_of(value)

@@ -12,6 +12,7 @@ from typing import Any
 
 from pep.errors import TokenError
 from pep.reasons import Reason
+from pep.tokens.profiles import ID_TOKEN_CLAIMS, Profile
 from pep.tokens.thumbprint import decode_sha256_b64url
 
 _NUMBER_CLAIMS = ("exp", "iat", "nbf", "auth_time")
@@ -59,12 +60,81 @@ def check_types(claims: Mapping[str, Any]) -> None:
 
 
 def check_required(claims: Mapping[str, Any], required: Sequence[str]) -> None:
+    """Each name present; `client_id` is also satisfied by `azp`, and "a|b" by either."""
     for name in required:
         if name in claims:
             continue
         if name == "client_id" and "azp" in claims:
             continue
-        raise _claims_error(f"required claim {name} is missing")
+        if "|" in name and any(part in claims for part in name.split("|")):
+            continue
+        shown = " or ".join(name.split("|"))
+        raise _claims_error(f"required claim {shown} is missing")
+
+
+def check_profile(claims: Mapping[str, Any], profile: Profile) -> None:
+    """What the issuer's profile says an access token of its IdP looks like (pep/tokens/profiles.py)."""
+    for name, value in profile.expect:
+        if claims.get(name) != value:
+            raise TokenError(f"claim {name} must be {value!r} in an access token", Reason.TOKEN_TYPE_INVALID)
+    if profile.refuse_id_tokens:
+        for name in ID_TOKEN_CLAIMS:
+            if name in claims:
+                raise TokenError(f"an ID token ({name}) is not an access token", Reason.TOKEN_TYPE_INVALID)
+    for name in (*profile.agent, *profile.user):
+        if name in claims and (not isinstance(claims[name], str) or not claims[name]):
+            raise _claims_error(f"claim {name} must be a non-empty string")
+    for name in profile.scopes:
+        found = claims.get(name)
+        if found is None or isinstance(found, (str, dict)):
+            continue
+        if not isinstance(found, list) or not all(isinstance(s, str) for s in found):
+            raise _claims_error(f"claim {name} must be a string or a list of strings")
+
+
+def first_string(claims: Mapping[str, Any], names: Sequence[str]) -> str:
+    """The first of `names` present as a non-empty string, else ""."""
+    for name in names:
+        value = claims.get(name)
+        if isinstance(value, str) and value:
+            return value
+    return ""
+
+
+def is_app_only(claims: Mapping[str, Any], profile: Profile, agent: str) -> bool:
+    """Whether the profile says this token is the agent acting alone (client credentials)."""
+    if not profile.users:
+        return True
+    for rule in profile.app_only:
+        if rule.value is None:
+            if rule.claim not in claims:
+                return True
+        elif agent and claims.get(rule.claim) == rule.value.format(agent=agent.lower() if rule.lower else agent):
+            return True
+    return False
+
+
+def claim_value(claims: Mapping[str, Any], name: str) -> Any:
+    """A claim by name; a dotted name not present as such is a path (Keycloak's `realm_access.roles`)."""
+    if name in claims or "." not in name:
+        return claims.get(name)
+    node: Any = claims
+    for part in name.split("."):
+        if not isinstance(node, Mapping):
+            return None
+        node = node.get(part)
+    return node
+
+
+def names_of(value: Any, sep: str | None = None) -> tuple[str, ...]:
+    """Names from a `sep`-separated string (None: any whitespace), a list of strings, or an object's keys."""
+    if isinstance(value, str):
+        return tuple(v for v in value.split(sep) if v)
+    if isinstance(value, list):
+        return tuple(v for v in value if isinstance(v, str) and v)
+    if isinstance(value, Mapping):
+        return tuple(k for k in value if isinstance(k, str) and k)
+    return ()
 
 
 def check_times(claims: Mapping[str, Any], now: float, leeway: float) -> None:
@@ -80,8 +150,9 @@ def check_times(claims: Mapping[str, Any], now: float, leeway: float) -> None:
         raise TokenError("token issued in the future (iat)", Reason.TOKEN_NOT_YET_VALID)
 
 
-def check_audience(claims: Mapping[str, Any], audiences: Sequence[str]) -> None:
-    aud = claims.get("aud")
+def check_audience(claims: Mapping[str, Any], audiences: Sequence[str], claim: str = "aud") -> None:
+    """`aud` (or, for an IdP without it, the profile's claim naming the intended client) names this service."""
+    aud = claims.get(claim)
     values = [aud] if isinstance(aud, str) else list(aud or ())
     if not any(a in audiences for a in values):
         raise TokenError("audience does not name this service", Reason.TOKEN_AUDIENCE_INVALID)
@@ -134,11 +205,10 @@ def binding_of(claims: Mapping[str, Any]) -> Binding:
     raise _claims_error("cnf holds no supported confirmation method (jkt or x5t#S256 only)")
 
 
-def scopes_of(claims: Mapping[str, Any]) -> frozenset[str]:
-    """`scope` (space-separated, RFC 8693 4.2), else `scp` (string or list)."""
-    raw = claims.get("scope", claims.get("scp"))
-    if isinstance(raw, str):
-        return frozenset(s for s in raw.split(" ") if s)
-    if isinstance(raw, list):
-        return frozenset(s for s in raw if isinstance(s, str) and s)
+def scopes_of(claims: Mapping[str, Any], names: Sequence[str] = ("scope", "scp")) -> frozenset[str]:
+    """The first of `names` present: `scope` (space-separated, RFC 8693 4.2), `scp` (string or list), ..."""
+    for name in names:
+        raw = claim_value(claims, name)
+        if raw is not None:
+            return frozenset(names_of(raw, " "))
     return frozenset()

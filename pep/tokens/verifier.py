@@ -6,11 +6,13 @@ Pipeline (first failure wins, one reason code each):
 2. verified-token cache, keyed on the whole token (time claims re-checked on a hit);
 3. strict compact JWS parse (pep's, stricter than PyJWT's); forbidden headers (`crit`,
    `cty`, `jku`, `x5u`, `x5c`, `jwk`);
-4. `alg` never `none` or HMAC; `typ` is `at+jwt`;
-5. unverified `iss` -> configured issuer (only to pick the key set); `alg` on that
-   issuer's list; key by `kid` (one rate-limited refresh when unknown); header `alg`
-   equals the key's bound algorithm; signature (PyJWT, pinned to that one algorithm);
-6. claims: JSON types, required claims, exp, nbf/iat, aud, lifetime, `cnf`;
+4. `alg` never `none` or HMAC; `typ` one some issuer accepts (`at+jwt` by default);
+5. unverified `iss` -> configured issuer (only to pick the key set); `typ` one its profile
+   accepts; `alg` on that issuer's list; key by `kid` (one rate-limited refresh when
+   unknown); header `alg` equals the key's bound algorithm; signature (PyJWT, pinned to
+   that one algorithm);
+6. claims: JSON types, the profile's shape (pep/tokens/profiles.py), required claims, exp,
+   nbf/iat, aud (or the profile's audience claim), lifetime, `cnf`;
 7. proof of possession, on every call: DPoP (`cnf.jkt`) or mTLS (`cnf["x5t#S256"]`).
 """
 
@@ -34,9 +36,12 @@ from pep.tokens.claims import (
     binding_of,
     check_audience,
     check_lifetime,
+    check_profile,
     check_required,
     check_times,
     check_types,
+    first_string,
+    is_app_only,
     scopes_of,
 )
 from pep.tokens.dpop import DPoPVerifier
@@ -51,12 +56,11 @@ from pep.tokens.jws import (
     verify_signature,
 )
 from pep.tokens.mtls import check_certificate_binding
+from pep.tokens.profiles import PROFILES, Profile, normalise_typ, resolve
 
 log = logging.getLogger("pep.tokens")
 
 _SCHEME = re.compile(r"^(bearer|dpop)(?:[ \t]+|$)", re.I)
-_AT_TYPES = frozenset({"at+jwt", "application/at+jwt"})
-_JWT_TYPES = frozenset({"jwt", "application/jwt"})
 # PyJWT ignores these; a key the token points to or carries itself proves nothing.
 _FORBIDDEN_HEADERS = ("jku", "x5u", "x5c", "jwk")
 MAX_KID_LENGTH = 256
@@ -87,6 +91,18 @@ class VerifiedToken:
     jti: str
     issued_at: int
     expires_at: int
+    # The user claim's value per the issuer's profile ("" when it names none).
+    user: str = ""
+    # The profile says this is the agent acting alone (client credentials), whatever `sub` is.
+    app_only: bool = False
+    profile: Profile = PROFILES["rfc9068"]
+
+
+@dataclass(frozen=True)
+class _Issuer:
+    config: IssuerConfig
+    source: KeySource
+    profile: Profile
 
 
 @dataclass(frozen=True)
@@ -143,13 +159,17 @@ class TokenVerifier:
         self._clock = clock
         self._cache: ExpiringLRU[_Entry] = ExpiringLRU(cache_size)
         self._dpop = DPoPVerifier(config)
-        accepted = set(_AT_TYPES)
-        if config.accept_jwt_typ:
-            accepted |= _JWT_TYPES
-        self._types = frozenset(accepted)
-        self._issuers: dict[str, tuple[IssuerConfig, KeySource]] = {}
+        self._issuers: dict[str, _Issuer] = {}
+        profiles = []
+        for i, issuer in enumerate(issuers):
+            try:
+                profiles.append(resolve(issuer, config))  # once per issuer, never per token
+            except ConfigError as e:
+                raise ConfigError(f"issuers[{i}].{e.key}", e.problem) from None
+        # Checked before the issuer is known, so a typ no issuer accepts is refused as before.
+        self._types = frozenset(t for p in profiles for t in p.accept_typ or ()) if profiles else frozenset({"at+jwt"})
         try:
-            for i, issuer in enumerate(issuers):
+            for i, (issuer, profile) in enumerate(zip(issuers, profiles, strict=True)):
                 source: KeySource
                 if issuer.jwks_file:
                     source = StaticKeySource.from_file(issuer.jwks_file, issuer.algorithms, f"issuers[{i}].jwks_file")
@@ -166,14 +186,14 @@ class TokenVerifier:
                     )
                 else:
                     raise ConfigError(f"issuers[{i}]", "needs exactly one of jwks_file or jwks_uri")
-                self._issuers[issuer.issuer] = (issuer, source)
+                self._issuers[issuer.issuer] = _Issuer(issuer, source, profile)
         except BaseException:
             self.close()
             raise
 
     def close(self) -> None:
-        for _, source in self._issuers.values():
-            source.close()
+        for issuer in self._issuers.values():
+            issuer.source.close()
 
     def verify(self, creds: Credentials) -> VerifiedToken:
         """The verified token, or `TokenError` with the reason it was refused."""
@@ -196,7 +216,7 @@ class TokenVerifier:
             raise _error(f"token longer than {limit} bytes", Reason.TOKEN_MALFORMED)
         now = self._clock()
         entry = self._cache.get(token, now)
-        if entry is not None and entry.keys is not self._issuers[entry.issuer][1].current():
+        if entry is not None and entry.keys is not self._issuers[entry.issuer].source.current():
             entry = None  # the key set changed since: verify against the new one
         if entry is not None:
             check_times(entry.claims, now, self._config.leeway_seconds)
@@ -209,16 +229,21 @@ class TokenVerifier:
             cached = _Entry(entry.issuer, _json_copy(claims), _json_copy(header), entry.binding, entry.keys)
             self._cache.put(token, cached, deadline, now)
         self._check_binding(scheme, token, entry.binding, creds, now)
+        profile = self._issuers[entry.issuer].profile
+        client_id = first_string(claims, profile.agent)
         return VerifiedToken(
             issuer=entry.issuer,
             claims=MappingProxyType(claims),
             header=MappingProxyType(header),
             binding=entry.binding.kind,
-            scopes=scopes_of(claims),
-            client_id=claims.get("client_id") or claims.get("azp") or "",
+            scopes=scopes_of(claims, profile.scopes),
+            client_id=client_id,
             jti=claims.get("jti") or "",
             issued_at=int(claims.get("iat", 0)),
             expires_at=int(claims.get("exp", 0)),
+            user=first_string(claims, profile.user) if profile.users else "",
+            app_only=is_app_only(claims, profile, client_id),
+            profile=profile,
         )
 
     def _verify_signed(self, token: str, now: float) -> _Entry:
@@ -238,7 +263,10 @@ class TokenVerifier:
         found = self._issuers.get(iss)
         if found is None:
             raise _error("issuer is not trusted", Reason.TOKEN_ISSUER_UNTRUSTED)
-        issuer, source = found
+        issuer, source, profile = found.config, found.source, found.profile
+        typ = normalise_typ(jws.header.get("typ", ""))
+        if typ not in (profile.accept_typ or ()):
+            raise _error(f"typ must be {_typ_list(profile)} for this issuer", Reason.TOKEN_TYPE_INVALID)
         if alg not in issuer.algorithms:
             # Name the alg only when it is one pep knows: header text is attacker-chosen.
             named = f"alg {alg}" if alg in ALGORITHMS else "alg"
@@ -247,9 +275,10 @@ class TokenVerifier:
         claims = jws.payload
         cfg = self._config
         check_types(claims)
-        check_required(claims, cfg.required_claims)
+        check_profile(claims, profile)
+        check_required(claims, profile.required_claims or ())
         check_times(claims, now, cfg.leeway_seconds)
-        check_audience(claims, issuer.audiences)
+        check_audience(claims, issuer.audiences, profile.audience_claim)
         check_lifetime(claims, now, cfg.max_lifetime_seconds)
         binding = binding_of(claims)
         return _Entry(iss, claims, jws.header, binding, keys)
@@ -267,9 +296,10 @@ class TokenVerifier:
             raise _error("alg header missing", Reason.TOKEN_MALFORMED)
         if is_forbidden_alg(alg):  # PyJWT implements none and HS*: refused by name, any case
             raise _error("alg none and HMAC algorithms are never accepted", Reason.TOKEN_ALGORITHM_REJECTED)
-        typ = header.get("typ")
-        if not isinstance(typ, str) or typ.lower() not in self._types:
-            raise _error("typ must be at+jwt", Reason.TOKEN_TYPE_INVALID)
+        typ = header.get("typ", "")
+        if not isinstance(typ, str) or (typ == "" and "typ" in header) or normalise_typ(typ) not in self._types:
+            named = "at+jwt" if self._types == {"at+jwt"} else ", ".join(sorted(t or '""' for t in self._types))
+            raise _error(f"typ must be {named}", Reason.TOKEN_TYPE_INVALID)
         kid = header.get("kid")
         # PyJWT only checks that kid is a string; pep also bounds what a lookup key may cost.
         if kid is not None and (not isinstance(kid, str) or not kid or len(kid) > MAX_KID_LENGTH):
@@ -318,3 +348,7 @@ class TokenVerifier:
             raise _error("token presented with the DPoP scheme is not DPoP-bound", Reason.POP_BINDING_MISMATCH)
         if binding.kind == "mtls":
             check_certificate_binding(binding.x5t_digest, creds.client_cert_thumbprint)
+
+
+def _typ_list(profile: Profile) -> str:
+    return " or ".join(t or "absent" for t in profile.accept_typ or ())
