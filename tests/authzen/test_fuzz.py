@@ -79,8 +79,8 @@ def _lines(pep: Pep, request_id: str) -> int:
 
 
 def _settled(pep: Pep, request_id: str, want: int) -> int:
-    """The lines logged for `request_id` once `want` are there (or after 10 s), and a moment more."""
-    deadline = time.monotonic() + 10
+    """The lines logged for `request_id` once `want` are there (or after 5 s), and a moment more."""
+    deadline = time.monotonic() + 5
     while _lines(pep, request_id) < want and time.monotonic() < deadline:
         time.sleep(0.01)
     time.sleep(0.05)

@@ -94,8 +94,8 @@ def _lines(h: Harness) -> int:
 
 
 def _wait_lines(h: Harness, want: int) -> int:
-    """The line count once `want` lines are there (the log is written in the background), or after 10 s."""
-    deadline = time.monotonic() + 10
+    """The line count once `want` lines are there (the log is written in the background), or after 5 s."""
+    deadline = time.monotonic() + 5
     while (got := _lines(h)) < want and time.monotonic() < deadline:
         time.sleep(0.01)
     return got
