@@ -38,6 +38,8 @@ DURATION_BUCKETS = (
     1.0,
 )
 OTHER_ACTION = "other"
+# `pep_state_errors_total{op}`: the closed set of shared-state operations.
+STATE_OPS = ("connect", "sync", "write", "subscribe", "file")
 
 
 class Metrics:
@@ -110,8 +112,18 @@ class Metrics:
         )
         self.killswitch_entries = Gauge(
             "pep_killswitch_entries",
-            "What the kill switch disables now, by kind and source (file or admin).",
-            ["kind", "source"],
+            "What the kill switch disables now, by kind, source (file or admin) and scope (local or fleet).",
+            ["kind", "source", "scope"],
+            registry=r,
+        )
+        # Registered by `shared_state()`: a pep without Redis exports no pep_state_up (nothing to be down).
+        self.state_up = Gauge(
+            "pep_state_up", "1 when the shared state (Redis, state.redis_url) answers; 0 when not.", registry=None
+        )
+        self.state_errors = Counter(
+            "pep_state_errors_total",
+            "Failed calls to the shared state, by operation (connect, sync, write, subscribe, file).",
+            ["op"],
             registry=r,
         )
         self.build = Info("pep_build", "pep build information.", registry=r)
@@ -124,6 +136,8 @@ class Metrics:
         for result in ("success", "failure"):
             self.reloads.labels(result)
             self.jwks_refreshes.labels(result)
+        for op in STATE_OPS:
+            self.state_errors.labels(op)
 
     def set_actions(self, actions: frozenset[str]) -> None:
         """Actions named in the loaded schema; any other action is labelled `other`."""
@@ -175,6 +189,10 @@ class Metrics:
     def jwks_refreshed(self, result: str) -> None:
         """The token verifier's JWKS hook: `result` is success or failure."""
         self.jwks_refreshes.labels("success" if result == "success" else "failure").inc()
+
+    def shared_state(self) -> None:
+        """This pep keeps state in Redis: export pep_state_up (0 until the first answer)."""
+        self.registry.register(self.state_up)
 
     def watch_log_queue(self, length: Callable[[], int], capacity: int) -> None:
         self.log_queue_length.set_function(length)

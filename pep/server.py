@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 import os
 import signal
 import socket
 import threading
 import time
+from collections.abc import Callable
 from concurrent import futures
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -29,7 +31,7 @@ from pep.api.grpc_authorizer import add_to_server as add_authorizer
 from pep.audit.log import DecisionLog
 from pep.config import Config, split_address
 from pep.controls.admit import Controls
-from pep.controls.killswitch import RuntimeKills
+from pep.controls.killswitch import KillEntry, RuntimeKills, StoredKills
 from pep.controls.ratelimit import RateLimiter
 from pep.errors import ListenError
 from pep.metrics import Metrics
@@ -37,6 +39,7 @@ from pep.pipeline import Pipeline
 from pep.pipeline.record import Recorder
 from pep.policy.store import PolicyStore
 from pep.policy.watcher import PolicyWatcher
+from pep.state import KillStore, open_kill_store
 from pep.tokens.verifier import TokenVerifier
 
 log = logging.getLogger(__name__)
@@ -76,6 +79,8 @@ class Server:
     authzen: AuthzenServer | None = None
     authzen_address: str = ""
     draining: threading.Event = field(default_factory=threading.Event)
+    # Where admin flips outlive the process (`state`); None: memory only.
+    state: KillStore | None = None
     _stopped: threading.Event = field(default_factory=threading.Event)
 
     def wait(self) -> None:
@@ -99,6 +104,8 @@ class Server:
         if self.metrics_http is not None:
             self.metrics_http.shutdown()
             self.metrics_http.server_close()
+        if self.state is not None:
+            self.state.close()
         self.decision_log.close()
         self.verifier.close()
         self._stopped.set()
@@ -112,10 +119,13 @@ def build_server(config: Config, *, metrics: Metrics | None = None, max_workers:
     store = PolicyStore(config.policies, metrics, require_schema=config.policies_require_schema)
     decision_log = DecisionLog(config.decision_log, metrics)
     recorder = Recorder(decision_log, metrics, mode=config.mode, log_required=config.decision_log.required)
-    kills = RuntimeKills()
+    state = open_kill_store(config.state, metrics)  # may raise ConfigError (an unreadable state.file)
+    kills = StoredKills(state) if state is not None else RuntimeKills()
     controls = Controls(kills, RateLimiter())
     pipeline = Pipeline(store, verifier, controls, recorder, delegation=config.delegation, identity=config.identity)
     store.on_swap(lambda snapshot: update_kill_gauge(metrics, kills, snapshot))
+    if isinstance(kills, StoredKills):
+        kills.on_change = _on_kill_change(metrics, kills, store, decision_log)
 
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="pep-grpc"),
@@ -158,6 +168,7 @@ def build_server(config: Config, *, metrics: Metrics | None = None, max_workers:
             addresses.append(f"{host}:{bound}" if ":" not in host else f"[{host}]:{bound}")
     server.start()
     srv = Server(config, metrics, store, verifier, decision_log, pipeline, server, health_servicer, addresses)
+    srv.state = state
     srv.watcher = PolicyWatcher(store, config.reload)
     srv.watcher.start()
     if config.admin_listen:
@@ -201,6 +212,28 @@ def build_server(config: Config, *, metrics: Metrics | None = None, max_workers:
     metrics_where = f"metrics on {srv.metrics_address}" if srv.metrics_address else "metrics off"
     log.info("pep serving on %s (%s)", ", ".join(addresses), metrics_where)
     return srv
+
+
+def _on_kill_change(
+    metrics: Metrics, kills: StoredKills, store: PolicyStore, decision_log: DecisionLog
+) -> Callable[[list[tuple[str, KillEntry]], bool], None]:
+    """Flips applied from elsewhere (another replica, `pep admin --state`): counted, and logged here too."""
+
+    def changed(changes: list[tuple[str, KillEntry]], remote: bool) -> None:
+        update_kill_gauge(metrics, kills, store.current())
+        if not remote:
+            return  # the admin API logs its own
+        ts = dt.datetime.now(dt.UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
+        for action, e in changes:
+            event = {"schema": 1, "ts": ts, "event": "admin", "action": action, "kind": e.kind, "id": e.id}
+            event.update(reason=e.reason, actor=e.actor, changed=True, scope=kills.scope, applied="fleet")
+            if not decision_log.write_event(event):
+                log.error("kill switch change could not be written to the decision log: %s", event)
+            log.warning(
+                "kill switch (fleet): %s %s %r (%s) by %r", action, e.kind, e.id, e.reason or "-", e.actor or "-"
+            )
+
+    return changed
 
 
 def _claim_unix_socket(address: str) -> None:

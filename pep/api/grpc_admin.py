@@ -15,7 +15,7 @@ import grpc
 
 from pep._proto.pep.v1 import admin_pb2 as pb
 from pep._proto.pep.v1 import admin_pb2_grpc as pb_grpc
-from pep.controls.killswitch import ID_KINDS, KINDS, KillKind, RuntimeKills
+from pep.controls.killswitch import ID_KINDS, KINDS, SCOPES, KillKind, RuntimeKills
 from pep.metrics import Metrics
 from pep.policy.loader import Snapshot
 
@@ -32,16 +32,17 @@ MAX_ENTRIES = 10_000
 
 
 def update_kill_gauge(metrics: Metrics, kills: RuntimeKills, snapshot: Snapshot | None) -> None:
-    counts = {(kind, source): 0 for kind in KINDS for source in ("file", "admin")}
+    # killswitch.yaml is each replica's own (local); admin flips are fleet-wide when kept in Redis.
+    counts = {(kind, source, scope): 0 for kind in KINDS for source in ("file", "admin") for scope in SCOPES}
     for entry in kills.entries():
-        counts[(entry.kind, "admin")] += 1
+        counts[(entry.kind, "admin", kills.scope)] += 1
     if snapshot is not None:
         ks = snapshot.killswitch
-        counts[("all", "file")] = int(ks.all)
+        counts[("all", "file", "local")] = int(ks.all)
         for id_kind in ID_KINDS:
-            counts[(id_kind.value, "file")] = len(ks.ids(id_kind))
-    for (kind, source), n in counts.items():
-        metrics.killswitch_entries.labels(kind, source).set(n)
+            counts[(id_kind.value, "file", "local")] = len(ks.ids(id_kind))
+    for (kind, source, scope), n in counts.items():
+        metrics.killswitch_entries.labels(kind, source, scope).set(n)
 
 
 class AdminService(pb_grpc.AdminServicer):

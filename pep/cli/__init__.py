@@ -105,7 +105,20 @@ def _parser() -> argparse.ArgumentParser:
         help="flip the kill switch of a running pep now",
         description="Talk to a running pep's admin API (admin_listen): disable or enable an agent, agent "
         "group, user or issuer immediately, or show what is disabled. Takes effect on the next decision "
-        "and survives policy reloads until lifted.",
+        "and survives policy reloads until lifted. With --state, write the flip to the fleet's Redis "
+        "directly (no pep needed): every pep with that state.redis_url applies it within a second.",
+    )
+    ad.add_argument(
+        "--state",
+        type=inputs.name,
+        metavar="URL",
+        help="the fleet's Redis (state.redis_url: redis://, rediss:// or unix://; password in the URL or "
+        "REDIS_PASSWORD); talks to Redis instead of a pep's admin API",
+    )
+    ad.add_argument(
+        "--key-prefix",
+        type=inputs.name,
+        help="the fleet's state.key_prefix, with --state only (default pep:)",
     )
     ad.add_argument("--config", "-c", help="pep's config file; its admin_listen is the address")
     ad.add_argument("--address", type=inputs.name, help="admin address (overrides --config; default 127.0.0.1:50052)")

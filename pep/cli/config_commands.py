@@ -43,6 +43,8 @@ def cmd_config_show(args: argparse.Namespace) -> int:
             raw["jwks_uri"] = _redact_url(raw["jwks_uri"])
         issuers.append({**raw, **describe(resolve(issuer, cfg.tokens, cfg.identity))})
     data["issuers"] = issuers
+    if cfg.state.redis_url:  # its password, if any, is masked
+        data["state"]["redis_url"] = _redact_url(cfg.state.redis_url)
     sys.stdout.write(yaml.safe_dump(data, sort_keys=False, allow_unicode=True, default_flow_style=False))
     return 0
 

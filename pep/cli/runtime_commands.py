@@ -62,6 +62,12 @@ def cmd_admin(args: argparse.Namespace) -> int:
             raise UsageError(f"{action} all takes no id (got {clip(args.id, 80)!r}): it applies to everything")
         if args.kind != "all" and not args.id:
             raise UsageError(f"{action} {args.kind} needs an id")
+    if args.state is not None:
+        if args.address is not None or args.config is not None:
+            raise UsageError("--state talks to Redis directly: give it without --address or --config")
+        return _admin_fleet(args)
+    if args.key_prefix is not None:
+        raise UsageError("--key-prefix goes with --state (a pep's admin API knows its own)")
     address = args.address
     if address is None:
         address = _load_config(args.config).admin_listen if args.config else "127.0.0.1:50052"
@@ -102,6 +108,42 @@ def cmd_admin(args: argparse.Namespace) -> int:
         by = f" by {entry.actor}" if entry.actor else ""
         print(f"disabled {names.get(entry.kind, '?')} {entry.id or '*'} ({entry.source}{since}{by}): {entry.reason}")
     print(f"policy version: {status.policy_version or '(none loaded)'}")
+    return EXIT_OK
+
+
+def _admin_fleet(args: argparse.Namespace) -> int:
+    """`pep admin --state URL`: the flip goes straight to the fleet's Redis, no pep in between."""
+    import time
+
+    from pep.config import check_redis_url
+    from pep.config.redis_url import redact_redis_url
+    from pep.state import StoredKill
+    from pep.state.redis_kills import ERRORS, connect, delete_kill, read_kills, write_kill
+
+    url = check_redis_url(args.state, "--state")
+    prefix = "pep:" if args.key_prefix is None else args.key_prefix
+    where = redact_redis_url(url)
+    client = connect(url, timeout=args.timeout)
+    action, id_ = args.admin_action, "" if getattr(args, "kind", "") == "all" else getattr(args, "id", "")
+    try:
+        changed = None
+        if action == "disable":
+            changed = write_kill(client, prefix, StoredKill(args.kind, id_, args.reason, time.time(), args.actor))
+        elif action == "enable":
+            changed = delete_kill(client, prefix, args.kind, id_)
+        _, entries = read_kills(client, prefix)
+    except ERRORS as e:
+        raise UsageError(f"Redis {where}: {type(e).__name__}: {clip(str(e), 200)}") from None
+    finally:
+        client.close()
+    if changed is not None:
+        what = f"{args.kind} {id_}".strip()
+        print(f"{action}d {what} fleet-wide" if changed else f"no change: {what} was already {action}d fleet-wide")
+    if not entries:
+        print("nothing is disabled fleet-wide (killswitch.yaml entries are each replica's own)")
+    for entry in sorted(entries.values(), key=lambda k: (k.kind, k.id)):
+        by = f" by {entry.actor}" if entry.actor else ""
+        print(f"disabled {entry.kind} {entry.id or '*'} (admin, fleet, since {_iso(entry.since)}{by}): {entry.reason}")
     return EXIT_OK
 
 

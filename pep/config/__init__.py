@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from pep.config.addresses import is_local_address, split_address
 from pep.config.parse import load_config, parse_config
+from pep.config.redis_url import check_redis_url
 from pep.config.sections import (
     MODES,
     PROFILES,
@@ -19,6 +20,7 @@ from pep.config.sections import (
     IssuerClaims,
     IssuerConfig,
     ReloadConfig,
+    StateConfig,
     TokenConfig,
 )
 
@@ -35,7 +37,9 @@ __all__ = [
     "IssuerClaims",
     "IssuerConfig",
     "ReloadConfig",
+    "StateConfig",
     "TokenConfig",
+    "check_redis_url",
     "is_local_address",
     "load_config",
     "parse_config",

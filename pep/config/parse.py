@@ -16,9 +16,11 @@ import yaml
 from pep.algorithms import SUPPORTED_ALGORITHMS
 from pep.config.addresses import is_local_address
 from pep.config.issuer_profile import profile_fields
+from pep.config.redis_url import check_redis_url
 from pep.config.routes import compile_route
 from pep.config.sections import (
     MODES,
+    STATE_ON_UNAVAILABLE,
     AuthzenConfig,
     Config,
     DecisionLogConfig,
@@ -28,6 +30,7 @@ from pep.config.sections import (
     IdentityConfig,
     IssuerConfig,
     ReloadConfig,
+    StateConfig,
     TokenConfig,
 )
 from pep.errors import ConfigError
@@ -72,7 +75,7 @@ def _set_dotted(raw: dict[str, Any], dotted: str, value: Any) -> None:
 
 def parse_config(raw: Mapping[str, Any], base_dir: str = ".") -> Config:
     """Build a `Config` from plain data. Relative paths resolve against `base_dir`."""
-    _check_keys(raw, Config, "", {"issuers", "tokens", "delegation", "identity", "decision_log", "reload", "ext_authz"})
+    _check_keys(raw, Config, "", set())
     cfg = Config()
     values: dict[str, Any] = {}
     for key in ("listen", "metrics_listen", "admin_listen"):
@@ -107,6 +110,7 @@ def parse_config(raw: Mapping[str, Any], base_dir: str = ".") -> Config:
     values["reload"] = _section(raw, "reload", ReloadConfig)
     values["ext_authz"] = _ext_authz(raw.get("ext_authz"))
     values["authzen"] = _authzen(raw)
+    values["state"] = _state(raw.get("state"), base_dir)
     log = _section(raw, "decision_log", DecisionLogConfig)
     if log.sink != "stdout":
         log = replace(log, sink=_path(log.sink, base_dir))
@@ -212,6 +216,35 @@ def _authzen(raw: Mapping[str, Any]) -> AuthzenConfig:
             raise ConfigError("authzen.base_url", "must be an http(s) URL without a query or fragment")
         cfg = replace(cfg, base_url=cfg.base_url.rstrip("/"))
     return cfg
+
+
+def _state(value: Any, base_dir: str) -> StateConfig:
+    if value is None:
+        return StateConfig()
+    if not isinstance(value, Mapping):
+        raise ConfigError("state", "must be a mapping")
+    _check_keys(value, StateConfig, "state.", set())
+    kw: dict[str, Any] = {}
+    for key in ("redis_url", "file"):  # "" (or null) leaves it off
+        if value.get(key) not in (None, ""):
+            kw[key] = _str(value[key], f"state.{key}")
+    if "redis_url" in kw:
+        kw["redis_url"] = check_redis_url(kw["redis_url"], "state.redis_url")
+    if "file" in kw:
+        if "redis_url" in kw:
+            raise ConfigError("state.file", "is for a pep without Redis: with state.redis_url, flips are kept in Redis")
+        kw["file"] = _path(kw["file"], base_dir)
+    if "key_prefix" in value:
+        kw["key_prefix"] = _str(value["key_prefix"], "state.key_prefix")
+    if "timeout_ms" in value:
+        kw["timeout_ms"] = _like(value["timeout_ms"], 0, "state.timeout_ms")
+        if not 1 <= kw["timeout_ms"] <= 10_000:
+            raise ConfigError("state.timeout_ms", f"must be 1 to 10000, got {kw['timeout_ms']}")
+    if "on_unavailable" in value:
+        kw["on_unavailable"] = _str(value["on_unavailable"], "state.on_unavailable")
+        if kw["on_unavailable"] not in STATE_ON_UNAVAILABLE:
+            raise ConfigError("state.on_unavailable", f"must be local or deny, got {kw['on_unavailable']!r}")
+    return StateConfig(**kw)
 
 
 def _ext_authz(value: Any) -> ExtAuthzConfig:

@@ -149,6 +149,25 @@ class ExtAuthzConfig:
     rules: tuple[ExtAuthzRule, ...] = ()
 
 
+STATE_ON_UNAVAILABLE = ("local", "deny")
+
+
+@dataclass(frozen=True)
+class StateConfig:
+    """State shared by the replicas of a fleet (Redis); without `redis_url`, all stays per process."""
+
+    # redis://, rediss:// (TLS) or unix://; the password may be in it or in REDIS_PASSWORD.
+    redis_url: str = ""
+    # Several estates can share one Redis.
+    key_prefix: str = "pep:"
+    # Per Redis call on the request path.
+    timeout_ms: int = 50
+    # local: fall back to per-process state; deny: refuse what needs the shared state.
+    on_unavailable: str = "local"
+    # Without Redis: where admin flips are kept across restarts ("" keeps them in memory only).
+    file: str = ""
+
+
 @dataclass(frozen=True)
 class Config:
     listen: str = "127.0.0.1:50051"
@@ -168,6 +187,7 @@ class Config:
     reload: ReloadConfig = field(default_factory=ReloadConfig)
     ext_authz: ExtAuthzConfig = field(default_factory=ExtAuthzConfig)
     authzen: AuthzenConfig = field(default_factory=AuthzenConfig)
+    state: StateConfig = field(default_factory=StateConfig)
     # Extra listeners (e.g. a Unix socket beside TCP), each like `listen`.
     extra_listen: tuple[str, ...] = ()
     # Seconds to let in-flight calls finish on SIGTERM.

@@ -1,8 +1,10 @@
 """The kill switch: `killswitch.yaml` (git, reloaded with the policies) plus immediate
-flips through the admin API, which survive reloads until lifted."""
+flips through the admin API, which survive reloads until lifted, and restarts too when a
+`pep.state` store keeps them (`state.file`, or Redis for the whole fleet)."""
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -11,15 +13,22 @@ from dataclasses import dataclass, field
 from pep.errors import ControlError
 from pep.policy.killswitch_file import ID_KINDS, KINDS, KillKind, KillList, parse_killswitch
 from pep.reasons import Reason
+from pep.state import KillStore, StoredKill
+
+log = logging.getLogger(__name__)
+# Where an admin entry holds: this process only, or every replica sharing the Redis.
+SCOPES = ("local", "fleet")
 
 # The file's types and parser live with the policy directory; these names stay importable from here.
 __all__ = [
     "ID_KINDS",
     "KINDS",
+    "SCOPES",
     "KillEntry",
     "KillKind",
     "KillList",
     "RuntimeKills",
+    "StoredKills",
     "check_kill",
     "parse_killswitch",
 ]
@@ -42,6 +51,7 @@ class RuntimeKills:
     _entries: dict[tuple[str, str], KillEntry] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _view: Mapping[tuple[str, str], KillEntry] = field(default_factory=dict)
+    scope: str = "local"
 
     def disable(self, kind: str, id_: str, reason: str, actor: str = "") -> bool:
         key = (kind, "" if kind == "all" else id_)
@@ -65,6 +75,45 @@ class RuntimeKills:
 
     def view(self) -> Mapping[tuple[str, str], KillEntry]:
         return self._view
+
+
+class StoredKills(RuntimeKills):
+    """Admin entries kept by a `pep.state` store; the request path still reads the frozen view.
+
+    `on_change` hears every change the store applies, with whether it came from elsewhere
+    (another replica, or `pep admin --state`).
+    """
+
+    def __init__(self, store: KillStore, clock: Callable[[], float] = time.time) -> None:
+        super().__init__(clock=clock, scope=store.scope)
+        self.store = store
+        self.on_change: Callable[[list[tuple[str, KillEntry]], bool], None] | None = None
+        store.listen(self._apply)
+
+    def disable(self, kind: str, id_: str, reason: str, actor: str = "") -> bool:
+        id_ = "" if kind == "all" else id_
+        return self.store.put(StoredKill(kind, id_, reason, self.clock(), actor))
+
+    def enable(self, kind: str, id_: str) -> bool:
+        return self.store.delete(kind, "" if kind == "all" else id_)
+
+    def _apply(
+        self, entries: Mapping[tuple[str, str], StoredKill], changes: list[tuple[str, StoredKill]], remote: bool
+    ) -> None:
+        # A kind this pep does not know (a newer writer, a stray hand edit) is left out, said once per change.
+        view = {k: _entry(e) for k, e in entries.items() if e.kind in KINDS}
+        with self._lock:
+            self._entries = view
+            self._view = dict(view)
+        known = [(action, _entry(e)) for action, e in changes if e.kind in KINDS]
+        if len(known) < len(changes):
+            log.warning("kill switch: ignoring stored entries of unknown kinds (known: %s)", ", ".join(KINDS))
+        if known and self.on_change is not None:
+            self.on_change(known, remote)
+
+
+def _entry(e: StoredKill) -> KillEntry:
+    return KillEntry(e.kind, e.id, e.reason, e.since, e.actor)
 
 
 def check_kill(

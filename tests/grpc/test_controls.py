@@ -114,7 +114,7 @@ def test_admin_cli_disables_immediately_and_survives_reload(fast: Harness, capsy
     assert main(["admin", "--address", admin, "status"]) == 0
     out = capsys.readouterr().out
     assert "disabled agent orchestrator (admin since" in out and "by sre): incident 42" in out
-    assert 'pep_killswitch_entries{kind="agent",source="admin"} 1.0' in metrics_text(fast)
+    assert 'pep_killswitch_entries{kind="agent",scope="local",source="admin"} 1.0' in metrics_text(fast)
     assert main(["admin", "--address", admin, "enable", "agent", "orchestrator"]) == 0
     assert fast.authorize(deep).reason == "allowed"
     events = [line for line in fast.log_lines(5) if line.get("event") == "admin"]
