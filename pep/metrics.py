@@ -39,7 +39,7 @@ DURATION_BUCKETS = (
 )
 OTHER_ACTION = "other"
 # `pep_state_errors_total{op}`: the closed set of shared-state operations.
-STATE_OPS = ("connect", "sync", "write", "subscribe", "file")
+STATE_OPS = ("connect", "sync", "write", "subscribe", "file", "ratelimit", "replay")
 
 
 class Metrics:
@@ -122,7 +122,8 @@ class Metrics:
         )
         self.state_errors = Counter(
             "pep_state_errors_total",
-            "Failed calls to the shared state, by operation (connect, sync, write, subscribe, file).",
+            "Failed calls to the shared state, by operation (connect, sync, write, subscribe, file, ratelimit, "
+            "replay).",
             ["op"],
             registry=r,
         )

@@ -39,7 +39,7 @@ from pep.pipeline import Pipeline
 from pep.pipeline.record import Recorder
 from pep.policy.store import PolicyStore
 from pep.policy.watcher import PolicyWatcher
-from pep.state import KillStore, open_kill_store
+from pep.state import KillStore, open_kill_store, open_shared
 from pep.tokens.verifier import TokenVerifier
 
 log = logging.getLogger(__name__)
@@ -121,7 +121,11 @@ def build_server(config: Config, *, metrics: Metrics | None = None, max_workers:
     recorder = Recorder(decision_log, metrics, mode=config.mode, log_required=config.decision_log.required)
     state = open_kill_store(config.state, metrics)  # may raise ConfigError (an unreadable state.file)
     kills = StoredKills(state) if state is not None else RuntimeKills()
-    controls = Controls(kills, RateLimiter())
+    # With Redis: buckets and proof jtis shared by the fleet, this process's kept as the fallback.
+    buckets, replay = open_shared(config.state, metrics, verifier.local_replay)
+    if replay is not None:
+        verifier.use_replay(replay)
+    controls = Controls(kills, RateLimiter(shared=buckets, on_unavailable=config.state.on_unavailable))
     pipeline = Pipeline(store, verifier, controls, recorder, delegation=config.delegation, identity=config.identity)
     store.on_swap(lambda snapshot: update_kill_gauge(metrics, kills, snapshot))
     if isinstance(kills, StoredKills):

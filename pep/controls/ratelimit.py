@@ -1,7 +1,9 @@
 """Token-bucket rate limits from `limits.yaml`.
 
-Limits are per pep process: with an agent behind N replicas, each replica's pep allows
-the configured rate, so the agent's total can reach N times it. Size limits per replica.
+Without `shared`, limits are per pep process: with an agent behind N replicas, each replica's
+pep allows the configured rate, so the agent's total can reach N times it. With `shared` (Redis,
+`state.redis_url`, handed in by the composition root) the buckets are the fleet's; when it does
+not answer, `on_unavailable` says: `local` falls back to this process's buckets, `deny` refuses.
 """
 
 from __future__ import annotations
@@ -10,7 +12,7 @@ import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, Protocol
 
 from pep.errors import ControlError
 from pep.policy.limits_file import Limits, Rate, parse_limits
@@ -37,12 +39,28 @@ class _Bucket:
             self.stamp = now
 
 
+class SharedBuckets(Protocol):
+    def take(self, wanted: Sequence[tuple[tuple[Any, ...], float, float]]) -> int | None:
+        """Spend one token from every (key, rate, burst) or none: the index of the first empty
+        bucket, None when all were spent; ConnectionError when the store does not answer."""
+        ...
+
+
 class RateLimiter:
     """Buckets per agent (its own limit, else its groups', else the default), per agent group
     (shared by the group's members) and per agent and action. Thread-safe."""
 
-    def __init__(self, *, clock: Callable[[], float] = time.monotonic, max_buckets: int = DEFAULT_MAX_BUCKETS) -> None:
+    def __init__(
+        self,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        max_buckets: int = DEFAULT_MAX_BUCKETS,
+        shared: SharedBuckets | None = None,
+        on_unavailable: str = "local",
+    ) -> None:
         self._clock = clock
+        self._shared = shared
+        self._deny_unavailable = on_unavailable == "deny"
         self._max = max_buckets
         self._buckets: OrderedDict[tuple[Any, ...], _Bucket] = OrderedDict()
         self._lock = threading.Lock()
@@ -69,6 +87,17 @@ class RateLimiter:
             wanted.append((("action", agent, action, per_action), per_action))
         if not wanted:
             return
+        if self._shared is not None:
+            try:
+                empty = self._shared.take([(key[:-1], rate.rate, rate.burst) for key, rate in wanted])
+            except ConnectionError as e:
+                if self._deny_unavailable:
+                    raise ControlError(f"rate limits: {e}", Reason.INTERNAL_ERROR) from None
+            else:
+                if empty is not None:
+                    key, rate = wanted[empty]
+                    raise ControlError(_describe(key, _Bucket(rate, 0.0)), Reason.RATE_LIMITED)
+                return
         now = self._clock()
         with self._lock:
             buckets = []

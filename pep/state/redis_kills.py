@@ -37,9 +37,9 @@ POLL_SECONDS = 0.2
 ERRORS = (redis.RedisError, OSError)
 
 
-def connect(url: str, timeout: float = CALL_TIMEOUT_SECONDS) -> redis.Redis:
+def connect(url: str, timeout: float = CALL_TIMEOUT_SECONDS, **extra: Any) -> redis.Redis:
     """A client for `url`; the password is the URL's, else REDIS_PASSWORD's."""
-    kwargs: dict[str, Any] = {"socket_timeout": timeout, "socket_connect_timeout": timeout}
+    kwargs: dict[str, Any] = {"socket_timeout": timeout, "socket_connect_timeout": timeout, **extra}
     if os.environ.get("REDIS_PASSWORD"):
         kwargs["password"] = os.environ["REDIS_PASSWORD"]  # the URL's own password, if any, wins
     return redis.Redis.from_url(url, decode_responses=True, **kwargs)

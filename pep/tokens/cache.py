@@ -5,7 +5,7 @@ from __future__ import annotations
 import threading
 from collections import OrderedDict
 from collections.abc import Hashable
-from typing import Generic, TypeVar
+from typing import Generic, Protocol, TypeVar
 
 V = TypeVar("V")
 
@@ -54,6 +54,14 @@ class ExpiringLRU(Generic[V]):
     def __len__(self) -> int:
         with self._lock:
             return len(self._entries)
+
+
+class ReplayStore(Protocol):
+    """Where DPoP proof keys are remembered: this process (`ReplayCache`) or the fleet's
+    (pep.state, handed in by the composition root). `add` may raise a `PepError` (its reason
+    is the decision's) when the store cannot tell."""
+
+    def add(self, key: Hashable, deadline: float, now: float) -> bool: ...
 
 
 class ReplayCache:

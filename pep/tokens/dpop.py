@@ -20,7 +20,7 @@ from pep.algorithms import ALGORITHMS
 from pep.config import TokenConfig
 from pep.errors import TokenError
 from pep.reasons import Reason
-from pep.tokens.cache import ReplayCache
+from pep.tokens.cache import ReplayCache, ReplayStore
 from pep.tokens.jwk import JWKError, key_fits_alg, public_key_from_jwk
 from pep.tokens.jws import MalformedJWS, is_forbidden_alg, parse_compact, verify_signature
 from pep.tokens.thumbprint import jwk_thumbprint, sha256_b64url
@@ -142,10 +142,16 @@ def _public_key(canonical_jwk: str) -> Any:
 class DPoPVerifier:
     """Checks DPoP proofs and remembers their `jti`s (thread-safe)."""
 
-    def __init__(self, config: TokenConfig) -> None:
+    def __init__(self, config: TokenConfig, replay: ReplayStore | None = None) -> None:
         self._config = config
         self._allowed = frozenset(a for a in config.dpop_algorithms if a in ALGORITHMS)
-        self._replay = ReplayCache(config.dpop_replay_cache_size)
+        # This process's cache unless the composition root hands in the fleet's (`use_replay`).
+        self.local_replay = ReplayCache(config.dpop_replay_cache_size)
+        self._replay: ReplayStore = replay if replay is not None else self.local_replay
+
+    def use_replay(self, replay: ReplayStore) -> None:
+        """Remember proofs in `replay` from now on (the fleet's, in front of `local_replay`)."""
+        self._replay = replay
 
     @staticmethod
     def _key(jwk: Mapping[str, Any]) -> Any:
@@ -178,7 +184,8 @@ class DPoPVerifier:
             raise _invalid("jwk has no computable thumbprint") from None
         if not hmac.compare_digest(thumbprint.encode("ascii"), jkt.encode("ascii", errors="replace")):
             raise TokenError("DPoP proof key does not match the token's cnf.jkt", Reason.POP_BINDING_MISMATCH)
-        key_id = (htu, hashlib.sha256(jti.encode("utf-8")).digest())
+        # One digest of the request URI, key and jti: also the fleet's Redis key (pep/state/shared.py).
+        key_id = hashlib.sha256(f"{htu}\n{jkt}\n{jti}".encode()).digest()
         deadline = iat + self._config.dpop_max_age_seconds + 1
         if not self._replay.add(key_id, deadline, now):
             raise TokenError("DPoP proof jti was already used", Reason.DPOP_REPLAY)

@@ -30,7 +30,7 @@ from pep.algorithms import ALGORITHMS
 from pep.config import IssuerConfig, TokenConfig
 from pep.errors import ConfigError, TokenError
 from pep.reasons import Reason
-from pep.tokens.cache import ExpiringLRU
+from pep.tokens.cache import ExpiringLRU, ReplayStore
 from pep.tokens.claims import (
     Binding,
     binding_of,
@@ -143,6 +143,15 @@ class TokenVerifier:
     `jwks_fetch` and `on_jwks_refresh` serve `jwks_uri` issuers: a custom fetcher
     (tests) and a hook told "success"/"failure" after each refresh (metrics).
     """
+
+    @property
+    def local_replay(self) -> ReplayStore:
+        """This process's DPoP replay cache (the fallback when a shared one is unavailable)."""
+        return self._dpop.local_replay
+
+    def use_replay(self, replay: ReplayStore) -> None:
+        """Remember DPoP proofs in `replay` from now on (a fleet's, in front of `local_replay`)."""
+        self._dpop.use_replay(replay)
 
     def __init__(
         self,
