@@ -3,7 +3,9 @@
 Servers run pinned to core 0 and the load generator to core 1 (`taskset`), one server
 at a time; each figure is the median of several repetitions after a warm-up. Printed:
 throughput (closed loop) and latency (closed loop, and a fixed-rate open loop), each
-with its ratio to the no-op floor, then scale curves over generated estates.
+with its ratio to the no-op floor, then scale curves over generated estates. The cost of
+shared state (a Redis on the same machine, started on a free port) is the same Authorize with
+a limits.yaml that applies, buckets and DPoP replay cache per process against shared.
 """
 
 from __future__ import annotations
@@ -34,6 +36,8 @@ ROOT = Path(__file__).resolve().parents[1]
 ISSUER, AUDIENCE = "https://bench.invalid", "pep-bench"
 HTU = "https://pep.bench/pep.v1.Authorizer/"
 SERVER_CPU, CLIENT_CPU = "0", "1"
+# Buckets that apply to every benchmark call (agent, and agent+action) but never run dry.
+LIMITS = {"agents": {"billing-bot": {"rate": 1e6, "burst": 1e6}}, "actions": {"pay": {"rate": 1e6, "burst": 1e6}}}
 
 
 def pinned(cpu: str, argv: list[str]) -> list[str]:
@@ -102,8 +106,46 @@ class Requests:
         return path
 
 
+def limited_policies(tmp: Path) -> Path:
+    """The example policies plus LIMITS."""
+    policies = tmp / "policies-limits"
+    if not policies.exists():
+        shutil.copytree(ROOT / "policies", policies)
+        (policies / "limits.yaml").write_text(json.dumps(LIMITS))
+    return policies
+
+
 @contextmanager
-def server(kind: str, tmp: Path, requests: Requests) -> Iterator[str]:
+def redis_server(tmp: Path) -> Iterator[str | None]:
+    """A throwaway redis-server on the server core (no persistence); None when it is not installed."""
+    binary = shutil.which("redis-server")
+    if binary is None:
+        yield None
+        return
+    import redis  # a pep dependency; imported here so the rest of the bench does not need it
+
+    port = free_port()
+    argv = [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--dir", str(tmp)]
+    proc = subprocess.Popen(pinned(SERVER_CPU, argv), stdout=subprocess.DEVNULL)
+    try:
+        client, deadline = redis.Redis(host="127.0.0.1", port=port, socket_timeout=2), time.monotonic() + 15
+        while True:
+            try:
+                client.ping()
+                break
+            except redis.ConnectionError:
+                if time.monotonic() > deadline or proc.poll() is not None:
+                    raise RuntimeError("redis-server did not start") from None
+                time.sleep(0.05)
+        yield f"redis://127.0.0.1:{port}/0"
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+
+
+@contextmanager
+def server(kind: str, tmp: Path, requests: Requests, redis_url: str | None = None) -> Iterator[str]:
+    """kind: noop, pep (example policies), pep-limits (plus LIMITS), pep-shared (plus Redis at redis_url)."""
     port = free_port()
     address = f"127.0.0.1:{port}"
     if kind == "noop":
@@ -116,11 +158,12 @@ def server(kind: str, tmp: Path, requests: Requests) -> Iterator[str]:
                     "listen": address,
                     "metrics_listen": f"127.0.0.1:{free_port()}",
                     "admin_listen": "",
-                    "policies": str(ROOT / "policies"),
+                    "policies": str(ROOT / "policies" if kind == "pep" else limited_policies(tmp)),
                     "issuers": [
                         {"issuer": ISSUER, "audiences": [AUDIENCE], "jwks_file": requests.jwks, "algorithms": ["ES256"]}
                     ],
                     "decision_log": {"sink": str(tmp / "decisions.log")},
+                    **({"state": {"redis_url": redis_url, "timeout_ms": 200}} if kind == "pep-shared" else {}),
                 }
             )
         )
@@ -129,7 +172,7 @@ def server(kind: str, tmp: Path, requests: Requests) -> Iterator[str]:
     try:
         with grpc.insecure_channel(address) as channel:
             grpc.channel_ready_future(channel).result(timeout=30)
-            if kind == "pep":
+            if kind != "noop":
                 health = health_pb2_grpc.HealthStub(channel)
                 deadline = time.monotonic() + 30
                 while health.Check(health_pb2.HealthCheckRequest()).status != health_pb2.HealthCheckResponse.SERVING:
@@ -236,10 +279,22 @@ def main() -> None:
     pin_note = "pinned: servers core 0, load core 1" if "taskset" in pinned("0", [""]) else "NOT pinned"
     print(f"pep benchmark: {args.reps} repetitions x {args.seconds:g} s, concurrency {args.concurrency}, {pin_note}")
 
+    with redis_server(tmp) as redis_url:
+        run_cases(args, tmp, requests, redis_url)
+    if not args.skip_scale:
+        scale(args, tmp)
+
+
+PER_PROCESS, SHARED = "pep Authorize, limits per process", "pep Authorize, shared state (Redis)"
+
+
+def run_cases(args: argparse.Namespace, tmp: Path, requests: Requests, redis_url: str | None) -> None:
     cases = [
         ("no-op floor", "noop", "authorize", "closed"),
         ("pep Authorize", "pep", "authorize", "closed"),
         ("pep AuthorizeBatch x50", "pep", "batch", "closed"),
+        (PER_PROCESS, "pep-limits", "authorize", "closed"),
+        *([(SHARED, "pep-shared", "authorize", "closed")] if redis_url else []),
         ("no-op floor @1000/s", "noop", "authorize", "open"),
         ("pep Authorize @1000/s", "pep", "authorize", "open"),
     ]
@@ -250,7 +305,7 @@ def main() -> None:
             progress(f"rep {rep + 1}/{args.reps}: {name}")
             count = budget[mode] // (40 if kind == "batch" else 1)
             file = requests.write(tmp / f"{kind}-{mode}.req", kind, count)
-            with server(srv, tmp, requests) as address:
+            with server(srv, tmp, requests, redis_url) as address:
                 results[name].append(load(address, file, kind, mode, args.seconds, args.concurrency))
     progress("engine in-process")
     eng = median_of([engine(ROOT / "policies", EXAMPLE_SPECS, tmp, args.seconds) for _ in range(args.reps)])
@@ -283,9 +338,18 @@ def main() -> None:
         f"\nbatch vs single decisions/s: {batch / single:.2f}x; "
         f"pep Authorize vs floor: {single / floor['decisions_per_s']:.0%}"
     )
-
-    if not args.skip_scale:
-        scale(args, tmp)
+    local = median_of(results[PER_PROCESS])
+    if not redis_url:
+        print("shared state (Redis): skipped, redis-server is not installed (Debian: apt-get install redis-server)")
+        return
+    shared = median_of(results[SHARED])
+    # Per decision on the pinned server core: the extra time the shared buckets and replay cache cost.
+    extra_ms = 1000 / shared["decisions_per_s"] - 1000 / local["decisions_per_s"]
+    print(
+        f"shared state vs per process (2 buckets + DPoP replay per decision): "
+        f"{shared['decisions_per_s'] / local['decisions_per_s']:.2f}x decisions/s, "
+        f"{extra_ms:+.3f} ms per decision, p50 {shared['p50_ms'] - local['p50_ms']:+.3f} ms"
+    )
 
 
 def scale(args: argparse.Namespace, tmp: Path) -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 import subprocess
 import urllib.request
 from collections import Counter
@@ -23,6 +24,7 @@ import yaml
 from pep._proto.pep.v1 import authorizer_pb2 as pb
 from tests.harness.estate import write_estate
 from tests.harness.prometheus import DEPLOY, Prometheus, need_prometheus
+from tests.harness.redis import RedisServer
 from tests.harness.server import Harness, start_pep, stop_pep
 from tests.harness.waits import metrics_text, wait_for
 
@@ -39,6 +41,8 @@ QUIET = {
     "PepDecisionLogDropping",
     "PepDecisionLogQueueFilling",
     "PepJWKSRefreshFailing",
+    "PepStateDown",
+    "PepStateErrors",
 }
 
 
@@ -99,7 +103,13 @@ def scraped(
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[Scraped]:
     root = tmp_path_factory.mktemp("pep")
-    h = start_pep(root, estate(root / "policies"))
+    binary = shutil.which("redis-server")
+    if binary is None:
+        pytest.skip("redis-server is not installed (Debian: apt-get install redis-server; .ci/run installs it)")
+    redis_server = RedisServer(binary, root / "redis")
+    (root / "redis").mkdir()
+    redis_server.start()  # shared state, so the state alerts and panels have data too
+    h = start_pep(root, estate(root / "policies"), state={"redis_url": redis_server.url})
     try:
         target = h.server.metrics_address
         prom = prometheus_factory(target)
@@ -117,6 +127,7 @@ def scraped(
         yield Scraped(h, prom, target, reasons)
     finally:
         stop_pep(h)
+        redis_server.stop()
 
 
 def _rules(prom: Prometheus) -> list[dict[str, Any]]:

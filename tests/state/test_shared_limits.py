@@ -27,7 +27,7 @@ from tests.harness.estate import write_estate
 from tests.harness.waits import free_port, wait_for
 
 if TYPE_CHECKING:
-    from tests.state.conftest import RedisServer
+    from tests.harness.redis import RedisServer
 
 FLEET_SECONDS = float(os.environ.get("PEP_TEST_FLEET_SECONDS", "10"))
 ISSUER, AUDIENCE = "https://idp.test", "pep-test"

@@ -14,7 +14,7 @@ from pep.config import StateConfig, parse_config
 from pep.errors import ConfigError
 
 if TYPE_CHECKING:
-    from tests.state.conftest import RedisServer
+    from tests.harness.redis import RedisServer
 
 
 def test_defaults_and_accepted_forms(tmp_path: Path) -> None:
