@@ -123,7 +123,13 @@ class AdminService(pb_grpc.AdminServicer):
     def _status(self) -> pb.StatusResponse:
         entries = [
             pb.KillEntry(
-                kind=KIND_VALUES[e.kind], id=e.id, reason=e.reason, source="admin", since=e.since, actor=e.actor
+                kind=KIND_VALUES[e.kind],
+                id=e.id,
+                reason=e.reason,
+                source="admin",
+                since=e.since,
+                actor=e.actor,
+                scope=self._kills.scope,
             )
             for e in self._kills.entries()
         ]
@@ -131,10 +137,12 @@ class AdminService(pb_grpc.AdminServicer):
         if snapshot is not None:
             ks = snapshot.killswitch
             if ks.all:
-                entries.append(pb.KillEntry(kind=pb.KILL_KIND_ALL, source="file", reason="killswitch.yaml"))
+                entries.append(
+                    pb.KillEntry(kind=pb.KILL_KIND_ALL, source="file", reason="killswitch.yaml", scope="local")
+                )
             for kind in ID_KINDS:
                 entries += [
-                    pb.KillEntry(kind=KIND_VALUES[kind], id=i, source="file", reason="killswitch.yaml")
+                    pb.KillEntry(kind=KIND_VALUES[kind], id=i, source="file", reason="killswitch.yaml", scope="local")
                     for i in sorted(ks.ids(kind))
                 ]
         return pb.StatusResponse(entries=entries, policy_version=snapshot.version if snapshot else "")

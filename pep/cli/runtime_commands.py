@@ -106,7 +106,9 @@ def cmd_admin(args: argparse.Namespace) -> int:
     for entry in status.entries:
         since = f" since {_iso(entry.since)}" if entry.since else ""
         by = f" by {entry.actor}" if entry.actor else ""
-        print(f"disabled {names.get(entry.kind, '?')} {entry.id or '*'} ({entry.source}{since}{by}): {entry.reason}")
+        scope = f" [{entry.scope}]" if entry.scope else ""
+        what = f"{names.get(entry.kind, '?')} {entry.id or '*'}"
+        print(f"disabled {what} ({entry.source}{since}{by}): {entry.reason}{scope}")
     print(f"policy version: {status.policy_version or '(none loaded)'}")
     return EXIT_OK
 

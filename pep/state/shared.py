@@ -15,6 +15,7 @@ import hashlib
 import json
 import logging
 import threading
+import time
 from collections.abc import Hashable, Sequence
 from typing import Any, Protocol
 
@@ -62,6 +63,15 @@ class LocalReplay(Protocol):
     def add(self, key: Hashable, deadline: float, now: float) -> bool: ...
 
 
+# After a failed call the request path leaves Redis alone this long, so one request (a batch,
+# or a DPoP proof and rate limits) waits at most one `timeout_ms` on a Redis that hangs.
+BREAK_SECONDS = 1.0
+
+
+class _Broken(Exception):
+    """Redis is being left alone after a recent failure."""
+
+
 class Health:
     """`pep_state_up` and `pep_state_errors_total` for the request path; logs on each change only."""
 
@@ -69,6 +79,14 @@ class Health:
         self._metrics = metrics
         self._up = True
         self._lock = threading.Lock()
+        self._broken_until = 0.0
+
+    def broken(self, op: str) -> bool:
+        """True (and counted as a failure) while a recent failure keeps Redis off the request path."""
+        if time.monotonic() >= self._broken_until:
+            return False
+        self._metrics.state_errors.labels(op).inc()
+        return True
 
     def ok(self) -> None:
         if not self._up:
@@ -78,6 +96,7 @@ class Health:
             log.warning("state: Redis answers the request path again")
 
     def failed(self, op: str, error: BaseException) -> None:
+        self._broken_until = time.monotonic() + BREAK_SECONDS
         self._metrics.state_errors.labels(op).inc()
         self._metrics.state_up.set(0)
         if self._up:
@@ -106,6 +125,8 @@ class SharedBuckets:
         keys = [f"{self._prefix}rl:" + json.dumps(list(key), separators=(",", ":")) for key, _, _ in wanted]
         args: list[float] = [x for _, rate, burst in wanted for x in (rate, burst)]
         args.append(NO_REFILL_TTL_MS)
+        if self._health.broken("ratelimit"):
+            raise ConnectionError("shared state unavailable (Redis failed within the last second)")
         try:
             result = self._run(keys, args)
         except ERRORS as e:
@@ -142,7 +163,13 @@ class SharedReplay:
         digest = key.hex() if isinstance(key, bytes) else hashlib.sha256(repr(key).encode()).hexdigest()
         ttl_ms = max(1, int((deadline - now) * 1000))
         try:
+            if self._health.broken("replay"):
+                raise _Broken("Redis failed within the last second")
             fresh = self._client.set(f"{self._prefix}dpop:{digest}", "1", nx=True, px=ttl_ms)
+        except _Broken as e:
+            if self._deny:
+                raise TokenError(f"shared state unavailable: {e}", Reason.INTERNAL_ERROR) from None
+            return True
         except ERRORS as e:
             self._health.failed("replay", e)
             if self._deny:

@@ -256,3 +256,13 @@ def test_admin_api_refuses_ids_for_all_oversized_fields_and_unbounded_growth(pep
             lambda: admin.Disable(admin_pb2.DisableRequest(kind=admin_pb2.KILL_KIND_AGENT, id="one-more", reason="r"))
         )
         assert code is grpc.StatusCode.FAILED_PRECONDITION and "killswitch.yaml" in details
+
+
+def test_admin_status_shows_each_entrys_scope(pep: Harness, capsys: pytest.CaptureFixture[str]) -> None:
+    from pep.cli import main
+
+    address = pep.server.admin_address
+    assert main(["admin", "--address", address, "disable", "agent", "worker", "--reason", "drill"]) == 0
+    assert main(["admin", "--address", address, "status"]) == 0
+    out = capsys.readouterr().out
+    assert "disabled agent worker (admin since" in out and "): drill [local]" in out

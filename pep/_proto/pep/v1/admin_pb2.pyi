@@ -57,20 +57,22 @@ class StatusRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class KillEntry(_message.Message):
-    __slots__ = ("kind", "id", "reason", "source", "since", "actor")
+    __slots__ = ("kind", "id", "reason", "source", "since", "actor", "scope")
     KIND_FIELD_NUMBER: _ClassVar[int]
     ID_FIELD_NUMBER: _ClassVar[int]
     REASON_FIELD_NUMBER: _ClassVar[int]
     SOURCE_FIELD_NUMBER: _ClassVar[int]
     SINCE_FIELD_NUMBER: _ClassVar[int]
     ACTOR_FIELD_NUMBER: _ClassVar[int]
+    SCOPE_FIELD_NUMBER: _ClassVar[int]
     kind: KillKind
     id: str
     reason: str
     source: str
     since: float
     actor: str
-    def __init__(self, kind: _Optional[_Union[KillKind, str]] = ..., id: _Optional[str] = ..., reason: _Optional[str] = ..., source: _Optional[str] = ..., since: _Optional[float] = ..., actor: _Optional[str] = ...) -> None: ...
+    scope: str
+    def __init__(self, kind: _Optional[_Union[KillKind, str]] = ..., id: _Optional[str] = ..., reason: _Optional[str] = ..., source: _Optional[str] = ..., since: _Optional[float] = ..., actor: _Optional[str] = ..., scope: _Optional[str] = ...) -> None: ...
 
 class StatusResponse(_message.Message):
     __slots__ = ("entries", "policy_version")
