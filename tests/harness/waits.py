@@ -24,7 +24,17 @@ def metrics_text(h: Harness) -> str:
         return resp.read().decode()
 
 
+# Ports handed out in this process: the kernel may offer a just-closed port again, and two
+# servers configured before either binds would then clash.
+_handed_out: set[int] = set()
+
+
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+    """A loopback port nothing listens on now, never one this process handed out before."""
+    while True:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = int(s.getsockname()[1])
+        if port not in _handed_out:
+            _handed_out.add(port)
+            return port

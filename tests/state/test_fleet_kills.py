@@ -11,88 +11,25 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
 import time
-import urllib.request
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
-import grpc
 import pytest
 
-from pep._proto.pep.v1 import admin_pb2, admin_pb2_grpc
-from pep._proto.pep.v1 import authorizer_pb2 as pb
-from pep._proto.pep.v1 import authorizer_pb2_grpc as pb_grpc
+from pep._proto.pep.v1 import admin_pb2
 from pep.cli import main
 from pep.dev import tokens as devtoken
 from tests.harness.estate import write_estate
+from tests.harness.replica import Replica
 from tests.harness.waits import free_port, wait_for
 
 if TYPE_CHECKING:
     from tests.harness.redis import RedisServer
 
 FLEET_SECONDS = float(os.environ.get("PEP_TEST_FLEET_SECONDS", "10"))
-ISSUER, AUDIENCE = "https://idp.test", "pep-test"
-
-
-class Replica:
-    """One `pep serve` process with its own ports and decision log."""
-
-    def __init__(self, root: Path, name: str, keys: tuple[str, str], state: dict[str, Any], metrics: bool = False):
-        self.dir = root / name
-        self.dir.mkdir(parents=True, exist_ok=True)
-        self.key = keys[0]
-        self.listen, self.admin_listen = f"127.0.0.1:{free_port()}", f"127.0.0.1:{free_port()}"
-        self.metrics_listen = f"127.0.0.1:{free_port()}" if metrics else ""
-        self.log = self.dir / "decisions.log"
-        config = {
-            "listen": self.listen,
-            "admin_listen": self.admin_listen,
-            "metrics_listen": self.metrics_listen,
-            "policies": str(root / "policies"),
-            "issuers": [{"issuer": ISSUER, "audiences": [AUDIENCE], "jwks_file": keys[1], "algorithms": ["ES256"]}],
-            "decision_log": {"sink": str(self.log)},
-            "state": state,
-        }
-        (self.dir / "pep.yaml").write_text(json.dumps(config))
-        self.proc: subprocess.Popen[bytes] | None = None
-        self.channel: grpc.Channel | None = None
-
-    def spawn(self) -> None:
-        argv = [sys.executable, "-m", "pep", "serve", "--config", str(self.dir / "pep.yaml"), "--log-level", "WARNING"]
-        self.proc = subprocess.Popen(argv, stderr=open(self.dir / "stderr.log", "wb"))
-
-    def ready(self) -> Replica:
-        self.channel = grpc.insecure_channel(self.listen)
-        grpc.channel_ready_future(self.channel).result(timeout=60)
-        return self
-
-    def decide(self, agent: str) -> str:
-        assert self.channel is not None
-        token = devtoken.mint_token(self.key, issuer=ISSUER, audience=AUDIENCE, sub="alice", act_chain=[agent])
-        req = pb.AuthorizeRequest(token=token, action="read", resource=pb.Resource(type="Doc", id="plan"))
-        return str(pb_grpc.AuthorizerStub(self.channel).Authorize(req, timeout=10).reason)
-
-    def admin(self) -> admin_pb2_grpc.AdminStub:
-        return admin_pb2_grpc.AdminStub(grpc.insecure_channel(self.admin_listen))
-
-    def metrics(self) -> str:
-        with urllib.request.urlopen(f"http://{self.metrics_listen}/metrics", timeout=5) as resp:
-            return str(resp.read().decode())
-
-    def events(self) -> list[dict[str, Any]]:
-        lines = self.log.read_text().splitlines() if self.log.exists() else []
-        return [e for e in map(json.loads, lines) if e.get("event") == "admin"]
-
-    def stop(self) -> None:
-        if self.channel is not None:
-            self.channel.close()
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            self.proc.wait(20)
 
 
 def start(*replicas: Replica) -> None:
@@ -120,7 +57,7 @@ def estate(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, tuple[str, s
 def fleet(estate: tuple[Path, tuple[str, str]], redis_server: RedisServer) -> Iterator[tuple[list[Replica], dict]]:
     root, keys = estate
     state = {"redis_url": redis_server.url, "key_prefix": f"t{uuid.uuid4().hex[:8]}:"}
-    replicas = [Replica(root, f"replica{i}", keys, state, metrics=(i == 1)) for i in (1, 2, 3)]
+    replicas = [Replica(root, f"replica{i}", keys, state) for i in (1, 2, 3)]
     try:
         start(*replicas)
         yield replicas, state

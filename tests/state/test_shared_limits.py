@@ -9,89 +9,25 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
-import urllib.request
 import uuid
 from collections.abc import Iterator
-from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
-import grpc
 import pytest
 
-from pep._proto.pep.v1 import authorizer_pb2 as pb
-from pep._proto.pep.v1 import authorizer_pb2_grpc as pb_grpc
 from pep.dev import tokens as devtoken
 from tests.harness.estate import write_estate
-from tests.harness.waits import free_port, wait_for
+from tests.harness.replica import AUDIENCE, ISSUER, Replica
+from tests.harness.waits import wait_for
 
 if TYPE_CHECKING:
     from tests.harness.redis import RedisServer
 
 FLEET_SECONDS = float(os.environ.get("PEP_TEST_FLEET_SECONDS", "10"))
-ISSUER, AUDIENCE = "https://idp.test", "pep-test"
 URI = "https://pep.test/pep.v1.Authorizer/Authorize"
 BURST = 5
 # worker: a burst and no refill; orchestrator: room for the outage test's load.
 LIMITS = {"agents": {"worker": {"rate": 0, "burst": BURST}, "orchestrator": {"rate": 1000, "burst": 1000}}}
-
-
-class Replica:
-    def __init__(self, root: Path, name: str, keys: tuple[str, str], state: dict[str, Any]) -> None:
-        self.dir = root / name
-        self.dir.mkdir(parents=True, exist_ok=True)
-        self.key = keys[0]
-        self.listen, self.metrics_listen = f"127.0.0.1:{free_port()}", f"127.0.0.1:{free_port()}"
-        config = {
-            "listen": self.listen,
-            "admin_listen": "",
-            "metrics_listen": self.metrics_listen,
-            "policies": str(root / "policies"),
-            "issuers": [{"issuer": ISSUER, "audiences": [AUDIENCE], "jwks_file": keys[1], "algorithms": ["ES256"]}],
-            "decision_log": {"sink": str(self.dir / "decisions.log")},
-            "state": state,
-        }
-        (self.dir / "pep.yaml").write_text(json.dumps(config))
-        self.proc: subprocess.Popen[bytes] | None = None
-        self.channel: grpc.Channel | None = None
-
-    def spawn(self) -> None:
-        argv = [sys.executable, "-m", "pep", "serve", "--config", str(self.dir / "pep.yaml"), "--log-level", "WARNING"]
-        self.proc = subprocess.Popen(argv, stderr=open(self.dir / "stderr.log", "wb"))
-
-    def ready(self) -> None:
-        self.channel = grpc.insecure_channel(self.listen)
-        grpc.channel_ready_future(self.channel).result(timeout=60)
-
-    def call(self, agent: str, **fields: Any) -> pb.AuthorizeResponse:
-        assert self.channel is not None
-        token = fields.pop("token", None) or devtoken.mint_token(
-            self.key, issuer=ISSUER, audience=AUDIENCE, sub="alice", act_chain=[agent]
-        )
-        req = pb.AuthorizeRequest(token=token, action="read", resource=pb.Resource(type="Doc", id="plan"), **fields)
-        return pb_grpc.AuthorizerStub(self.channel).Authorize(req, timeout=10)
-
-    def decide(self, agent: str) -> str:
-        return str(self.call(agent).reason)
-
-    def metric(self, name: str) -> float:
-        with urllib.request.urlopen(f"http://{self.metrics_listen}/metrics", timeout=5) as resp:
-            for line in resp.read().decode().splitlines():
-                if line.startswith(name + " "):
-                    return float(line.rsplit(" ", 1)[1])
-        return float("nan")
-
-    def alive(self) -> bool:
-        return self.proc is not None and self.proc.poll() is None
-
-    def stop(self) -> None:
-        if self.channel is not None:
-            self.channel.close()
-        if self.alive():
-            assert self.proc is not None
-            self.proc.terminate()
-            self.proc.wait(20)
 
 
 @pytest.fixture(scope="module")

@@ -8,75 +8,34 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
 import threading
 import time
-import urllib.request
 import uuid
 from collections import Counter
 from collections.abc import Iterator
-from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import grpc
 import pytest
 
-from pep._proto.pep.v1 import admin_pb2, admin_pb2_grpc
+from pep._proto.pep.v1 import admin_pb2
 from pep._proto.pep.v1 import authorizer_pb2 as pb
 from pep._proto.pep.v1 import authorizer_pb2_grpc as pb_grpc
 from pep.dev import tokens as devtoken
 from tests.harness.estate import write_estate
-from tests.harness.waits import free_port, wait_for
+from tests.harness.replica import AUDIENCE, ISSUER, Replica
+from tests.harness.waits import wait_for
 
 if TYPE_CHECKING:
     from tests.harness.redis import RedisServer
 
 FLEET_SECONDS = float(os.environ.get("PEP_TEST_FLEET_SECONDS", "10"))
-ISSUER, AUDIENCE = "https://idp.test", "pep-test"
 AGENT = "orchestrator"  # the load's agent: it has a bucket, so every call needs the shared state
 LIMITS = {"agents": {AGENT: {"rate": 100000, "burst": 100000}}}
 
 
 def say(text: str) -> None:
     print(f"[under load] {text}", flush=True)
-
-
-class Replica:
-    def __init__(self, root: Path, name: str, jwks: str, state: dict[str, Any]) -> None:
-        self.name, self.dir = name, root / name
-        self.dir.mkdir(parents=True, exist_ok=True)
-        self.listen, self.admin_listen, self.metrics_listen = (f"127.0.0.1:{free_port()}" for _ in range(3))
-        config = {
-            "listen": self.listen,
-            "admin_listen": self.admin_listen,
-            "metrics_listen": self.metrics_listen,
-            "policies": str(root / "policies"),
-            "issuers": [{"issuer": ISSUER, "audiences": [AUDIENCE], "jwks_file": jwks, "algorithms": ["ES256"]}],
-            "decision_log": {"sink": str(self.dir / "decisions.log")},
-            "state": state,
-        }
-        (self.dir / "pep.yaml").write_text(json.dumps(config))
-        argv = [sys.executable, "-m", "pep", "serve", "--config", str(self.dir / "pep.yaml"), "--log-level", "WARNING"]
-        self.proc = subprocess.Popen(argv, stderr=open(self.dir / "stderr.log", "wb"))
-
-    def admin(self) -> admin_pb2_grpc.AdminStub:
-        return admin_pb2_grpc.AdminStub(grpc.insecure_channel(self.admin_listen))
-
-    def metric(self, name: str) -> float:
-        with urllib.request.urlopen(f"http://{self.metrics_listen}/metrics", timeout=5) as resp:
-            for line in resp.read().decode().splitlines():
-                if line.startswith(name + " "):
-                    return float(line.rsplit(" ", 1)[1])
-        return float("nan")
-
-    def alive(self) -> bool:
-        return self.proc.poll() is None
-
-    def stop(self) -> None:
-        if self.alive():
-            self.proc.terminate()
-            self.proc.wait(20)
 
 
 class Load(threading.Thread):
@@ -119,8 +78,9 @@ def fleet(tmp_path_factory: pytest.TempPathFactory, redis_server: RedisServer) -
     (root / "policies" / "limits.yaml").write_text(json.dumps(LIMITS))
     key, jwks = devtoken.ensure_dev_keys(str(root / "keys"))
     state = {"redis_url": redis_server.url, "key_prefix": f"l{uuid.uuid4().hex[:8]}:", "timeout_ms": 200}
-    replicas = [Replica(root, f"replica{i}", jwks, state) for i in (1, 2, 3)]
-    replicas.append(Replica(root, "deny", jwks, {**state, "on_unavailable": "deny"}))
+    keys = (key, jwks)
+    replicas = [Replica(root, f"replica{i}", keys, state).spawn() for i in (1, 2, 3)]
+    replicas.append(Replica(root, "deny", keys, {**state, "on_unavailable": "deny"}).spawn())
     token = devtoken.mint_token(key, issuer=ISSUER, audience=AUDIENCE, sub="alice", act_chain=[AGENT], ttl_seconds=600)
     loads: list[Load] = []
     try:
