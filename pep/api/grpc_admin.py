@@ -15,9 +15,10 @@ import grpc
 
 from pep._proto.pep.v1 import admin_pb2 as pb
 from pep._proto.pep.v1 import admin_pb2_grpc as pb_grpc
-from pep.controls.killswitch import ID_KINDS, KINDS, SCOPES, KillKind, RuntimeKills
+from pep.controls.killswitch import SCOPES, RuntimeKills
 from pep.metrics import Metrics
-from pep.policy.loader import Snapshot
+from pep.policy.killswitch_file import ID_KINDS, KINDS, KillKind
+from pep.policy.snapshot import Snapshot
 
 log = logging.getLogger(__name__)
 

@@ -20,8 +20,8 @@ from pep.cli.common import DEFAULT_DEV_DIR, DEV_AUDIENCE, DEV_ISSUER, EXIT_USAGE
 from pep.cli.inputs import UsageError, clip
 from pep.cli.policy_commands import cmd_agents, cmd_check, cmd_fmt, cmd_test, cmd_validate
 from pep.cli.runtime_commands import LOG_LEVELS, MAX_TTL, cmd_admin, cmd_authorize, cmd_serve, cmd_token
-from pep.controls.killswitch import KINDS
 from pep.errors import ConfigError
+from pep.policy.killswitch_file import KINDS
 
 __all__ = ["main"]
 

@@ -18,7 +18,7 @@ from pep.controls.killswitch import RuntimeKills, check_kill
 from pep.controls.lifecycle import check_lifecycle
 from pep.controls.ratelimit import RateLimiter
 from pep.errors import PepError
-from pep.policy.loader import Snapshot
+from pep.policy.snapshot import Snapshot
 
 
 @dataclass(frozen=True)

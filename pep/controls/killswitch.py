@@ -11,27 +11,13 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from pep.errors import ControlError
-from pep.policy.killswitch_file import ID_KINDS, KINDS, KillKind, KillList, parse_killswitch
+from pep.policy.killswitch_file import KINDS, KillList
 from pep.reasons import Reason
 from pep.state import KillStore, StoredKill
 
 log = logging.getLogger(__name__)
 # Where an admin entry holds: this process only, or every replica sharing the Redis.
 SCOPES = ("local", "fleet")
-
-# The file's types and parser live with the policy directory; these names stay importable from here.
-__all__ = [
-    "ID_KINDS",
-    "KINDS",
-    "SCOPES",
-    "KillEntry",
-    "KillKind",
-    "KillList",
-    "RuntimeKills",
-    "StoredKills",
-    "check_kill",
-    "parse_killswitch",
-]
 
 
 @dataclass(frozen=True)

@@ -15,11 +15,8 @@ from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
 from pep.errors import ControlError
-from pep.policy.limits_file import Limits, Rate, parse_limits
+from pep.policy.limits_file import Limits, Rate
 from pep.reasons import Reason
-
-# The file's types and parser live with the policy directory; these names stay importable from here.
-__all__ = ["DEFAULT_MAX_BUCKETS", "Limits", "Rate", "RateLimiter", "parse_limits"]
 
 # Buckets kept at most; the least recently used is dropped first. Dropping a full
 # bucket loses nothing (a new one starts full); see `_evict`.

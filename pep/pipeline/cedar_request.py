@@ -17,10 +17,10 @@ from pep.delegation.identity import Identity
 from pep.errors import RequestError
 from pep.pipeline.principal import Principal
 from pep.policy.evaluate import Query, roots_of
-from pep.policy.loader import Snapshot
 from pep.policy.properties import entities_with_properties
 from pep.policy.request import Check, cedar_value, entity_delta
 from pep.policy.slicing import entity_refs
+from pep.policy.snapshot import Snapshot
 from pep.tokens.verifier import VerifiedToken
 from pep.uids import ACTION, AGENT, GROUP, USER, Uid
 

@@ -36,8 +36,8 @@ from pep.pipeline import cedar_request, principal
 from pep.pipeline.record import Recorder
 from pep.pipeline.request import Request, Subject
 from pep.policy.evaluate import outcomes
-from pep.policy.loader import Snapshot
 from pep.policy.request import Check, cedar_value, check_request_shape, resource_entity
+from pep.policy.snapshot import Snapshot
 from pep.reasons import Reason
 from pep.tokens.verifier import TokenVerifier, VerifiedToken
 

@@ -9,9 +9,10 @@ from typing import Any
 import cedarpy
 
 from pep.decision import Outcome
-from pep.policy.loader import Snapshot
-from pep.policy.slicing import Uid, entity_refs
+from pep.policy.slicing import entity_refs
+from pep.policy.snapshot import Snapshot
 from pep.reasons import Reason
+from pep.uids import Uid
 
 
 @dataclass(frozen=True)

@@ -33,9 +33,6 @@ from pep.policy.snapshot import PolicyInfo, Snapshot
 from pep.policy.source import SourceProblemError, Statement, cedar_bounds, load_yaml, split_statements
 from pep.uids import Uid
 
-# `Snapshot` moved to pep.policy.snapshot; modules outside the policy package still import it from here.
-__all__ = ["PolicyInfo", "Snapshot", "load_snapshot"]
-
 T = TypeVar("T")
 
 

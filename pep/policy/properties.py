@@ -10,9 +10,10 @@ import cedarpy
 
 from pep.errors import RequestError
 from pep.policy.evaluate import Query, roots_of
-from pep.policy.loader import Snapshot
 from pep.policy.request import cedar_value
-from pep.policy.slicing import Uid, entity_refs
+from pep.policy.slicing import entity_refs
+from pep.policy.snapshot import Snapshot
+from pep.uids import Uid
 
 
 def _stored_entity(snapshot: Snapshot, uid: Uid) -> dict[str, Any]:

@@ -29,18 +29,6 @@ import cedarpy
 from pep.policy.lru import LRU
 from pep.uids import AGENT, Uid, is_action_type, parse_json_uid, parse_uid
 
-# `Uid` and `LRU` are imported from here by modules outside the policy package.
-__all__ = [
-    "LRU",
-    "EntityIndex",
-    "PolicyIndex",
-    "Uid",
-    "action_parents",
-    "entity_refs",
-    "link_value",
-    "parse_uid_text",
-]
-
 
 def entity_refs(value: Any) -> Iterator[Uid]:
     """Entity references inside a Cedar JSON value (`__entity` and `{type, id}` forms)."""

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from pep.controls.ratelimit import Limits, Rate, RateLimiter, parse_limits
+from pep.controls.ratelimit import RateLimiter
 from pep.errors import ControlError
+from pep.policy.limits_file import Limits, Rate, parse_limits
 from pep.policy.source import load_yaml
 
 

@@ -16,8 +16,9 @@ from pep.dev import tokens as devtoken
 from pep.metrics import Metrics
 from pep.pipeline import Pipeline, Request, Subject
 from pep.pipeline.record import Recorder
-from pep.policy.loader import Snapshot, load_snapshot
+from pep.policy.loader import load_snapshot
 from pep.policy.request import Check, ResourceRef
+from pep.policy.snapshot import Snapshot
 from pep.tokens.verifier import Credentials, TokenVerifier
 from tests.harness.estate import write_estate
 
