@@ -5,7 +5,9 @@ at a time; each figure is the median of several repetitions after a warm-up. Pri
 throughput (closed loop) and latency (closed loop, and a fixed-rate open loop), each
 with its ratio to the no-op floor, then scale curves over generated estates. The cost of
 shared state (a Redis on the same machine, started on a free port) is the same Authorize with
-a limits.yaml that applies, buckets and DPoP replay cache per process against shared.
+a limits.yaml that applies, buckets and DPoP replay cache per process against shared. The MCP
+proxy's cost is the SDK client's tools/call through pep against calling the tool server directly
+(bench/mcp.py).
 """
 
 from __future__ import annotations
@@ -268,6 +270,7 @@ def main() -> None:
     parser.add_argument("--skip-scale", action="store_true")
     parser.add_argument("--only-scale", action="store_true")
     parser.add_argument("--quick", action="store_true", help="1 repetition, 1.5 s each, small scale sizes")
+    parser.add_argument("--skip-mcp", action="store_true", help="leave out the MCP proxy's added latency")
     args = parser.parse_args()
     if args.quick:
         args.reps, args.seconds = 1, 1.5
@@ -281,6 +284,10 @@ def main() -> None:
 
     with redis_server(tmp) as redis_url:
         run_cases(args, tmp, requests, redis_url)
+    if not args.skip_mcp:
+        from bench import mcp  # it imports this module's helpers
+
+        mcp.report(mcp.run(calls=100 if args.quick else 300, reps=args.reps))
     if not args.skip_scale:
         scale(args, tmp)
 

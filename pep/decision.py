@@ -66,6 +66,8 @@ class Decision:
     fault: Fault | None = None
     traceparent: str = ""
     shadow: ShadowSummary | None = None
+    # A filtered list (MCP `tools/list` and the like): the names this principal was not shown.
+    hidden: tuple[str, ...] = ()
 
     @property
     def shadow_diverged(self) -> bool:
@@ -83,6 +85,7 @@ class Outcome:
     fault: Fault | None = None
     # What the shadow policies would have answered, when they exist.
     shadow: Outcome | None = None
+    hidden: tuple[str, ...] = ()
 
 
 class Ack(Protocol):

@@ -28,6 +28,7 @@ from pep.api.ext_authz import add_to_server as add_ext_authz
 from pep.api.grpc_admin import AdminService, update_kill_gauge
 from pep.api.grpc_authorizer import AuthorizerService
 from pep.api.grpc_authorizer import add_to_server as add_authorizer
+from pep.api.mcp_proxy import McpProxy
 from pep.audit.log import DecisionLog
 from pep.config import Config, split_address
 from pep.controls.admit import Controls
@@ -78,6 +79,8 @@ class Server:
     metrics_address: str = ""
     authzen: AuthzenServer | None = None
     authzen_address: str = ""
+    mcp: McpProxy | None = None
+    mcp_address: str = ""
     draining: threading.Event = field(default_factory=threading.Event)
     # Where admin flips outlive the process (`state`); None: memory only.
     state: KillStore | None = None
@@ -100,6 +103,8 @@ class Server:
             self.admin_server.stop(0)
         if self.authzen is not None:
             self.authzen.stop()
+        if self.mcp is not None:
+            self.mcp.stop()
         self.grpc_server.stop(grace).wait()
         if self.metrics_http is not None:
             self.metrics_http.shutdown()
@@ -213,6 +218,20 @@ def build_server(config: Config, *, metrics: Metrics | None = None, max_workers:
         srv.authzen_address = srv.authzen.address
         who = "subject as given" if config.authzen.trust_subject else "subject from the token"
         log.info("AuthZEN API on %s (%s)", srv.authzen_address, who)
+    if config.mcp.listen:
+        try:
+            srv.mcp = McpProxy(
+                config.mcp,
+                pipeline,
+                dpop_algorithms=config.tokens.dpop_algorithms,
+                shutdown_timeout=config.shutdown_grace_seconds,
+                refused=metrics.http_refused,
+            )
+        except OSError as e:
+            srv.stop(0)
+            raise ListenError(config.mcp.listen, e.strerror or str(e)) from None
+        srv.mcp_address = srv.mcp.address
+        log.info("MCP proxy on %s for %s (%s)", srv.mcp_address, config.mcp.upstream, srv.mcp.public_url)
     metrics_where = f"metrics on {srv.metrics_address}" if srv.metrics_address else "metrics off"
     log.info("pep serving on %s (%s)", ", ".join(addresses), metrics_where)
     return srv

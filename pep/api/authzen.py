@@ -45,8 +45,6 @@ log = logging.getLogger(__name__)
 EVALUATION_PATH = "/access/v1/evaluation"
 EVALUATIONS_PATH = "/access/v1/evaluations"
 METADATA_PATH = "/.well-known/authzen-configuration"
-# Who may connect to a trust_subject Unix socket: the owner and its group.
-SOCKET_MODE = 0o660
 _MAX_REQUEST_ID = 256
 _FAULT_STATUS = {Fault.INVALID_ARGUMENT: 400, Fault.UNAVAILABLE: 503, Fault.INTERNAL: 500}
 _STOP: dict[str, Callable[[bool], bool] | None] = {

@@ -21,6 +21,8 @@ REDACTED = "[redacted]"
 # where it comes in; errors can quote them, so they are cut here.
 MAX_ERRORS = 16
 MAX_ERROR_CHARS = 1024
+# Names a filtered list hid (an MCP `tools/list`), each cut like an error.
+MAX_HIDDEN = 256
 
 
 def bounded_errors(errors: Iterable[str]) -> list[str]:
@@ -98,6 +100,11 @@ def log_entry(d: Decision, redact: tuple[tuple[str, ...], ...] = ()) -> dict[str
             "policies": list(d.shadow.policies),
             "errors": bounded_errors(d.shadow.errors),
         }
+    if d.hidden:  # names from the upstream's list, bounded like errors
+        shown = [h if len(h) <= MAX_ERROR_CHARS else h[:MAX_ERROR_CHARS] + "…[cut]" for h in d.hidden[:MAX_HIDDEN]]
+        if len(d.hidden) > MAX_HIDDEN:
+            shown.append(f"…[{len(d.hidden) - MAX_HIDDEN} more cut]")
+        entry["hidden"] = shown
     if redact:
         _redact(entry, redact)
     return entry

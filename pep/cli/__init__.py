@@ -249,6 +249,12 @@ def _parser() -> argparse.ArgumentParser:
     )
     t.add_argument("--scope", action="append", default=[], type=inputs.name, help="a scope; repeat for several")
     t.add_argument(
+        "--audience",
+        type=inputs.name,
+        default=DEV_AUDIENCE,
+        help=f"the token's aud (default {DEV_AUDIENCE!r}; the MCP proxy wants its mcp.resource)",
+    )
+    t.add_argument(
         "--group", action="append", default=[], type=inputs.name, help="a group of the user; repeat for several"
     )
     t.add_argument(

@@ -9,7 +9,7 @@ import os
 import sys
 from typing import TYPE_CHECKING, Any
 
-from pep.cli.common import DEV_AUDIENCE, DEV_ISSUER, EXIT_FAILED, EXIT_OK, EXIT_USAGE
+from pep.cli.common import DEV_ISSUER, EXIT_FAILED, EXIT_OK, EXIT_USAGE
 from pep.cli.inputs import UsageError, clip, json_object, names, read_text, utf8
 from pep.errors import ConfigError
 
@@ -184,7 +184,7 @@ def cmd_token(args: argparse.Namespace) -> int:
         token = devtoken.mint_token(
             key_path,
             issuer=DEV_ISSUER,
-            audience=DEV_AUDIENCE,
+            audience=args.audience,
             sub=sub,
             act_chain=act_chain,
             client_id=client_id,

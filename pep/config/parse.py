@@ -16,6 +16,7 @@ import yaml
 from pep.algorithms import SUPPORTED_ALGORITHMS
 from pep.config.addresses import is_local_address
 from pep.config.issuer_profile import profile_fields
+from pep.config.mcp import check_mcp
 from pep.config.redis_url import check_redis_url
 from pep.config.routes import compile_route
 from pep.config.sections import (
@@ -29,6 +30,7 @@ from pep.config.sections import (
     ExtAuthzRule,
     IdentityConfig,
     IssuerConfig,
+    McpConfig,
     ReloadConfig,
     StateConfig,
     TokenConfig,
@@ -110,6 +112,8 @@ def parse_config(raw: Mapping[str, Any], base_dir: str = ".") -> Config:
     values["reload"] = _section(raw, "reload", ReloadConfig)
     values["ext_authz"] = _ext_authz(raw.get("ext_authz"))
     values["authzen"] = _authzen(raw)
+    mcp: McpConfig = _section(raw, "mcp", McpConfig)
+    values["mcp"] = check_mcp(replace(mcp, listen=_address(mcp.listen, "mcp.listen")) if mcp.listen else mcp)
     values["state"] = _state(raw.get("state"), base_dir)
     log = _section(raw, "decision_log", DecisionLogConfig)
     if log.sink != "stdout":

@@ -125,6 +125,36 @@ class AuthzenConfig:
 
 
 @dataclass(frozen=True)
+class McpConfig:
+    """The MCP authorization proxy (Streamable HTTP) in front of one MCP server; off while `listen` is empty."""
+
+    listen: str = ""
+    path: str = "/mcp"
+    # The MCP server pep protects (http or https).
+    upstream: str = ""
+    # Its canonical URI (RFC 8707): the audience every token on this listener must name.
+    resource: str = ""
+    # Tools, resources and prompts are children of McpServer::"<server_id>".
+    server_id: str = ""
+    authorization_servers: tuple[str, ...] = ()
+    # How clients reach pep (DPoP `htu`, the metadata document); default http://<listen>.
+    public_url: str = ""
+    # Methods pep does not know (and batches) are denied unless this is true.
+    allow_unknown_methods: bool = False
+    # Take the client certificate's hash from x-forwarded-client-cert (a TLS proxy in front sets it).
+    trust_xfcc: bool = False
+    # One JSON-RPC message from the client, and one from the upstream when pep must read it whole.
+    max_body_bytes: int = 4 * 1024 * 1024
+    # A client's request body within this; the upstream's answer head within upstream_timeout_seconds.
+    timeout_seconds: float = 30.0
+    upstream_timeout_seconds: float = 30.0
+    header_timeout_seconds: float = 10.0
+    max_connections_per_client: int = 32
+    # Worker threads for decisions (token checks and Cedar run off the event loop).
+    threads: int = 4
+
+
+@dataclass(frozen=True)
 class ExtAuthzRule:
     """Method + path pattern to action and resource (see `pep.config.routes`)."""
 
@@ -187,6 +217,7 @@ class Config:
     reload: ReloadConfig = field(default_factory=ReloadConfig)
     ext_authz: ExtAuthzConfig = field(default_factory=ExtAuthzConfig)
     authzen: AuthzenConfig = field(default_factory=AuthzenConfig)
+    mcp: McpConfig = field(default_factory=McpConfig)
     state: StateConfig = field(default_factory=StateConfig)
     # Extra listeners (e.g. a Unix socket beside TCP), each like `listen`.
     extra_listen: tuple[str, ...] = ()

@@ -16,6 +16,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from pep import uids
+from pep.api.mcp_rpc import SERVER as MCP_SERVER
+from pep.api.mcp_rpc import argument_value
 from pep.config import Config, IssuerConfig
 from pep.controls.admit import Controls
 from pep.decision import Outcome
@@ -209,14 +211,16 @@ class SuiteRunner:
             if not isinstance(context, Mapping):
                 raise ValueError("`context` must be a mapping")
             want_reason, want_policies = _expectations(case)
+            resource, context, validate = _as_mcp(case.get("mcp"), resource, context)
             if "principal" in case:
-                out = evaluate_principal(snapshot, parse_uid(case["principal"], "principal"), action, resource, context)
+                principal = parse_uid(case["principal"], "principal")
+                out = evaluate_principal(snapshot, principal, action, resource, context, use_schema=validate)
                 allowed, reason, policies, errors = out.allowed, out.reason.value, out.policies, out.errors
             else:
                 if action[0] != ACTION:
                     raise ValueError("token cases take actions of type Action, as the gRPC API does")
                 allowed, reason, policies, errors = self._through_pipeline(
-                    authorizer, case["token"], Check(action[1], resource, dict(context))
+                    authorizer, case["token"], Check(action[1], resource, dict(context)), validate
                 )
         except (ValueError, TypeError, KeyError, RecursionError) as e:
             expect = case.get("expect") if isinstance(case, Mapping) else None
@@ -243,7 +247,7 @@ class SuiteRunner:
         )
 
     def _through_pipeline(
-        self, authorizer: Pipeline, spec: Any, check: Check
+        self, authorizer: Pipeline, spec: Any, check: Check, validate: bool = True
     ) -> tuple[bool, str, tuple[str, ...], tuple[str, ...]]:
         from pep.dev import tokens as devtoken
 
@@ -290,10 +294,28 @@ class SuiteRunner:
         if dpop_key is not None and jwk is not None:
             proof = devtoken.mint_dpop_proof(dpop_key, jwk, htm="POST", htu=_HTU, access_token=token)
             creds = Credentials("DPoP " + token, proof, "POST", _HTU)
-        decision = authorizer.authorize(Request([check], creds))[0]
+        decision = authorizer.authorize(Request([check], creds, validate_context=validate))[0]
         if decision.fault is not None:
             raise ValueError(f"malformed request: {'; '.join(decision.errors)}")
         return decision.allowed, decision.reason.value, decision.policies, decision.errors
+
+
+def _as_mcp(
+    server_id: Any, resource: ResourceRef, context: Mapping[str, Any]
+) -> tuple[ResourceRef, Mapping[str, Any], bool]:
+    """A case with `mcp: <server_id>` is asked as the MCP proxy asks: the resource in the server
+    unless the store places it, `context.arguments` by the proxy's argument rule, no request validation."""
+    if server_id is None:
+        return resource, context, True
+    if not isinstance(server_id, str) or not server_id:
+        raise ValueError("`mcp` must be the proxy's server_id, a non-empty string")
+    parents = resource.parents or ((MCP_SERVER, server_id),)
+    resource = ResourceRef(resource.type, resource.id, resource.attributes, parents, implied=True)
+    if "arguments" in context:
+        if not isinstance(context["arguments"], Mapping):
+            raise ValueError("`context.arguments` must be a mapping")
+        context = {**context, "arguments": argument_value(dict(context["arguments"]))}
+    return resource, context, False
 
 
 def _names(value: Any, what: str, limit: int | None = None) -> list[str]:

@@ -10,7 +10,8 @@ check of it sees one policy version. The stages, each run once per request and i
 2. admit (`pep.controls`): kill switch, lifecycle, then each check's rate limits;
 3. the Cedar request (`cedar_request.py`): queries and entities of the admitted checks;
 4. evaluate: the delegation grants (`pep.delegation.grants`), then the admitted checks
-   (`pep.policy.evaluate`);
+   (`pep.policy.evaluate`); a request that asks no policy stops after the grants, and a
+   listing previews each of its items (Cedar's partial evaluation) instead;
 5. record (`record.py`): the Decision, the log's acknowledgement, the count.
 
 `authorize` runs stages 2 to 5 once over all checks of a request (one Cedar call in the
@@ -34,8 +35,8 @@ from pep.delegation.identity import Identity
 from pep.errors import PepError, RequestError
 from pep.pipeline import cedar_request, principal
 from pep.pipeline.record import Recorder
-from pep.pipeline.request import Request, Subject
-from pep.policy.evaluate import outcomes
+from pep.pipeline.request import Listing, Request, Subject
+from pep.policy.evaluate import could_allow, outcomes
 from pep.policy.request import Check, cedar_value, check_request_shape, resource_entity
 from pep.policy.snapshot import Snapshot
 from pep.reasons import Reason
@@ -47,6 +48,8 @@ _UNAVAILABLE = Outcome(
     False, Reason.POLICY_UNAVAILABLE, errors=("no valid policy set is loaded",), fault=Fault.UNAVAILABLE
 )
 _INTERNAL = Outcome(False, Reason.INTERNAL_ERROR, fault=Fault.INTERNAL)
+# A request that asks no policy (Request.policies false): the token, admission and grants passed.
+_TOKEN_ONLY = Outcome(True, Reason.ALLOWED)
 
 
 class SnapshotSource(Protocol):
@@ -181,22 +184,63 @@ class Pipeline:
                 hops = self._grants.queries(ident, built.base, built.user)
                 if hops:
                     self._grants.check(snapshot, creds.token, hops, built.entities, [built.problem])
+            if built.entities is None and (request.listing is not None or not request.policies):
+                clash = Outcome(False, Reason.INVALID_REQUEST, errors=(f"request entities: {built.problem}",))
+                answers = [clash] * len(admitted)
+            elif request.listing is not None:
+                answers = [self._listed(snapshot, who, request.listing)] * len(admitted)
+            elif not request.policies:
+                answers = [_TOKEN_ONLY] * len(admitted)
+            elif built.entities is not None:
+                # The common case: every admitted check in one Cedar call.
+                answers = outcomes(
+                    snapshot, built.queries, built.entities, strict=self._strict, schema=request.validate_context
+                )
+            else:  # the request's own entities do not fit together: each check with its own
+                answers = [self._alone(snapshot, built, k, request.validate_context) for k in range(len(admitted))]
         except PepError as e:
             return [o if o is not None else _refused(e) for o in out]
-        if built.entities is not None:
-            # The common case: every admitted check in one Cedar call.
-            answers = outcomes(snapshot, built.queries, built.entities, strict=self._strict)
-        else:  # the request's own entities do not fit together: each check with its own
-            answers = [self._alone(snapshot, built, k) for k in range(len(admitted))]
         for j, answer in zip(admitted, answers, strict=True):
             out[j] = answer
         return [o for o in out if o is not None]
 
-    def _alone(self, snapshot: Snapshot, built: cedar_request.TokenRequest, k: int) -> Outcome:
+    def _alone(self, snapshot: Snapshot, built: cedar_request.TokenRequest, k: int, schema: bool) -> Outcome:
         entities, problem = built.entities_of(k)
         if entities is None:
             return Outcome(False, Reason.INVALID_REQUEST, errors=(f"request entities: {problem}",))
-        return outcomes(snapshot, [built.queries[k]], entities, strict=self._strict)[0]
+        return outcomes(snapshot, [built.queries[k]], entities, strict=self._strict, schema=schema)[0]
+
+    def _listed(self, snapshot: Snapshot, who: principal.Principal, listing: Listing) -> Outcome:
+        """The list itself is allowed; the items no value of `unknown` could allow are hidden."""
+        ident = who.identity
+        assert ident is not None
+        fetched = listing.fetch(
+            (ident.agent, ident.on_behalf_of or "")
+        )  # only now: a refused caller never makes the upstream list anything
+        if not fetched:
+            return _TOKEN_ONLY
+        hidden, names, items = [], [], []
+        for name, item in fetched:
+            try:
+                check_request_shape(item)  # an item pep could never decide (a name too long) is hidden
+            except RequestError:
+                hidden.append(name)
+                continue
+            names.append(name)
+            items.append(item)
+        if not items:
+            return Outcome(True, Reason.ALLOWED, hidden=tuple(hidden))
+        try:
+            contexts = [cedar_value(dict(c.context), "context") for c in items]
+            resources = [resource_entity(c.resource, snapshot.entity_index) for c in items]
+            built = cedar_request.for_token(snapshot, who, items, contexts, resources)
+        except RequestError as e:
+            return Outcome(False, e.reason, errors=(f"listed item: {e.detail}",))
+        for k, (query, name) in enumerate(zip(built.queries, names, strict=True)):
+            entities, _ = built.entities_of(k)
+            if entities is None or not could_allow(snapshot, query, entities, listing.unknown):
+                hidden.append(name)
+        return Outcome(True, Reason.ALLOWED, hidden=tuple(hidden))
 
     def _subject_runs(
         self, snapshot: Snapshot, request: Request, subjects: Sequence[Subject], lazy: bool

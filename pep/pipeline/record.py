@@ -75,6 +75,7 @@ class Recorder:
             fault=outcome.fault,
             traceparent=traceparent,
             shadow=_shadow(outcome),
+            hidden=outcome.hidden,
         )
         taken = self._sink.submit(decision).wait() if self._sink is not None else True
         if not taken and self._required and decision.answer_allowed:

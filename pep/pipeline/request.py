@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -24,6 +24,21 @@ class Subject:
 
 
 @dataclass(frozen=True)
+class Listing:
+    """A list the caller filters (MCP `tools/list`): each item previewed as a check, never decided.
+
+    The request's one check is the list itself, admitted and logged once. Only once it is
+    admitted does the pipeline call `fetch` for the items (name and check; None when they could
+    not be had); an item shows when some value of its context key `unknown` could make the
+    policies allow it, and the Decision's `hidden` names the rest.
+    """
+
+    # Called with the admitted principal (agent, on-behalf-of user or "").
+    fetch: Callable[[tuple[str, str]], Sequence[tuple[str, Check]] | None]
+    unknown: str = "arguments"
+
+
+@dataclass(frozen=True)
 class Request:
     """One request: its checks, and who asks, by token or as trusted subjects (one per check).
 
@@ -39,3 +54,9 @@ class Request:
     expect: tuple[str, str] | None = None
     traceparent: str = ""
     refusal: RequestError | None = None
+    # False: a verified token, admission and the delegation grants decide; no policy is asked
+    # (MCP `initialize`, `ping`, notifications).
+    policies: bool = True
+    # False: the context is not validated against the schema (MCP tool arguments are the tool's).
+    validate_context: bool = True
+    listing: Listing | None = None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -86,13 +87,49 @@ def outcome_of(result: cedarpy.AuthzResult, *, strict: bool = True) -> Outcome:
 
 
 def outcomes(
-    snapshot: Snapshot, queries: Sequence[Query], entities: cedarpy.Entities, *, strict: bool
+    snapshot: Snapshot, queries: Sequence[Query], entities: cedarpy.Entities, *, strict: bool, schema: bool = True
 ) -> list[Outcome]:
-    """Each query's outcome over the live policies, with the shadow policies' beside it when they exist."""
+    """Each query's outcome over the live policies, with the shadow policies' beside it when they exist.
+
+    `schema=False` skips validating the request against the schema (MCP tool arguments are the
+    tool's, not the schema's); policies were validated when loaded, and a value of the wrong type
+    is an evaluation error, a deny when strict."""
     if not queries:
         return []
-    live = [outcome_of(r, strict=strict) for r in evaluate(snapshot, queries, entities)]
+    live = [outcome_of(r, strict=strict) for r in evaluate(snapshot, queries, entities, schema=schema)]
     if snapshot.shadow_index is None:
         return live
-    shadows = evaluate(snapshot, queries, entities, shadow=True)
+    shadows = evaluate(snapshot, queries, entities, shadow=True, schema=schema)
     return [replace(o, shadow=outcome_of(r, strict=strict)) for o, r in zip(live, shadows, strict=True)]
+
+
+def _uid_text(uid: Uid) -> str:
+    return f"{uid[0]}::{json.dumps(uid[1])}"
+
+
+def could_allow(snapshot: Snapshot, query: Query, entities: cedarpy.Entities, unknown: str) -> bool:
+    """Whether some value of `context[unknown]` could make the live policies allow `query`.
+
+    Cedar's partial evaluation with that key unknown: an allow, or a permit left depending on
+    it, is "could"; a deny, an error, or only forbids left is "could not". A preview, never a
+    decision: the real request is decided in full when it comes.
+    """
+    ancestors = snapshot.entity_index.ancestors(query.principal, query.principal_parents)
+    ids = snapshot.policy_index.slice_ids(query.principal, ancestors, query.action)
+    context = {**query.context, unknown: {"__extn": {"fn": "unknown", "arg": unknown}}}
+    request = {
+        "principal": _uid_text(query.principal),
+        "action": _uid_text(query.action),
+        "resource": _uid_text(query.resource),
+        "context": context,
+    }
+    result = cedarpy.is_authorized_partial(request, snapshot.policy_index.policy_set(ids), entities)
+    if result.decision == cedarpy.Decision.Allow:
+        return True
+    diagnostics = result.diagnostics
+    if result.decision != cedarpy.Decision.NoDecision or diagnostics.errors:
+        return False
+    # A permit already satisfied, or one still depending on the unknown, with forbids left open.
+    residuals = result.residuals
+    candidates = [*diagnostics.reasons, *diagnostics.nontrivial_residuals]
+    return any(residuals.get(pid, {}).get("effect") == "permit" for pid in candidates)

@@ -33,6 +33,9 @@ class ResourceRef:
     id: str
     attributes: Mapping[str, Any] | None = None
     parents: tuple[tuple[str, str], ...] = ()
+    # The transport's own view (an MCP tool's server): when the entity store holds the
+    # resource, the store's attributes and parents are used instead of refusing these.
+    implied: bool = False
 
 
 @dataclass(frozen=True)
@@ -43,6 +46,8 @@ class Check:
     resource: ResourceRef
     context: Mapping[str, Any] = field(default_factory=dict)
     request_id: str = ""
+    # The MCP proxy allows tool arguments up to its body limit; every other entry point MAX_VALUE_BYTES.
+    max_context_bytes: int = MAX_VALUE_BYTES
 
 
 def shown(where: str) -> str:
@@ -55,7 +60,7 @@ def _bounded(text: str, limit: int, what: str) -> None:
         raise RequestError(f"{what} is {len(text)} characters, more than the limit of {limit}")
 
 
-def value_size(value: Any, where: str) -> int:
+def value_size(value: Any, where: str, limit: int = MAX_VALUE_BYTES) -> int:
     """The size `MAX_VALUE_BYTES` bounds, counted without recursion; refuses long keys and past the limit."""
     size, stack = 0, [value]
     while stack:
@@ -73,8 +78,8 @@ def value_size(value: Any, where: str) -> int:
             stack.extend(item)
         else:
             size += 8
-        if size > MAX_VALUE_BYTES:
-            raise RequestError(f"{where} is larger than the limit of {MAX_VALUE_BYTES} bytes")
+        if size > limit:
+            raise RequestError(f"{where} is larger than the limit of {limit} bytes")
     return size
 
 
@@ -95,7 +100,7 @@ def check_request_shape(check: Check) -> None:
             raise RequestError("every resource parent needs a type and an id")
         _bounded(ptype, MAX_TYPE, "a resource parent's type")
         _bounded(pid, MAX_ID, "a resource parent's id")
-    value_size(check.context, "context")
+    value_size(check.context, "context", check.max_context_bytes)
     if check.resource.attributes:
         value_size(check.resource.attributes, "resource.attributes")
     clash = RESERVED_CONTEXT_KEYS.intersection(check.context)
@@ -144,7 +149,7 @@ def resource_entity(resource: ResourceRef, stored: Container[tuple[str, str]]) -
     absent entity: `resource has x` is false rather than the request being refused.
     """
     if (resource.type, resource.id) in stored:
-        if resource.attributes or resource.parents:
+        if (resource.attributes or resource.parents) and not resource.implied:
             raise RequestError(
                 f'resource {resource.type}::"{resource.id}" is in the entity store; '
                 "its attributes and parents come from there"

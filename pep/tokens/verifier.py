@@ -78,6 +78,8 @@ class Credentials:
     http_method: str = ""
     http_uri: str = ""
     client_cert_thumbprint: str = ""
+    # The one audience this entry point accepts (the MCP proxy's resource), over the issuer's `audiences`.
+    audience: str = ""
 
 
 @dataclass(frozen=True)
@@ -237,8 +239,11 @@ class TokenVerifier:
             deadline = float(exp) if exp is not None else now + NO_EXP_CACHE_SECONDS
             cached = _Entry(entry.issuer, _json_copy(claims), _json_copy(header), entry.binding, entry.keys)
             self._cache.put(token, cached, deadline, now)
+        found = self._issuers[entry.issuer]
+        profile = found.profile
+        # Checked on cache hits too: one token may reach entry points that expect different audiences.
+        check_audience(claims, (creds.audience,) if creds.audience else found.config.audiences, profile.audience_claim)
         self._check_binding(scheme, token, entry.binding, creds, now)
-        profile = self._issuers[entry.issuer].profile
         client_id = first_string(claims, profile.agent)
         return VerifiedToken(
             issuer=entry.issuer,
@@ -287,7 +292,6 @@ class TokenVerifier:
         check_profile(claims, profile)
         check_required(claims, profile.required_claims or ())
         check_times(claims, now, cfg.leeway_seconds)
-        check_audience(claims, issuer.audiences, profile.audience_claim)
         check_lifetime(claims, now, cfg.max_lifetime_seconds)
         binding = binding_of(claims)
         return _Entry(iss, claims, jws.header, binding, keys)

@@ -1,0 +1,218 @@
+"""The MCP proxy's upstream side: relaying an allowed message, and reading a list before it is filtered."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import aiohttp
+from aiohttp import web
+
+from pep.api.mcp_http import SseReader, answer_to, client_headers, plain_error, upstream_headers
+from pep.api.mcp_rpc import Message, filter_result, item_check, listed_names
+from pep.config import McpConfig
+from pep.decision import Decision
+from pep.policy.request import Check
+
+log = logging.getLogger(__name__)
+
+_CHUNK = 64 * 1024
+
+
+@dataclass
+class ListAnswer:
+    """An upstream answer pep holds while it decides a list: what came before the answer, and the rest."""
+
+    response: aiohttp.ClientResponse | None = None
+    failure: tuple[int, str] | None = None
+    answer: dict[str, Any] | None = None
+    prelude: list[bytes] = field(default_factory=list)
+    answer_event: Any = None  # the SSE event that carried the answer
+    reader: SseReader | None = None
+
+
+class Relay:
+    """Talks to the upstream for one proxy: one client session, made on the listener's loop."""
+
+    def __init__(self, config: McpConfig) -> None:
+        self._config = config
+        self._session: aiohttp.ClientSession | None = None
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+
+    def _client(self) -> aiohttp.ClientSession:
+        if self._session is None:
+            timeout = aiohttp.ClientTimeout(total=None, sock_connect=self._config.upstream_timeout_seconds)
+            # Bytes are relayed as sent (no decompression): lists are asked for without encoding.
+            self._session = aiohttp.ClientSession(timeout=timeout, auto_decompress=False)
+        return self._session
+
+    async def open(
+        self, request: web.BaseRequest, headers: list[tuple[str, str]], body: bytes
+    ) -> aiohttp.ClientResponse:
+        async with asyncio.timeout(self._config.upstream_timeout_seconds):
+            return await self._client().request(
+                request.method, self._config.upstream, headers=headers, data=body or None, allow_redirects=False
+            )
+
+    async def relay(self, request: web.BaseRequest, decision: Decision, body: bytes) -> web.StreamResponse:
+        try:
+            headers = upstream_headers(
+                request.headers.items(), decision.decision_id, agent=decision.agent, on_behalf_of=decision.on_behalf_of
+            )
+            upstream = await self.open(request, headers, body)
+        except TimeoutError:
+            return self.failed(504, "the MCP server did not answer in time", decision)
+        except (aiohttp.ClientError, OSError) as e:
+            return self.failed(502, f"the MCP server could not be reached: {type(e).__name__}", decision)
+        try:
+            out = web.StreamResponse(status=upstream.status, reason=upstream.reason)
+            for k, v in client_headers(upstream.headers.items(), decision.decision_id):
+                out.headers.add(k, v)
+            await self.write(request, out, None)
+            async for chunk in upstream.content.iter_chunked(_CHUNK):
+                await self.write(request, out, chunk)
+            await self.write(request, out, b"", eof=True)
+            return out
+        except (aiohttp.ClientError, ConnectionError, TimeoutError) as e:
+            log.debug("mcp: a relayed answer ended early: %s", type(e).__name__)
+            request.protocol.force_close()
+            return out
+        finally:
+            upstream.release()
+
+    def failed(self, status: int, message: str, decision: Decision) -> web.Response:
+        log.warning("mcp: %s (decision %s)", message, decision.decision_id)
+        return plain_error(status, message)
+
+    async def write(
+        self, request: web.BaseRequest, out: web.StreamResponse, chunk: bytes | None, *, eof: bool = False
+    ) -> None:
+        async with asyncio.timeout(self._config.timeout_seconds):
+            if chunk is None:
+                await out.prepare(request)
+            elif eof:
+                await out.write_eof()
+            elif chunk:
+                await out.write(chunk)
+
+    # --- lists: fetched from the worker thread once the list itself is admitted ----------------
+
+    def fetch_list(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        request: web.BaseRequest,
+        body: bytes,
+        message: Message,
+        held: ListAnswer,
+        who: tuple[str, str],
+    ) -> list[tuple[str, Check]] | None:
+        deadline = self._config.upstream_timeout_seconds + self._config.timeout_seconds + 5
+        future = asyncio.run_coroutine_threadsafe(self._read_list(request, body, message, held, who), loop)
+        try:
+            future.result(timeout=deadline)
+        except Exception as e:  # the answer is the upstream's failure, told to the client
+            future.cancel()
+            if held.failure is None:
+                held.failure = (502, f"the MCP server's list could not be read: {type(e).__name__}")
+        if held.answer is None:
+            return None
+        names = listed_names(held.answer, message.list_of)
+        return [(name, item_check(message.list_of, name, self._config.server_id)) for name in names]
+
+    async def _read_list(
+        self, request: web.BaseRequest, body: bytes, message: Message, held: ListAnswer, who: tuple[str, str]
+    ) -> None:
+        try:
+            # No x-pep-decision-id: the list's decision is recorded once its answer is filtered.
+            headers = upstream_headers(request.headers.items(), None, agent=who[0], on_behalf_of=who[1])
+            held.response = upstream = await self.open(request, headers, body)
+        except TimeoutError:
+            held.failure = (504, "the MCP server did not answer in time")
+            return
+        except (aiohttp.ClientError, OSError) as e:
+            held.failure = (502, f"the MCP server could not be reached: {type(e).__name__}")
+            return
+        ctype = upstream.headers.get("Content-Type", "").split(";", 1)[0].strip().lower()
+        if upstream.status != 200 or upstream.headers.get("Content-Encoding", "identity") != "identity":
+            return  # not a list answer: relayed as it is
+        limit = self._config.max_body_bytes
+        async with asyncio.timeout(self._config.upstream_timeout_seconds):
+            if ctype == "application/json":
+                data = await upstream.content.read(limit + 1)
+                if len(data) > limit:
+                    held.failure = (502, f"the MCP server's list is larger than {limit} bytes")
+                    return
+                answer = json.loads(data)
+                if isinstance(answer, dict):
+                    held.answer = answer
+                return
+            if ctype != "text/event-stream":
+                return
+            held.reader = reader = SseReader(limit)
+            size = 0
+            async for chunk in upstream.content.iter_any():
+                for event in reader.feed(chunk):
+                    found = answer_to(event.data, message.id)
+                    if found is not None:
+                        held.answer, held.answer_event = dict(found), event
+                        return
+                    size += len(event.raw)
+                    if size > limit:
+                        held.failure = (502, f"the MCP server sent more than {limit} bytes before its list")
+                        return
+                    held.prelude.append(event.raw)
+
+    async def answer_list(
+        self,
+        request: web.BaseRequest,
+        decision: Decision,
+        message: Message,
+        held: ListAnswer,
+        deny: Callable[[], web.StreamResponse],
+    ) -> web.StreamResponse:
+        upstream = held.response
+        try:
+            if not decision.answer_allowed:
+                return deny()
+            if held.failure is not None:
+                return self.failed(*held.failure, decision)
+            if upstream is None:
+                return self.failed(502, "the MCP server was not asked", decision)
+            out = web.StreamResponse(status=upstream.status, reason=upstream.reason)
+            for k, v in client_headers(upstream.headers.items(), decision.decision_id):
+                out.headers.add(k, v)
+            hidden = frozenset(decision.hidden)
+            try:
+                if held.answer is None:  # not a list answer (an error status, say): relayed as it is
+                    await self.write(request, out, None)
+                    async for chunk in upstream.content.iter_chunked(_CHUNK):
+                        await self.write(request, out, chunk)
+                elif held.answer_event is None:
+                    filtered = json.dumps(filter_result(held.answer, message.list_of, hidden)).encode()
+                    await self.write(request, out, None)
+                    await self.write(request, out, filtered)
+                else:
+                    await self.write(request, out, None)
+                    for raw in held.prelude:
+                        await self.write(request, out, raw)
+                    filtered_text = json.dumps(filter_result(held.answer, message.list_of, hidden))
+                    await self.write(request, out, held.answer_event.with_data(filtered_text))
+                    if held.reader is not None and held.reader.rest():
+                        await self.write(request, out, held.reader.rest())
+                    async for chunk in upstream.content.iter_chunked(_CHUNK):
+                        await self.write(request, out, chunk)
+                await self.write(request, out, b"", eof=True)
+            except (aiohttp.ClientError, ConnectionError, TimeoutError) as e:
+                log.debug("mcp: a list answer ended early: %s", type(e).__name__)
+                request.protocol.force_close()
+            return out
+        finally:
+            if upstream is not None:
+                upstream.release()
