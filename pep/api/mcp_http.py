@@ -83,6 +83,7 @@ def upstream_headers(
         out.append((AGENT_HEADER, agent))
     if on_behalf_of:
         out.append((ON_BEHALF_OF_HEADER, on_behalf_of))
+    out.append(("Accept-Encoding", "identity"))
     return out
 
 

@@ -48,12 +48,15 @@ from pep.config import McpConfig
 from pep.decision import Decision
 from pep.errors import RequestError
 from pep.pipeline import Listing, Pipeline, Request
+from pep.policy.lru import LRU
 from pep.policy.request import Check, ResourceRef
 from pep.tokens.verifier import Credentials, split_scheme
 
 log = logging.getLogger(__name__)
 
 QUEUED_PER_THREAD = 16
+MAX_SESSIONS = 10_000  # session owners remembered; the least recently used is forgotten
+SESSION_HEADER = "Mcp-Session-Id"
 CONNECTIONS_PER_THREAD = 64  # SSE streams stay open: more than AuthZEN's
 _CHUNK = 64 * 1024
 
@@ -117,6 +120,11 @@ class _Handler:
         self._server = ResourceRef(SERVER, config.server_id)
         self._admitted = 0
         self._max_admitted = config.threads * (1 + QUEUED_PER_THREAD)
+        # Bytes of message bodies held at once, counted as they arrive (a trickled body holds little).
+        self._budget = config.threads * config.max_body_bytes
+        self._held = 0
+        # Mcp-Session-Id -> (agent, user) that opened it: another principal naming it is refused.
+        self._sessions: LRU[str, tuple[str, str]] = LRU(MAX_SESSIONS)
         self._relay = Relay(config)
         self.close = self._relay.close
 
@@ -134,9 +142,6 @@ class _Handler:
             resp = self._refuse(405, "the MCP endpoint takes POST, GET and DELETE")
             resp.headers["Allow"] = "POST, GET, DELETE"
             return resp
-        if self._admitted >= self._max_admitted:
-            return self._refuse(503, f"pep is busy: {self._max_admitted} messages in progress", close=True)
-        self._admitted += 1
         try:
             if request.method == "POST":
                 return await self._post(request)
@@ -145,9 +150,9 @@ class _Handler:
             decision = await self._decide(ask, request)
             if not decision.answer_allowed:
                 return self._deny(decision, request, None, False)
-            return await self._relay.relay(request, decision, b"")
-        finally:
-            self._admitted -= 1
+            return self._bound(request, decision, await self._relay.relay(request, decision, b""))
+        except _Busy as e:
+            return self._refuse(503, f"pep is busy: {e}", close=True)
 
     def _refuse(self, status: int, message: str, *, close: bool = False) -> web.Response:
         self._refused(status)
@@ -169,6 +174,9 @@ class _Handler:
         )
 
     async def _decide(self, ask: Request, request: web.BaseRequest) -> Decision:
+        if self._admitted >= self._max_admitted:
+            raise _Busy(f"{self._max_admitted} messages are waiting for a decision")
+        session = request.headers.get(SESSION_HEADER, "")
         ask = Request(
             ask.checks,
             ask.credentials,
@@ -177,10 +185,22 @@ class _Handler:
             policies=ask.policies,
             validate_context=ask.validate_context,
             listing=ask.listing,
+            owner=self._sessions.get(session) if session else None,
         )
-        loop = asyncio.get_running_loop()
-        decisions = await loop.run_in_executor(self._executor, self._pipeline.authorize, ask)
+        self._admitted += 1
+        try:
+            loop = asyncio.get_running_loop()
+            decisions = await loop.run_in_executor(self._executor, self._pipeline.authorize, ask)
+        finally:
+            self._admitted -= 1
         return decisions[0]
+
+    def _bound(self, request: web.BaseRequest, decision: Decision, out: web.StreamResponse) -> web.StreamResponse:
+        """A session the upstream opened belongs to the principal that opened it, from now on."""
+        opened = out.headers.get(SESSION_HEADER, "")
+        if opened and not request.headers.get(SESSION_HEADER) and decision.answer_allowed:
+            self._sessions.put(opened, (decision.agent, decision.on_behalf_of))
+        return out
 
     def _deny(self, decision: Decision, request: web.BaseRequest, msg_id: Any, has_id: bool) -> web.Response:
         authorization = request.headers.get("Authorization", "")
@@ -198,25 +218,31 @@ class _Handler:
         ctype = request.headers.get("Content-Type", "").split(";", 1)[0].strip().lower()
         if ctype != "application/json":
             return self._refuse(415, "an MCP message is sent as application/json")
+        held = [0]
         try:
-            async with asyncio.timeout(self._config.timeout_seconds):
-                body = await self._read(request)
-        except TimeoutError:
-            return self._refuse(
-                408, f"the body did not arrive within {self._config.timeout_seconds:g} seconds", close=True
-            )
-        except _TooLarge:
-            return self._refuse(413, f"a message is at most {self._config.max_body_bytes} bytes", close=True)
-        except (aiohttp.ClientPayloadError, ConnectionError) as e:
-            return self._refuse(400, f"the body could not be read: {e}", close=True)
+            try:
+                async with asyncio.timeout(self._config.timeout_seconds):
+                    body = await self._read(request, held)
+            except TimeoutError:
+                late = f"the body did not arrive within {self._config.timeout_seconds:g} seconds"
+                return self._refuse(408, late, close=True)
+            except _TooLarge:
+                return self._refuse(413, f"a message is at most {self._config.max_body_bytes} bytes", close=True)
+            except (aiohttp.ClientPayloadError, ConnectionError) as e:
+                return self._refuse(400, f"the body could not be read: {e}", close=True)
+            return await self._message(request, body)
+        finally:
+            self._held -= held[0]
+
+    async def _message(self, request: web.BaseRequest, body: bytes) -> web.StreamResponse:
         try:
             message = read_message(load_json(body), self._config.server_id, self._config.max_body_bytes)
         except HTTPError as e:
-            message = Message("unknown", "", problem=e.message)
+            message = Message("invalid", "", problem=e.message)
         creds = self._credentials(request)
         if message.kind == "unknown" and self._config.allow_unknown_methods and message.method:
             message = Message("token", message.method, message.id, message.has_id, Check(message.method, self._server))
-        if message.kind == "unknown" or message.check is None:
+        if message.kind in ("unknown", "invalid") or message.check is None:
             check = Check(message.method or "invalid_message", self._server)
             ask = Request([check], creds, refusal=RequestError(message.problem))
         elif message.kind == "decide":
@@ -235,12 +261,17 @@ class _Handler:
             )
         if not decision.answer_allowed:
             return self._deny(decision, request, message.id, message.has_id)
-        return await self._relay.relay(request, decision, body)
+        return self._bound(request, decision, await self._relay.relay(request, decision, body))
 
-    async def _read(self, request: web.BaseRequest) -> bytes:
+    async def _read(self, request: web.BaseRequest, held: list[int]) -> bytes:
+        """At most `max_body_bytes`, counted against the bytes all bodies may hold at once."""
         limit = self._config.max_body_bytes
         data = bytearray()
         while chunk := await request.content.read(limit + 1 - len(data)):
+            if self._held + len(chunk) > self._budget:
+                raise _Busy(f"{self._budget} bytes of messages are held")
+            self._held += len(chunk)
+            held[0] += len(chunk)
             data += chunk
             if len(data) > limit:
                 raise _TooLarge
@@ -248,4 +279,8 @@ class _Handler:
 
 
 class _TooLarge(Exception):
+    pass
+
+
+class _Busy(Exception):
     pass

@@ -49,8 +49,11 @@ class Relay:
     def _client(self) -> aiohttp.ClientSession:
         if self._session is None:
             timeout = aiohttp.ClientTimeout(total=None, sock_connect=self._config.upstream_timeout_seconds)
-            # Bytes are relayed as sent (no decompression): lists are asked for without encoding.
-            self._session = aiohttp.ClientSession(timeout=timeout, auto_decompress=False)
+            # Bytes are relayed as sent (no decompression), and asked for unencoded: aiohttp's own
+            # Accept-Encoding would let an upstream gzip a list pep must read.
+            self._session = aiohttp.ClientSession(
+                timeout=timeout, auto_decompress=False, skip_auto_headers=("Accept-Encoding",)
+            )
         return self._session
 
     async def open(
@@ -140,8 +143,16 @@ class Relay:
             held.failure = (502, f"the MCP server could not be reached: {type(e).__name__}")
             return
         ctype = upstream.headers.get("Content-Type", "").split(";", 1)[0].strip().lower()
-        if upstream.status != 200 or upstream.headers.get("Content-Encoding", "identity") != "identity":
-            return  # not a list answer: relayed as it is
+        if not 200 <= upstream.status < 300:
+            return  # an error answer, relayed as it is
+        # Anything but a list pep could read and filter fails closed: never an unfiltered list.
+        encoding = upstream.headers.get("Content-Encoding", "identity").strip().lower()
+        if encoding != "identity":
+            held.failure = (502, f"the MCP server answered the list encoded ({encoding[:32]}), which pep cannot filter")
+            return
+        if ctype not in ("application/json", "text/event-stream"):
+            held.failure = (502, f"the MCP server answered the list as {ctype[:64] or 'no content type'}")
+            return
         limit = self._config.max_body_bytes
         async with asyncio.timeout(self._config.upstream_timeout_seconds):
             if ctype == "application/json":
@@ -150,10 +161,10 @@ class Relay:
                     held.failure = (502, f"the MCP server's list is larger than {limit} bytes")
                     return
                 answer = json.loads(data)
-                if isinstance(answer, dict):
-                    held.answer = answer
-                return
-            if ctype != "text/event-stream":
+                if not isinstance(answer, dict):
+                    held.failure = (502, "the MCP server's list answer is not a JSON-RPC message")
+                    return
+                held.answer = answer
                 return
             held.reader = reader = SseReader(limit)
             size = 0
@@ -168,6 +179,7 @@ class Relay:
                         held.failure = (502, f"the MCP server sent more than {limit} bytes before its list")
                         return
                     held.prelude.append(event.raw)
+            held.failure = (502, "the MCP server's stream ended before its list")
 
     async def answer_list(
         self,

@@ -103,49 +103,51 @@ def _number(value: float) -> Any:
 class Message:
     """One JSON-RPC message from the client, as pep judges it."""
 
-    kind: str  # "decide" | "list" | "token" | "unknown"
+    # "decide" | "list" | "token"; "unknown": a method pep does not know (allow_unknown_methods may
+    # pass it); "invalid": a message pep refuses whatever the configuration says.
+    kind: str
     method: str
     id: Any = None  # absent for notifications and for answers the client sends
     has_id: bool = False
     check: Check | None = None
     list_of: str = ""  # for a list: the list method
-    problem: str = ""  # why the message cannot be judged (kind "unknown")
+    problem: str = ""  # why the message cannot be judged (kinds "unknown" and "invalid")
 
 
 def read_message(data: Any, server_id: str, max_context_bytes: int) -> Message:
     """Classify one decoded JSON-RPC message. Never raises."""
     server = ResourceRef(SERVER, server_id)
     if isinstance(data, list):
-        return Message("unknown", "", problem="JSON-RPC batches are not accepted")
+        return Message("invalid", "", problem="JSON-RPC batches are not accepted")
     if not isinstance(data, dict) or data.get("jsonrpc") != JSONRPC:
-        return Message("unknown", "", problem='not a JSON-RPC 2.0 message (an object with "jsonrpc": "2.0")')
+        return Message("invalid", "", problem='not a JSON-RPC 2.0 message (an object with "jsonrpc": "2.0")')
     has_id = "id" in data
     msg_id = data.get("id")
     if has_id and (isinstance(msg_id, bool) or not isinstance(msg_id, (str, int))):
-        return Message("unknown", "", problem="a JSON-RPC id must be a string or a number")
+        return Message("invalid", "", problem="a JSON-RPC id must be a string or a number")
     request_id = str(msg_id)[:256] if has_id else ""
     method = data.get("method")
     if method is None:
         if has_id and ("result" in data or "error" in data):
             return Message("token", RESPOND, msg_id, has_id, Check(RESPOND, server, request_id=request_id))
-        return Message("unknown", "", msg_id, has_id, problem="a JSON-RPC message needs a method, result or error")
+        return Message("invalid", "", msg_id, has_id, problem="a JSON-RPC message needs a method, result or error")
     if not isinstance(method, str) or not method or len(method) > 256:
-        return Message("unknown", "", msg_id, has_id, problem="method must be a string of 1 to 256 characters")
+        return Message("invalid", "", msg_id, has_id, problem="method must be a string of 1 to 256 characters")
     params = data.get("params", {})
     if not isinstance(params, dict):
-        return Message("unknown", method, msg_id, has_id, problem="params must be an object")
+        return Message("invalid", method, msg_id, has_id, problem="params must be an object")
     if method in DECIDED and has_id:
         action, rtype, key = DECIDED[method]
         name = params.get(key)
         if not isinstance(name, str) or not name:
-            return Message("unknown", method, msg_id, has_id, problem=f"{method} needs params.{key}, a string")
+            return Message("invalid", method, msg_id, has_id, problem=f"{method} needs params.{key}, a string")
         context: dict[str, Any] = {}
         if method in ("tools/call", "prompts/get"):
             arguments = params.get("arguments", {})
             if arguments is None:
                 arguments = {}
             if not isinstance(arguments, dict):
-                return Message("unknown", method, msg_id, has_id, problem="params.arguments must be an object")
+                return Message("invalid", method, msg_id, has_id, problem="params.arguments must be an object")
             context["arguments"] = argument_value(arguments)
         resource = ResourceRef(rtype, name, parents=((SERVER, server_id),), implied=True)
         check = Check(action, resource, context, request_id=request_id, max_context_bytes=max_context_bytes)
@@ -155,6 +157,9 @@ def read_message(data: Any, server_id: str, max_context_bytes: int) -> Message:
         return Message("list", method, msg_id, has_id, check, list_of=method)
     if method in TOKEN_ONLY or method.startswith("notifications/"):
         return Message("token", method, msg_id, has_id, Check(method, server, request_id=request_id))
+    if method in DECIDED or method in LISTS:
+        # Without an id it is a notification: no tool may run, and no list is answered, for one.
+        return Message("invalid", method, msg_id, has_id, problem=f"{method} must be a request (with an id)")
     return Message("unknown", method, msg_id, has_id, problem=f"method {method[:64]!r} is not one pep knows")
 
 

@@ -146,7 +146,13 @@ class Pipeline:
         # 1. principal
         assert request.credentials is not None
         who = principal.from_token(
-            self._verifier, request.credentials, snapshot.registry, self._delegation, self._identity, request.expect
+            self._verifier,
+            request.credentials,
+            snapshot.registry,
+            self._delegation,
+            self._identity,
+            request.expect,
+            request.owner,
         )
         runs = [[i] for i in range(n)] if lazy else [list(range(n))]
         for run in runs:

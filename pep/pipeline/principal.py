@@ -45,6 +45,7 @@ def from_token(
     delegation: DelegationConfig,
     identity_config: IdentityConfig,
     expect: tuple[str, str] | None,
+    owner: tuple[str, str] | None = None,
 ) -> Principal:
     try:
         token = verifier.verify(creds)
@@ -61,6 +62,10 @@ def from_token(
             f"{format_uid(expect)} is not the token's principal {principal_uid}", Reason.INVALID_REQUEST
         )
         who = Who(token.issuer, chain_error=mismatch)
+    if owner is not None and owner != (identity.agent, identity.on_behalf_of or ""):
+        # Said without naming the owner: the caller learns only that it is someone else.
+        taken = PepError("the session was opened by another agent or for another user", Reason.INVALID_REQUEST)
+        who = Who(token.issuer, chain_error=taken)
     return Principal((AGENT, identity.agent), identity, who, token)
 
 

@@ -60,3 +60,6 @@ class Request:
     # False: the context is not validated against the schema (MCP tool arguments are the tool's).
     validate_context: bool = True
     listing: Listing | None = None
+    # (agent, user or "") the token must resolve to, else `invalid_request`: the principal that
+    # opened the MCP session this request names.
+    owner: tuple[str, str] | None = None

@@ -95,12 +95,12 @@ def test_a_client_answer_is_token_only_under_respond() -> None:
 )
 def test_messages_pep_cannot_judge_say_why(data: Any, problem: str) -> None:
     m = read_message(data, "t", MAX)
-    assert m.kind == "unknown" and problem in m.problem
+    assert m.kind == ("unknown" if "not one pep knows" in problem else "invalid") and problem in m.problem
 
 
 def test_a_tools_call_notification_is_not_decided_as_a_call() -> None:
     # Without an id it is not a request: no tool runs for it, and pep does not know such a notification.
-    assert read_message(msg("tools/call", {"name": "x"}), "t", MAX).kind == "unknown"
+    assert read_message(msg("tools/call", {"name": "x"}), "t", MAX).kind == "invalid"
 
 
 # --- arguments in Cedar --------------------------------------------------------------------
