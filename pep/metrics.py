@@ -85,7 +85,14 @@ class Metrics:
         self.agents_registered = Gauge("pep_agents_registered", "Agents in the served registry.", registry=r)
         self.http_refusals = Counter(
             "pep_http_refusals_total",
-            "HTTP requests the AuthZEN listener answered with an error before any decision, by status.",
+            "HTTP requests the AuthZEN or MCP listener answered with an error before any decision, by status.",
+            ["status"],
+            registry=r,
+        )
+        self.mcp_upstream_errors = Counter(
+            "pep_mcp_upstream_errors_total",
+            "Allowed MCP messages the upstream MCP server did not answer usably (502: unreachable or an "
+            "unreadable list; 504: no answer in time), by status.",
             ["status"],
             registry=r,
         )
@@ -139,6 +146,8 @@ class Metrics:
             self.jwks_refreshes.labels(result)
         for op in STATE_OPS:
             self.state_errors.labels(op)
+        for status in ("502", "504"):  # the proxy's only upstream failures: present at 0 from the start
+            self.mcp_upstream_errors.labels(status)
 
     def set_actions(self, actions: frozenset[str]) -> None:
         """Actions named in the loaded schema; any other action is labelled `other`."""
@@ -170,6 +179,9 @@ class Metrics:
     def http_refused(self, status: int) -> None:
         """One HTTP refusal that decided nothing (so no decision was counted for it)."""
         self.http_refusals.labels(str(status)).inc()
+
+    def mcp_upstream_failed(self, status: int) -> None:
+        self.mcp_upstream_errors.labels(str(status)).inc()
 
     def policy_loaded(self, version: str, policies: int, agents: int, at: float) -> None:
         self.reloads.labels("success").inc()

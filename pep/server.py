@@ -226,6 +226,7 @@ def build_server(config: Config, *, metrics: Metrics | None = None, max_workers:
                 dpop_algorithms=config.tokens.dpop_algorithms,
                 shutdown_timeout=config.shutdown_grace_seconds,
                 refused=metrics.http_refused,
+                upstream_failed=metrics.mcp_upstream_failed,
             )
         except OSError as e:
             srv.stop(0)

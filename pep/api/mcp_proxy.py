@@ -72,6 +72,7 @@ class McpProxy:
         dpop_algorithms: Sequence[str] = (),
         shutdown_timeout: float = 5.0,
         refused: Callable[[int], None] = lambda _status: None,
+        upstream_failed: Callable[[int], None] = lambda _status: None,
     ) -> None:
         connections = Connections(config.max_connections_per_client, CONNECTIONS_PER_THREAD * config.threads, refused)
         self._listener = Listener(
@@ -86,7 +87,9 @@ class McpProxy:
         self.address = self._listener.address
         self.public_url = config.public_url or self._listener.base_url
         self._executor = ThreadPoolExecutor(max_workers=config.threads, thread_name_prefix="pep-mcp")
-        self._handler = _Handler(config, pipeline, self.public_url, tuple(dpop_algorithms), self._executor, refused)
+        self._handler = _Handler(
+            config, pipeline, self.public_url, tuple(dpop_algorithms), self._executor, refused, upstream_failed
+        )
         try:
             self._listener.start(self._handler)
         except BaseException:
@@ -107,6 +110,7 @@ class _Handler:
         dpop_algorithms: tuple[str, ...],
         executor: ThreadPoolExecutor,
         refused: Callable[[int], None],
+        upstream_failed: Callable[[int], None],
     ) -> None:
         self._config = config
         self._pipeline = pipeline
@@ -125,7 +129,7 @@ class _Handler:
         self._held = 0
         # Mcp-Session-Id -> (agent, user) that opened it: another principal naming it is refused.
         self._sessions: LRU[str, tuple[str, str]] = LRU(MAX_SESSIONS)
-        self._relay = Relay(config)
+        self._relay = Relay(config, upstream_failed)
         self.close = self._relay.close
 
     async def __call__(self, request: web.BaseRequest) -> web.StreamResponse:

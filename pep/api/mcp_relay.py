@@ -38,8 +38,9 @@ class ListAnswer:
 class Relay:
     """Talks to the upstream for one proxy: one client session, made on the listener's loop."""
 
-    def __init__(self, config: McpConfig) -> None:
+    def __init__(self, config: McpConfig, upstream_failed: Callable[[int], None] = lambda _status: None) -> None:
         self._config = config
+        self._upstream_failed = upstream_failed
         self._session: aiohttp.ClientSession | None = None
 
     async def close(self) -> None:
@@ -92,6 +93,7 @@ class Relay:
 
     def failed(self, status: int, message: str, decision: Decision) -> web.Response:
         log.warning("mcp: %s (decision %s)", message, decision.decision_id)
+        self._upstream_failed(status)
         return plain_error(status, message)
 
     async def write(

@@ -13,7 +13,7 @@ import pytest
 from tests.harness.mcp import raw_post, run
 from tests.harness.mcp_estate import RESOURCE, write_mcp_estate
 from tests.harness.server import Harness, start_pep, stop_pep
-from tests.harness.waits import wait_for
+from tests.harness.waits import metrics_text, wait_for
 
 # Short bounds so a stall is seen quickly; the waits below allow far more than these.
 BOUND_SECONDS = 1.0
@@ -81,11 +81,20 @@ def test_an_upstream_that_never_answers_is_504_after_the_decision(pep: Harness) 
     assert any(line["action"] == "call_tool" and line["decision"] == "allow" for line in pep.log_lines(1))
 
 
+def _timeouts_counted(h: Harness) -> float:
+    for line in metrics_text(h).splitlines():
+        if line.startswith('pep_mcp_upstream_errors_total{status="504"}'):
+            return float(line.split()[-1])
+    return 0.0
+
+
 def test_a_list_from_an_upstream_that_never_answers_is_504(pep: Harness) -> None:
     token = pep.token(sub="alice", act_chain=("assistant",), audience=RESOURCE)
     listing = {"jsonrpc": "2.0", "id": 2, "method": "tools/list", "params": {}}
+    before = _timeouts_counted(pep)
     response = run(raw_post(_url(pep), listing, {"authorization": f"Bearer {token}"}))
     assert response.status == 504
+    assert _timeouts_counted(pep) == before + 1
 
 
 def _connect(h: Harness) -> socket.socket:
