@@ -89,6 +89,13 @@ class Metrics:
             ["status"],
             registry=r,
         )
+        self.memo_lookups = Counter(
+            "pep_decision_memo_total",
+            "Checks looked up in the decision memo, by result: hit (Cedar not asked) or miss.",
+            ["result"],
+            registry=r,
+        )
+        self._memo_hit, self._memo_miss = self.memo_lookups.labels("hit"), self.memo_lookups.labels("miss")
         self.mcp_upstream_errors = Counter(
             "pep_mcp_upstream_errors_total",
             "Allowed MCP messages the upstream MCP server did not answer usably (502: unreachable or an "
@@ -179,6 +186,9 @@ class Metrics:
     def http_refused(self, status: int) -> None:
         """One HTTP refusal that decided nothing (so no decision was counted for it)."""
         self.http_refusals.labels(str(status)).inc()
+
+    def memo_looked_up(self, hit: bool) -> None:
+        (self._memo_hit if hit else self._memo_miss).inc()
 
     def mcp_upstream_failed(self, status: int) -> None:
         self.mcp_upstream_errors.labels(str(status)).inc()

@@ -37,6 +37,7 @@ from pep.controls.ratelimit import RateLimiter
 from pep.errors import ListenError
 from pep.metrics import Metrics
 from pep.pipeline import Pipeline
+from pep.pipeline.memo import DecisionMemo
 from pep.pipeline.record import Recorder
 from pep.policy.store import PolicyStore
 from pep.policy.watcher import PolicyWatcher
@@ -131,7 +132,10 @@ def build_server(config: Config, *, metrics: Metrics | None = None, max_workers:
     if replay is not None:
         verifier.use_replay(replay)
     controls = Controls(kills, RateLimiter(shared=buckets, on_unavailable=config.state.on_unavailable))
-    pipeline = Pipeline(store, verifier, controls, recorder, delegation=config.delegation, identity=config.identity)
+    memo = DecisionMemo(config.decision_memo_size, metrics.memo_looked_up) if config.decision_memo_size else None
+    pipeline = Pipeline(
+        store, verifier, controls, recorder, delegation=config.delegation, identity=config.identity, memo=memo
+    )
     store.on_swap(lambda snapshot: update_kill_gauge(metrics, kills, snapshot))
     if isinstance(kills, StoredKills):
         kills.on_change = _on_kill_change(metrics, kills, store, decision_log)

@@ -19,6 +19,8 @@ import time
 from collections import deque
 from typing import Any
 
+import orjson
+
 from pep.audit.entry import log_entry, redaction_paths
 from pep.audit.sinks import Sink, open_sink
 from pep.config import DecisionLogConfig
@@ -30,7 +32,11 @@ log = logging.getLogger(__name__)
 _WAKE = object()  # put on the queue by `close` so the writer notices at once
 _BATCH = 512  # entries the writer takes per round
 _LINGER = 0.005  # seconds the writer waits for a batch to gather
-_JSON = json.JSONEncoder(separators=(",", ":"), default=str)
+# orjson: the writer formats every decision and holds the GIL while it does. Lines stay ASCII
+# (as json's ensure_ascii writes them): a rare entry with other characters is written by json,
+# so no reader splitting on U+2028 or NEL ever cuts a line.
+_JSON_OPTIONS = orjson.OPT_APPEND_NEWLINE
+_ASCII = json.JSONEncoder(separators=(",", ":"), default=str)
 _RETRY_MIN, _RETRY_MAX = 0.05, 1.0  # seconds between attempts on a failing sink (required mode)
 
 
@@ -158,7 +164,8 @@ class DecisionLog:
         for item in items:
             try:
                 entry = log_entry(item, self._redact) if isinstance(item, Decision) else item
-                lines.append(_JSON.encode(entry).encode() + b"\n")
+                line = orjson.dumps(entry, default=str, option=_JSON_OPTIONS)
+                lines.append(line if line.isascii() else _ASCII.encode(entry).encode() + b"\n")
             except Exception:
                 log.exception("decision log: an entry could not be formatted")
                 self._metrics.log_dropped.inc()

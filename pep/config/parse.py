@@ -102,6 +102,10 @@ def parse_config(raw: Mapping[str, Any], base_dir: str = ".") -> Config:
         if mode not in MODES:
             raise ConfigError("mode", f"must be one of {', '.join(MODES)}, got {mode!r}")
         values["mode"] = mode
+    if "decision_memo_size" in raw:
+        values["decision_memo_size"] = _like(raw["decision_memo_size"], 0, "decision_memo_size")
+        if values["decision_memo_size"] > 1_000_000:
+            raise ConfigError("decision_memo_size", f"must be at most 1000000, got {values['decision_memo_size']}")
     if "shutdown_grace_seconds" in raw:
         values["shutdown_grace_seconds"] = _number(raw["shutdown_grace_seconds"], "shutdown_grace_seconds", 0)
     if "issuers" in raw:

@@ -223,3 +223,5 @@ class Config:
     extra_listen: tuple[str, ...] = ()
     # Seconds to let in-flight calls finish on SIGTERM.
     shutdown_grace_seconds: float = 5.0
+    # Outcomes of requests seen before under the current policy set (0: off); see README "Performance".
+    decision_memo_size: int = 10_000

@@ -44,6 +44,10 @@ class Grants:
             hops.append(Query((AGENT, delegator), delegate_action, (AGENT, delegate), context))
         return hops
 
+    def known(self, snapshot: Snapshot, raw_token: str) -> str | None:
+        """The kept verdict for this token and snapshot ("" when every hop is permitted), or None."""
+        return self._verdicts.get((snapshot.version, raw_token))
+
     def check(
         self,
         snapshot: Snapshot,

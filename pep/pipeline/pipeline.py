@@ -34,6 +34,7 @@ from pep.delegation.grants import Grants
 from pep.delegation.identity import Identity
 from pep.errors import PepError, RequestError
 from pep.pipeline import cedar_request, principal
+from pep.pipeline.memo import DecisionMemo
 from pep.pipeline.record import Recorder
 from pep.pipeline.request import Listing, Request, Subject
 from pep.policy.evaluate import could_allow, outcomes
@@ -79,6 +80,7 @@ class Pipeline:
         delegation: DelegationConfig,
         identity: IdentityConfig,
         strict: bool = True,
+        memo: DecisionMemo | None = None,
     ) -> None:
         self._store = store
         self._verifier = verifier
@@ -88,6 +90,7 @@ class Pipeline:
         self._identity = identity
         self._grants = Grants(strict=strict)
         self._strict = strict
+        self._memo = memo
 
     def authorize(self, request: Request) -> list[Decision]:
         """Every check answered and recorded, in order. Never raises: faults are decisions with `fault` set."""
@@ -175,6 +178,23 @@ class Pipeline:
         admitted = [j for j, r in enumerate(refusals) if r is None]
         if not admitted:
             return [o for o in out if o is not None]
+        creds = request.credentials
+        memo_keys = None
+        if self._memo is not None and request.policies and request.listing is None and creds is not None:
+            memo_keys, remembered = self._memo.lookup(
+                snapshot,
+                creds.token,
+                [checks[j] for j in admitted],
+                [contexts[run[j]] for j in admitted],
+                [resources[run[j]] for j in admitted],
+                request.validate_context,
+            )
+            # Every check seen before, and the chain's grants known to hold: no Cedar request to build.
+            grants_hold = not self._delegation.require_grants or self._grants.known(snapshot, creds.token) == ""
+            if grants_hold and all(r is not None for r in remembered):
+                for j, outcome in zip(admitted, remembered, strict=True):
+                    out[j] = outcome
+                return [o for o in out if o is not None]
         # 3. the Cedar request
         try:
             built = cedar_request.for_token(
@@ -185,7 +205,7 @@ class Pipeline:
                 [resources[run[j]] for j in admitted],
             )
             # 4. evaluate: the delegation grants first
-            ident, creds = who.identity, request.credentials
+            ident = who.identity
             if self._delegation.require_grants and ident is not None and creds is not None:
                 hops = self._grants.queries(ident, built.base, built.user)
                 if hops:
@@ -202,6 +222,8 @@ class Pipeline:
                 answers = outcomes(
                     snapshot, built.queries, built.entities, strict=self._strict, schema=request.validate_context
                 )
+                if memo_keys is not None and self._memo is not None:
+                    self._memo.store(snapshot, memo_keys, answers)
             else:  # the request's own entities do not fit together: each check with its own
                 answers = [self._alone(snapshot, built, k, request.validate_context) for k in range(len(admitted))]
         except PepError as e:
