@@ -148,8 +148,8 @@ def _well_formed(entry: Any, seen: Mapping[str, AgentRecord]) -> AgentRecord | N
         or not owner.strip()
         or status not in STATUSES
         or type(groups) is not list
-        or not isinstance(attributes, dict)
-        or cedar_value_problem(attributes) is not None
+        or type(attributes) is not dict
+        or not _plain_value(attributes)
     ):
         return None
     for g in groups:
@@ -164,6 +164,22 @@ def _well_formed(entry: Any, seen: Mapping[str, AgentRecord]) -> AgentRecord | N
         elif type(expires) is not dt.date:
             return None
     return AgentRecord(agent_id, owner, status, expires, tuple(groups), attributes, line_of(entry))
+
+
+def _plain_value(value: Any, level: int = 0) -> bool:
+    """`cedar_value_problem(value) is None` for plain YAML data, without building paths (the fast path)."""
+    kind = type(value)
+    if kind is str or kind is bool:
+        return True
+    if kind is int:
+        return _I64[0] <= value <= _I64[1]
+    if level >= 32:
+        return False
+    if kind is dict:
+        return all(type(k) is str and _plain_value(v, level + 1) for k, v in value.items())
+    if kind is list:
+        return all(_plain_value(v, level + 1) for v in value)
+    return False
 
 
 def cedar_value_problem(value: Any, depth: int = 32) -> str | None:
