@@ -57,6 +57,6 @@ proto-check: $(STAMP)
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
 
-## bench: pep vs a no-op gRPC server, side by side, plus scale curves (several minutes)
+## bench: pep, Cerbos and a no-op gRPC server side by side (npm fetches the load generator and Cerbos), then scale curves (several minutes)
 bench: $(STAMP)
 	$(PY) -m bench.run

@@ -23,7 +23,7 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-from bench.run import CLIENT_CPU, ROOT, SERVER_CPU, free_port, pinned, progress
+from bench.common import CLIENT_CPU, ROOT, SERVER_CPU, free_port, pinned, progress
 
 RESOURCE = "https://tools.example.com/mcp"
 ISSUER = "https://bench.invalid"

@@ -1,219 +1,183 @@
-"""`make bench`: pep measured side by side with a no-op gRPC server, in one run.
+"""`make bench`: pep side by side with a no-op gRPC server (the floor) and Cerbos, in one run.
 
-Servers run pinned to core 0 and the load generator to core 1 (`taskset`), one server
-at a time; each figure is the median of several repetitions after a warm-up. Printed:
-throughput (closed loop) and latency (closed loop, and a fixed-rate open loop), each
-with its ratio to the no-op floor, then scale curves over generated estates. The cost of
-shared state (a Redis on the same machine, started on a free port) is the same Authorize with
-a limits.yaml that applies, buckets and DPoP replay cache per process against shared. The MCP
-proxy's cost is the SDK client's tools/call through pep against calling the tool server directly
-(bench/mcp.py).
+Servers run pinned to core 0 and the load generator (bench/node/loadgen.js, grpc-js, sending
+pre-serialized messages) to core 1 (`taskset`), one server at a time; each figure is the
+median of several repetitions after a warm-up. The workloads are in bench/workloads.py: bearer
+tokens rotating over 1,000 stored Accounts, a never-seen Account per call (no-repeat), and the
+DPoP-bound call with a fresh proof each time; Cerbos (bench/cerbos.py) answers the bearer ones
+with an equivalent policy. Printed: throughput (closed loop) and latency (closed loop, and a
+fixed-rate open loop) with ratios to the floor, the server's CPU and the load generator's,
+then issue 17's target table, then scale curves over generated estates. The cost of shared
+state (a Redis on the same machine) is the same Authorize with a limits.yaml that applies,
+buckets and DPoP replay cache per process against shared. The MCP proxy's cost is the SDK
+client's tools/call through pep against calling the tool server directly (bench/mcp.py).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import os
+import resource
 import shutil
-import socket
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import grpc
-from google.protobuf import json_format, struct_pb2
-from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from bench import cerbos, nodeload, report
+from bench.common import CLIENT_CPU, ROOT, SERVER_CPU, pinned, progress
+from bench.servers import Running, core_busy, grpc_server, process_cpu_s, redis_server
+from bench.workloads import MARKER, Bearer, Requests, bench_estate, limited_estate
 from pep._proto.pep.v1 import authorizer_pb2 as pb
 from pep.dev import tokens as devtoken
 
-ROOT = Path(__file__).resolve().parents[1]
-ISSUER, AUDIENCE = "https://bench.invalid", "pep-bench"
-HTU = "https://pep.bench/pep.v1.Authorizer/"
-SERVER_CPU, CLIENT_CPU = "0", "1"
-# Buckets that apply to every benchmark call (agent, and agent+action) but never run dry.
-LIMITS = {"agents": {"billing-bot": {"rate": 1e6, "burst": 1e6}}, "actions": {"pay": {"rate": 1e6, "burst": 1e6}}}
+PEP = "/pep.v1.Authorizer/"
+PER_PROCESS, SHARED = "pep DPoP, limits per process", "pep DPoP, shared state (Redis)"
 
 
-def pinned(cpu: str, argv: list[str]) -> list[str]:
-    return ["taskset", "-c", cpu, *argv] if shutil.which("taskset") and (os.cpu_count() or 1) > 1 else argv
+@dataclass(frozen=True)
+class Case:
+    name: str
+    server: str  # noop, pep, pep-limits, pep-shared, cerbos
+    load: str  # rotating, no-repeat (bearer), dpop, batch (DPoP-bound)
+    mode: str = "closed"
+    client: str = ""  # the load generator's client; "": --loadgen-client
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def progress(text: str) -> None:
-    print(f"  .. {text}", file=sys.stderr, flush=True)
-
-
-class Requests:
-    """Realistic calls: alice -> assistant -> billing-bot pays, DPoP-bound, a fresh proof per call."""
-
-    def __init__(self, tmp: Path) -> None:
-        self.key, self.jwks = devtoken.ensure_dev_keys(str(tmp / "keys"))
-        self.dpop_key, self.dpop_jwk = devtoken.new_dpop_key()
-        self.token = devtoken.mint_token(
-            self.key,
-            issuer=ISSUER,
-            audience=AUDIENCE,
-            sub="alice",
-            act_chain=["billing-bot", "assistant"],
-            scopes=["payments:write"],
-            ttl_seconds=3600,
-            dpop_jkt=devtoken.jwk_thumbprint(self.dpop_jwk),
-        )
-        self.resource = pb.Resource(type="Account", id="ops-usd")
-        self.context = json_format.ParseDict({"amount": 120000, "currency": "USD"}, struct_pb2.Struct())
-
-    def _proof(self, method: str) -> str:
-        return devtoken.mint_dpop_proof(
-            self.dpop_key, self.dpop_jwk, htm="POST", htu=HTU + method, access_token=self.token
-        )
-
-    def write(self, path: Path, kind: str, count: int) -> Path:
-        with open(path, "w") as f:
-            for i in range(count):
-                if kind == "batch":
-                    checks = [pb.Check(action="pay", resource=self.resource, context=self.context)] * 50
-                    req: Any = pb.AuthorizeBatchRequest(
-                        token="DPoP " + self.token,
-                        dpop_proof=self._proof("AuthorizeBatch"),
-                        http_method="POST",
-                        http_uri=HTU + "AuthorizeBatch",
-                        checks=checks,
-                        request_id=f"b{i}",
-                    )
-                else:
-                    req = pb.AuthorizeRequest(
-                        token="DPoP " + self.token,
-                        dpop_proof=self._proof("Authorize"),
-                        http_method="POST",
-                        http_uri=HTU + "Authorize",
-                        action="pay",
-                        resource=self.resource,
-                        context=self.context,
-                        request_id=f"r{i}",
-                    )
-                f.write(req.SerializeToString().hex() + "\n")
-        return path
-
-
-def limited_policies(tmp: Path) -> Path:
-    """The example policies plus LIMITS."""
-    policies = tmp / "policies-limits"
-    if not policies.exists():
-        shutil.copytree(ROOT / "policies", policies)
-        (policies / "limits.yaml").write_text(json.dumps(LIMITS))
-    return policies
-
-
-@contextmanager
-def redis_server(tmp: Path) -> Iterator[str | None]:
-    """A throwaway redis-server on the server core (no persistence); None when it is not installed."""
-    binary = shutil.which("redis-server")
-    if binary is None:
-        yield None
-        return
-    import redis  # a pep dependency; imported here so the rest of the bench does not need it
-
-    port = free_port()
-    argv = [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--dir", str(tmp)]
-    proc = subprocess.Popen(pinned(SERVER_CPU, argv), stdout=subprocess.DEVNULL)
-    try:
-        client, deadline = redis.Redis(host="127.0.0.1", port=port, socket_timeout=2), time.monotonic() + 15
-        while True:
-            try:
-                client.ping()
-                break
-            except redis.ConnectionError:
-                if time.monotonic() > deadline or proc.poll() is not None:
-                    raise RuntimeError("redis-server did not start") from None
-                time.sleep(0.05)
-        yield f"redis://127.0.0.1:{port}/0"
-    finally:
-        proc.terminate()
-        proc.wait(timeout=30)
-
-
-@contextmanager
-def server(kind: str, tmp: Path, requests: Requests, redis_url: str | None = None) -> Iterator[str]:
-    """kind: noop, pep (example policies), pep-limits (plus LIMITS), pep-shared (plus Redis at redis_url)."""
-    port = free_port()
-    address = f"127.0.0.1:{port}"
-    if kind == "noop":
-        argv = [sys.executable, "-m", "bench.noop_server", "--listen", address]
-    else:
-        config = tmp / "pep.yaml"
-        config.write_text(
-            json.dumps(
-                {
-                    "listen": address,
-                    "metrics_listen": f"127.0.0.1:{free_port()}",
-                    "admin_listen": "",
-                    "policies": str(ROOT / "policies" if kind == "pep" else limited_policies(tmp)),
-                    "issuers": [
-                        {"issuer": ISSUER, "audiences": [AUDIENCE], "jwks_file": requests.jwks, "algorithms": ["ES256"]}
-                    ],
-                    "decision_log": {"sink": str(tmp / "decisions.log")},
-                    **({"state": {"redis_url": redis_url, "timeout_ms": 200}} if kind == "pep-shared" else {}),
-                }
-            )
-        )
-        argv = [sys.executable, "-m", "pep.cli", "serve", "--config", str(config), "--log-level", "WARNING"]
-    proc = subprocess.Popen(pinned(SERVER_CPU, argv), cwd=ROOT, stdout=subprocess.DEVNULL)
-    try:
-        with grpc.insecure_channel(address) as channel:
-            grpc.channel_ready_future(channel).result(timeout=30)
-            if kind != "noop":
-                health = health_pb2_grpc.HealthStub(channel)
-                deadline = time.monotonic() + 30
-                while health.Check(health_pb2.HealthCheckRequest()).status != health_pb2.HealthCheckResponse.SERVING:
-                    if time.monotonic() > deadline:
-                        raise RuntimeError("pep did not become ready")
-                    time.sleep(0.1)
-        yield address
-    finally:
-        proc.terminate()
-        proc.wait(timeout=30)
-
-
-def load(address: str, requests_file: Path, kind: str, mode: str, seconds: float, concurrency: int) -> dict[str, Any]:
-    argv = [
-        sys.executable,
-        "-m",
-        "bench.loadgen",
-        "--target",
-        address,
-        "--kind",
-        kind,
-        "--mode",
-        mode,
-        "--seconds",
-        str(seconds),
-        "--concurrency",
-        str(concurrency),
-        "--rate",
-        "1000",
-        "--requests",
-        str(requests_file),
+def cases(redis_url: str | None, with_cerbos: bool, client: str) -> list[Case]:
+    other = "grpc-js" if client == "http2" else "http2"
+    every = [
+        Case("no-op floor", "noop", "rotating"),
+        Case(f"no-op floor, {other} client", "noop", "rotating", client=other),
+        Case("pep rotating (bearer)", "pep", "rotating"),
+        Case("Cerbos rotating", "cerbos", "rotating"),
+        Case("pep no-repeat (bearer)", "pep", "no-repeat"),
+        Case("Cerbos no-repeat", "cerbos", "no-repeat"),
+        Case("pep DPoP-bound, fresh proof/call", "pep", "dpop"),
+        Case("pep AuthorizeBatch x50 (DPoP)", "pep", "batch"),
+        Case(PER_PROCESS, "pep-limits", "dpop"),
+        Case(SHARED, "pep-shared", "dpop"),
+        Case("no-op floor @1000/s", "noop", "rotating", "open"),
+        Case("pep rotating @1000/s", "pep", "rotating", "open"),
+        Case("Cerbos rotating @1000/s", "cerbos", "rotating", "open"),
     ]
-    out = subprocess.run(pinned(CLIENT_CPU, argv), cwd=ROOT, capture_output=True, text=True, check=True)
-    return dict(json.loads(out.stdout.strip().splitlines()[-1]))
+    return [c for c in every if (redis_url or c.server != "pep-shared") and (with_cerbos or c.server != "cerbos")]
+
+
+class Bench:
+    """The run's keys, estates, request files and servers."""
+
+    def __init__(self, args: argparse.Namespace, tmp: Path, cerbos_binary: Path | None) -> None:
+        self.args, self.tmp, self.cerbos_binary = args, tmp, cerbos_binary
+        self.key, self.jwks = devtoken.ensure_dev_keys(str(tmp / "keys"))
+        self.dpop, self.bearer = Requests(self.key), Bearer(self.key)
+        self.estate = bench_estate(tmp)
+        self.pbs = cerbos.generate(tmp) if cerbos_binary else None
+        self.written: dict[str, Path] = {}
+        self.redis_url: str | None = None
+        self.redis_pid = 0
+
+    def requests(self, case: Case) -> tuple[Path, str, int]:
+        """The request file, the RPC path and decisions per call."""
+        if case.load in ("dpop", "batch"):  # proofs are good once: new ones every run
+            seconds = self.args.seconds + 0.5
+            count = int((2000 if case.load == "batch" else 12000) * seconds)  # calls/s no pep gets near
+            file = self.dpop.write(self.tmp / f"{case.load}.req", case.load, count)
+            return (
+                file,
+                PEP + ("AuthorizeBatch" if case.load == "batch" else "Authorize"),
+                50 if case.load == "batch" else 1,
+            )
+        family = "cerbos" if case.server == "cerbos" else "pep"
+        name = f"{family}-{case.load}"
+        if name not in self.written:
+            path = self.tmp / f"{name}.req"
+            if family == "cerbos":
+                self.written[name] = cerbos.write_requests(self.pbs, self.bearer, path, case.load)
+            else:
+                self.written[name] = self.bearer.write_pep(path, case.load)
+        return self.written[name], cerbos.PATH if family == "cerbos" else PEP + "Authorize", 1
+
+    def server(self, case: Case) -> AbstractContextManager[Running]:
+        if case.server == "cerbos":
+            assert self.cerbos_binary is not None
+            return cerbos.server(self.tmp, self.cerbos_binary, self.estate)
+        policies = limited_estate(self.tmp) if case.server in ("pep-limits", "pep-shared") else self.estate
+        return grpc_server(case.server, self.tmp, self.jwks, policies, self.redis_url)
+
+    def probe(self, case: Case, address: str) -> str | None:
+        """One call like the run's (not from its file), decoded: None when allowed."""
+        if case.server == "noop":
+            return None
+        if case.server == "cerbos":
+            return cerbos.probe(self.pbs, address, cerbos.probe_message(self.pbs, self.bearer, case.load))
+        if case.load in ("dpop", "batch"):
+            request, method = (
+                self.dpop.message(case.load, "probe"),
+                "AuthorizeBatch" if case.load == "batch" else "Authorize",
+            )
+        else:
+            request, method = self.bearer.pep_probe(case.load), "Authorize"
+        with grpc.insecure_channel(address) as channel:
+            answer = channel.unary_unary(PEP + method)(request, timeout=10)
+        kind = pb.AuthorizeBatchResponse if case.load == "batch" else pb.AuthorizeResponse
+        response = kind.FromString(answer)
+        answers = response.responses if case.load == "batch" else [response]
+        bad = [r for r in answers if r.decision != pb.DECISION_ALLOW]
+        return f"probe: deny {bad[0].reason} {list(bad[0].errors)[:1]}" if bad else None
+
+    def run(self, case: Case) -> dict[str, Any]:
+        file, path, per_call = self.requests(case)
+        unique = MARKER if case.load == "no-repeat" else ""
+        with self.server(case) as srv:
+            probe = self.probe(case, srv.address)
+            redis = self.redis_pid if case.server == "pep-shared" else 0
+            cpu0, redis0, load0, busy0 = srv.cpu_s(), process_cpu_s(redis), children_cpu_s(), core_busy()
+            wall0 = time.perf_counter()
+            a = self.args
+            result = nodeload.load(
+                srv.address,
+                path,
+                file,
+                mode=case.mode,
+                seconds=a.seconds,
+                concurrency=a.concurrency,
+                per_call=per_call,
+                unique=unique,
+                client=case.client or a.loadgen_client,
+            )
+            cpu, wall = srv.cpu_s() - cpu0, time.perf_counter() - wall0
+            busy, load, redis_cpu = core_busy(), children_cpu_s() - load0, process_cpu_s(redis) - redis0
+        result.update(srv.tally())
+        result["wrapped"] = result["wrapped"] and case.load in ("dpop", "batch")  # only a proof must not repeat
+        result["server_cpu"] = cpu / wall
+        # What else ran on the two cores meanwhile (a busy machine skews every figure).
+        if SERVER_CPU in busy and CLIENT_CPU in busy:
+            result["other_server_core"] = (busy[SERVER_CPU] - busy0[SERVER_CPU] - cpu - redis_cpu) / wall
+            result["other_client_core"] = (busy[CLIENT_CPU] - busy0[CLIENT_CPU] - load) / wall
+        result["per_cpu_s"] = result["completed_total"] * per_call / cpu if cpu > 0 else float("nan")
+        result["expected_log"] = (result["completed_total"] + 1) * per_call  # the probe too
+        result["probe"] = probe
+        return result
+
+
+def children_cpu_s() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
 
 
 def median_of(runs: list[dict[str, Any]]) -> dict[str, Any]:
-    keys = [k for k in runs[0] if isinstance(runs[0][k], (int, float))]
-    return {k: statistics.median(r[k] for r in runs) for k in keys}
+    keys = [k for k in runs[0] if isinstance(runs[0][k], (int, float)) and not isinstance(runs[0][k], bool)]
+    out: dict[str, Any] = {k: statistics.median(r[k] for r in runs) for k in keys}
+    out["notes"] = sorted({n for r in runs for n in report.notes(r)})
+    return out
 
 
 def engine(
@@ -221,18 +185,8 @@ def engine(
 ) -> dict[str, Any]:
     spec_file = tmp / f"specs-{abs(hash(str(policies)))}.json"
     spec_file.write_text(json.dumps(specs))
-    argv = [
-        sys.executable,
-        "-m",
-        "bench.engine",
-        "--policies",
-        str(policies),
-        "--requests",
-        str(spec_file),
-        "--seconds",
-        str(seconds),
-        *(["--edit", edit] if edit else []),
-    ]
+    argv = [sys.executable, "-m", "bench.engine", "--policies", str(policies), "--requests", str(spec_file)]
+    argv += ["--seconds", str(seconds), *(["--edit", edit] if edit else [])]
     out = subprocess.run(pinned(SERVER_CPU, argv), cwd=ROOT, capture_output=True, text=True, check=True)
     if out.stderr.strip():
         print(out.stderr.strip(), file=sys.stderr)
@@ -271,6 +225,13 @@ def main() -> None:
     parser.add_argument("--only-scale", action="store_true")
     parser.add_argument("--quick", action="store_true", help="1 repetition, 1.5 s each, small scale sizes")
     parser.add_argument("--skip-mcp", action="store_true", help="leave out the MCP proxy's added latency")
+    parser.add_argument("--skip-cerbos", action="store_true", help="leave out Cerbos (no npm download of its binary)")
+    parser.add_argument(
+        "--loadgen-client",
+        choices=("http2", "grpc-js"),
+        default="http2",
+        help="bench/node/loadgen.js --client: Node's http2 speaking gRPC (default), or @grpc/grpc-js",
+    )
     args = parser.parse_args()
     if args.quick:
         args.reps, args.seconds = 1, 1.5
@@ -278,85 +239,44 @@ def main() -> None:
     if args.only_scale:
         scale(args, tmp)
         return
-    requests = Requests(tmp)
+    binary = nodeload.ensure(cerbos=not args.skip_cerbos)
+    bench = Bench(args, tmp, binary)
     pin_note = "pinned: servers core 0, load core 1" if "taskset" in pinned("0", [""]) else "NOT pinned"
-    print(f"pep benchmark: {args.reps} repetitions x {args.seconds:g} s, concurrency {args.concurrency}, {pin_note}")
+    print(
+        f"pep benchmark: {args.reps} repetitions x {args.seconds:g} s, concurrency {args.concurrency}, {pin_note}; "
+        f"load: Node {subprocess.run(['node', '--version'], capture_output=True, text=True).stdout.strip()}, "
+        f"{args.loadgen_client} client"
+    )
+    if binary:
+        from bench import equivalence
 
-    with redis_server(tmp) as redis_url:
-        run_cases(args, tmp, requests, redis_url)
+        progress("the Cerbos policy against pep (bench/equivalence.py)")
+        print(equivalence.verdict(equivalence.compare(tmp / "equivalence", binary)))
+    with redis_server(tmp) as redis:
+        bench.redis_url, bench.redis_pid = redis or (None, 0)
+        run_cases(args, bench)
     if not args.skip_mcp:
-        from bench import mcp  # it imports this module's helpers
+        from bench import mcp
 
         mcp.report(mcp.run(calls=100 if args.quick else 300, reps=args.reps))
     if not args.skip_scale:
         scale(args, tmp)
+    shutil.rmtree(tmp, ignore_errors=True)
 
 
-PER_PROCESS, SHARED = "pep Authorize, limits per process", "pep Authorize, shared state (Redis)"
-
-
-def run_cases(args: argparse.Namespace, tmp: Path, requests: Requests, redis_url: str | None) -> None:
-    cases = [
-        ("no-op floor", "noop", "authorize", "closed"),
-        ("pep Authorize", "pep", "authorize", "closed"),
-        ("pep AuthorizeBatch x50", "pep", "batch", "closed"),
-        (PER_PROCESS, "pep-limits", "authorize", "closed"),
-        *([(SHARED, "pep-shared", "authorize", "closed")] if redis_url else []),
-        ("no-op floor @1000/s", "noop", "authorize", "open"),
-        ("pep Authorize @1000/s", "pep", "authorize", "open"),
-    ]
-    results: dict[str, list[dict[str, Any]]] = {c[0]: [] for c in cases}
-    budget = {"closed": int(12000 * (args.seconds + 0.5)), "open": int(1000 * (args.seconds + 0.5)) + 1500}
+def run_cases(args: argparse.Namespace, bench: Bench) -> None:
+    todo = cases(bench.redis_url, bench.cerbos_binary is not None, args.loadgen_client)
+    results: dict[str, list[dict[str, Any]]] = {c.name: [] for c in todo}
     for rep in range(args.reps):
-        for name, srv, kind, mode in cases:
-            progress(f"rep {rep + 1}/{args.reps}: {name}")
-            count = budget[mode] // (40 if kind == "batch" else 1)
-            file = requests.write(tmp / f"{kind}-{mode}.req", kind, count)
-            with server(srv, tmp, requests, redis_url) as address:
-                results[name].append(load(address, file, kind, mode, args.seconds, args.concurrency))
+        for case in todo:
+            progress(f"rep {rep + 1}/{args.reps}: {case.name}")
+            results[case.name].append(bench.run(case))
     progress("engine in-process")
-    eng = median_of([engine(ROOT / "policies", EXAMPLE_SPECS, tmp, args.seconds) for _ in range(args.reps)])
-
-    floor = median_of(results["no-op floor"])
-    floor_open = median_of(results["no-op floor @1000/s"])
-    print()
-    print(f"{'case':34s} {'decisions/s':>12s} {'p50 ms':>8s} {'p99 ms':>8s} {'vs floor':>9s}  notes")
-    for name, _, _, mode in cases:
-        m = median_of(results[name])
-        base = floor if mode == "closed" else floor_open
-        ratio = m["decisions_per_s"] / base["decisions_per_s"] if mode == "closed" else m["p50_ms"] / base["p50_ms"]
-        ratio_text = f"{ratio:8.2f}x" if mode == "closed" else f"{ratio:7.2f}x p50"
-        notes = []
-        if m.get("errors"):
-            notes.append(f"{m['errors']:.0f} errors")
-        if srv_denied := m.get("denied"):
-            notes.append(f"{srv_denied:.0f} denied")
-        print(
-            f"{name:34s} {m['decisions_per_s']:12.0f} {m['p50_ms']:8.3f} {m['p99_ms']:8.3f} {ratio_text}  "
-            + ", ".join(notes)
-        )
-    print(
-        f"{'engine in-process (no gRPC)':34s} {eng['decisions_per_s']:12.0f} {eng['p50_us'] / 1000:8.3f} "
-        f"{eng['p99_us'] / 1000:8.3f} {eng['decisions_per_s'] / floor['decisions_per_s']:8.2f}x"
-    )
-    single = median_of(results["pep Authorize"])["decisions_per_s"]
-    batch = median_of(results["pep AuthorizeBatch x50"])["decisions_per_s"]
-    print(
-        f"\nbatch vs single decisions/s: {batch / single:.2f}x; "
-        f"pep Authorize vs floor: {single / floor['decisions_per_s']:.0%}"
-    )
-    local = median_of(results[PER_PROCESS])
-    if not redis_url:
-        print("shared state (Redis): skipped, redis-server is not installed (Debian: apt-get install redis-server)")
-        return
-    shared = median_of(results[SHARED])
-    # Per decision on the pinned server core: the extra time the shared buckets and replay cache cost.
-    extra_ms = 1000 / shared["decisions_per_s"] - 1000 / local["decisions_per_s"]
-    print(
-        f"shared state vs per process (2 buckets + DPoP replay per decision): "
-        f"{shared['decisions_per_s'] / local['decisions_per_s']:.2f}x decisions/s, "
-        f"{extra_ms:+.3f} ms per decision, p50 {shared['p50_ms'] - local['p50_ms']:+.3f} ms"
-    )
+    eng = median_of([engine(ROOT / "policies", EXAMPLE_SPECS, bench.tmp, args.seconds) for _ in range(args.reps)])
+    m = {c.name: median_of(results[c.name]) for c in todo}
+    report.table([(c.name, c.mode, m[c.name]) for c in todo], m["no-op floor"], m["no-op floor @1000/s"], eng)
+    report.summary(m, PER_PROCESS, SHARED, bench.redis_url)
+    report.targets(m, args.skip_cerbos, args.loadgen_client)
 
 
 def scale(args: argparse.Namespace, tmp: Path) -> None:
