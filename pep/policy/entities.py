@@ -100,8 +100,18 @@ def _element_lines(text: str, count: int) -> list[int]:
     return lines
 
 
+_SCALAR_NAMES = {str: "str", bool: "bool", int: "int", float: "float"}
+
+
 def _shape(value: Any) -> str:
     """The JSON types of a value, recursively: what schema validation depends on."""
+    if type(value) is dict and not ("__entity" in value or "__extn" in value):
+        # The common agent: a flat record of scalars, named without a call per attribute.
+        parts = []
+        for k, v in sorted(value.items()):
+            name = _SCALAR_NAMES.get(type(v))
+            parts.append(f"{k}:{name if name is not None else _shape(v)}")
+        return "{" + ",".join(parts) + "}"
     if isinstance(value, dict):
         if "__entity" in value or "__extn" in value:
             return json.dumps(value, sort_keys=True)

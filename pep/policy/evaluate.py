@@ -54,9 +54,19 @@ def evaluate(
     for q in queries:
         ancestors = snapshot.entity_index.ancestors(q.principal, q.principal_parents)
         ids = ids | index.slice_ids(q.principal, ancestors, q.action)
-    return cedarpy.is_authorized_batch(
-        [q.request() for q in queries], index.policy_set(ids), entities, snapshot.schema if schema else None
-    )
+    requests, policies = [q.request() for q in queries], index.policy_set(ids)
+    if not schema or snapshot.schema is None:
+        return cedarpy.is_authorized_batch(requests, policies, entities, None)
+    shapes = snapshot.shapes
+    keys = [shapes.key(q.principal, q.action, q.resource, q.context) for q in queries]
+    if all(shapes.known(k) for k in keys):
+        # Every request has a shape the schema already accepted: it would accept these too.
+        return cedarpy.is_authorized_batch(requests, policies, entities, None)
+    results = cedarpy.is_authorized_batch(requests, policies, entities, snapshot.schema)
+    for key, result in zip(keys, results, strict=True):
+        if result.decision != cedarpy.Decision.NoDecision:  # the schema accepted the request
+            shapes.learn(key)
+    return results
 
 
 def roots_of(queries: Sequence[Query]) -> set[Uid]:

@@ -28,6 +28,7 @@ from pep.policy.killswitch_file import KillList, parse_killswitch
 from pep.policy.limits_file import Limits, parse_limits
 from pep.policy.links_file import link_templates
 from pep.policy.registry import Registry, agent_entity, parse_registry
+from pep.policy.shapes import ENUM_TYPES, ValidatedShapes
 from pep.policy.slicing import EntityIndex, PolicyIndex, action_parents, entity_refs
 from pep.policy.snapshot import PolicyInfo, Snapshot
 from pep.policy.source import SourceProblemError, Statement, cedar_bounds, load_yaml, split_statements
@@ -180,6 +181,7 @@ def _load(
         shadow_policies=shadow_infos,
         killswitch=killswitch,
         limits=limits,
+        shapes=ValidatedShapes(enabled=not (schema_text and ENUM_TYPES.search(schema_text))),
     )
 
 

@@ -11,6 +11,7 @@ import cedarpy
 from pep.policy.killswitch_file import KillList
 from pep.policy.limits_file import Limits
 from pep.policy.registry import Registry
+from pep.policy.shapes import ValidatedShapes
 from pep.policy.slicing import EntityIndex, PolicyIndex
 from pep.uids import Uid
 
@@ -48,6 +49,8 @@ class Snapshot:
     shadow_policies: Mapping[str, PolicyInfo] = field(default_factory=dict)
     killswitch: KillList = field(default_factory=KillList)
     limits: Limits = field(default_factory=Limits)
+    # Request shapes this snapshot's schema has accepted (pep.policy.shapes).
+    shapes: ValidatedShapes = field(default_factory=ValidatedShapes, compare=False, repr=False)
 
     @property
     def entity_uids(self) -> frozenset[Uid]:
