@@ -180,7 +180,9 @@ class EntityIndex:
         for ent in delta or ():
             refs.update(u for u in (parse_json_uid(p) for p in ent.get("parents") or ()) if u is not None)
             refs.update(entity_refs(ent.get("attrs") or {}))
-        key = tuple(sorted(refs))
+        # Keyed on the stored roots only: an unstored one (a resource the request describes, a
+        # user built from the token) adds nothing to the closure, so it must not cost a new slice.
+        key = tuple(sorted(r for r in refs if r in self))
         base = self._cache.get(key)
         if base is None:
             members = self.closure(refs) | self._always
