@@ -96,6 +96,11 @@ class McpProxy:
             self._executor.shutdown(wait=False, cancel_futures=True)
             raise
 
+    @property
+    def held_bytes(self) -> int:
+        """Bytes of message bodies held right now (bounded by threads x max_body_bytes)."""
+        return self._handler.held
+
     def stop(self) -> None:
         self._listener.stop(before_close=self._handler.close)
         self._executor.shutdown(wait=False, cancel_futures=True)
@@ -131,6 +136,10 @@ class _Handler:
         self._sessions: LRU[str, tuple[str, str]] = LRU(MAX_SESSIONS)
         self._relay = Relay(config, upstream_failed)
         self.close = self._relay.close
+
+    @property
+    def held(self) -> int:
+        return self._held
 
     async def __call__(self, request: web.BaseRequest) -> web.StreamResponse:
         if getattr(request.protocol, "refusal", ""):

@@ -134,3 +134,46 @@ def test_a_body_that_never_arrives_is_408(pep: Harness) -> None:
     assert status_line.startswith(b"HTTP/1.1 408")
     body = json.loads(rest.split(b"\r\n\r\n", 1)[1])
     assert "did not arrive" in body["error"]["message"]
+
+
+def test_bodies_held_at_once_are_bounded(hanging: HangingUpstream, tmp_path: Path) -> None:
+    """threads x max_body_bytes of bodies may be held at once; a body past that is refused 503."""
+    mcp = {
+        "listen": "127.0.0.1:0",
+        "upstream": f"http://127.0.0.1:{hanging.port}/mcp",
+        "resource": RESOURCE,
+        "server_id": "tools",
+        "threads": 1,
+        "max_body_bytes": 1000,
+        "timeout_seconds": GENEROUS,
+    }
+    h = start_pep(tmp_path, write_mcp_estate(tmp_path / "policies"), mcp=mcp)
+    try:
+        held = _connect(h)  # 900 of its 1,000 bytes arrive, the rest never does
+        held.sendall(
+            b"POST /mcp HTTP/1.1\r\nHost: pep\r\nContent-Type: application/json\r\nContent-Length: 1000\r\n\r\n"
+        )
+        held.sendall(b" " * 900)
+        answered = threading.Event()
+        result: dict[str, int] = {}
+
+        def second() -> None:
+            body = b'{"jsonrpc": "2.0", "id": 1, "method": "ping"}' + b" " * 150
+            conn = _connect(h)
+            conn.sendall(
+                b"POST /mcp HTTP/1.1\r\nHost: pep\r\nContent-Type: application/json\r\n"
+                + f"Content-Length: {len(body)}\r\n\r\n".encode()
+                + body
+            )
+            result["status"] = int(_read_all(conn).split(b" ", 2)[1])
+            conn.close()
+            answered.set()
+
+        # The held body must have reached pep first: wait until pep counts it, then send the second.
+        assert wait_for(lambda: h.server.mcp is not None and h.server.mcp.held_bytes >= 900, timeout=GENEROUS)
+        threading.Thread(target=second, daemon=True).start()
+        assert answered.wait(GENEROUS)
+        assert result["status"] == 503
+        held.close()
+    finally:
+        stop_pep(h)
