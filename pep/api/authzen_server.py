@@ -20,7 +20,15 @@ from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
 
 from pep.api.authzen import Answer, AuthzenApp, Pending, error_answer
-from pep.api.http_listener import STATUS_TEXT, Connection, Connections, Listener
+from pep.api.http_listener import (
+    STATUS_TEXT,
+    BodiesFull,
+    BodyBudget,
+    BodyTooLarge,
+    Connection,
+    Connections,
+    Listener,
+)
 from pep.config import AuthzenConfig
 from pep.pipeline import Pipeline
 
@@ -56,10 +64,7 @@ class _Handler:
         self._executor = executor
         self._admitted = 0
         self._max_admitted = config.threads * (1 + QUEUED_PER_THREAD)
-        # Bytes of bodies held at once, read or waiting for a worker. Counted as they arrive, so a
-        # client trickling a body holds almost nothing and cannot stall others; past it, 503.
-        self._budget = config.threads * config.max_body_bytes
-        self._held = 0
+        self._bodies = BodyBudget(config.threads * config.max_body_bytes)
 
     async def __call__(self, request: web.BaseRequest) -> web.StreamResponse:
         refusal = getattr(request.protocol, "refusal", "")
@@ -88,19 +93,20 @@ class _Handler:
         try:
             return await self._work(request, head, conn, held)
         finally:
-            self._held -= held[0]
+            self._bodies.release(held)
 
     async def _work(self, request: web.BaseRequest, head: Pending, conn: Any, held: list[int]) -> web.StreamResponse:
         try:
             async with asyncio.timeout(self._timeout):
-                body = await self._read(request, head.limit, held)
+                body = await self._bodies.read(request.content, head.limit, held)
         except TimeoutError:
             late = error_answer(408, f"the body did not arrive within {self._timeout:g} seconds", head.reply_headers)
             return await self._send(request, late, close=True)
-        except _Busy:
-            busy = error_answer(503, f"pep is busy: {self._budget} bytes of request bodies held", head.reply_headers)
+        except BodiesFull:
+            held_all = self._bodies.budget
+            busy = error_answer(503, f"pep is busy: {held_all} bytes of request bodies held", head.reply_headers)
             return await self._send(request, busy, close=True)
-        except _TooLarge:
+        except BodyTooLarge:
             too_large = self._app.too_large()
             return await self._send(request, error_answer(413, too_large.message, head.reply_headers), close=True)
         except (HttpProcessingError, ConnectionError) as e:
@@ -126,27 +132,6 @@ class _Handler:
             log.debug("authzen: a response was not read within %s seconds; closing", self._timeout)
             request.protocol.force_close()
         return resp
-
-    async def _read(self, request: web.BaseRequest, limit: int, held: list[int]) -> bytes:
-        """At most `limit` bytes of body; a chunked body is read to `limit` + 1 and no further."""
-        data = bytearray()
-        while chunk := await request.content.read(limit + 1 - len(data)):
-            if self._held + len(chunk) > self._budget:
-                raise _Busy
-            self._held += len(chunk)
-            held[0] += len(chunk)
-            data += chunk
-            if len(data) > limit:
-                raise _TooLarge
-        return bytes(data)
-
-
-class _TooLarge(Exception):
-    pass
-
-
-class _Busy(Exception):
-    pass
 
 
 class AuthzenServer:

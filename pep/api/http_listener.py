@@ -60,6 +60,42 @@ ErrorResponse = Callable[[int, str], web.StreamResponse]
 Handler = Callable[[web.BaseRequest], Awaitable[web.StreamResponse]]
 
 
+class BodyTooLarge(Exception):
+    """A request body over its limit."""
+
+
+class BodiesFull(Exception):
+    """The listener's budget of body bytes held at once is spent."""
+
+
+class BodyBudget:
+    """Bytes of request bodies a listener holds at once, read or waiting for a worker (event loop
+    thread only). Counted as they arrive, so a client trickling a body holds almost nothing and
+    cannot stall others; past the budget, the caller answers 503."""
+
+    def __init__(self, budget: int) -> None:
+        self.budget = budget
+        self.held = 0
+
+    async def read(self, content: StreamReader, limit: int, taken: list[int]) -> bytes:
+        """At most `limit` bytes; a chunked body is read to `limit` + 1 and no further. Every byte
+        is also counted in `taken`, which the caller hands to `release` once it holds the body no more."""
+        data = bytearray()
+        while chunk := await content.read(limit + 1 - len(data)):
+            if self.held + len(chunk) > self.budget:
+                raise BodiesFull
+            self.held += len(chunk)
+            taken[0] += len(chunk)
+            data += chunk
+            if len(data) > limit:
+                raise BodyTooLarge
+        return bytes(data)
+
+    def release(self, taken: list[int]) -> None:
+        self.held -= taken[0]
+        taken[0] = 0
+
+
 class Connections:
     """Open connections per client address and in all (event loop thread only)."""
 

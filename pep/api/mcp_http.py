@@ -24,30 +24,8 @@ from pep.decision import Decision, Fault
 from pep.reasons import Reason
 
 METADATA_PATH = "/.well-known/oauth-protected-resource"
-# Never relayed: hop-by-hop (RFC 9110 7.6.1), framing aiohttp sets itself, the client's credentials
-# (no token passthrough), and identity headers only pep may set.
-_DROPPED_REQUEST = frozenset(
-    {
-        "connection",
-        "keep-alive",
-        "proxy-authenticate",
-        "proxy-authorization",
-        "proxy-connection",
-        "te",
-        "trailer",
-        "trailers",
-        "transfer-encoding",
-        "upgrade",
-        "host",
-        "content-length",
-        "authorization",
-        "dpop",
-        "x-forwarded-client-cert",
-        # Lists are read and filtered: the upstream must answer in plain bytes.
-        "accept-encoding",
-    }
-)
-_DROPPED_RESPONSE = frozenset(
+# Hop-by-hop headers (RFC 9110 7.6.1) and framing aiohttp sets itself: never relayed either way.
+_HOP_BY_HOP = frozenset(
     {
         "connection",
         "keep-alive",
@@ -59,10 +37,19 @@ _DROPPED_RESPONSE = frozenset(
         "transfer-encoding",
         "upgrade",
         "content-length",
-        "server",
-        "date",
     }
 )
+# Toward the upstream also the client's credentials (no token passthrough) and Accept-Encoding
+# (lists are read and filtered: the upstream must answer in plain bytes); x-pep-* only pep sets.
+_DROPPED_REQUEST = _HOP_BY_HOP | {
+    "proxy-authorization",
+    "host",
+    "authorization",
+    "dpop",
+    "x-forwarded-client-cert",
+    "accept-encoding",
+}
+_DROPPED_RESPONSE = _HOP_BY_HOP | {"server", "date"}
 _DESCRIPTIONS = {
     Reason.POLICY_FORBID: "a policy forbids it",
     Reason.POLICY_NO_PERMIT: "no policy permits it",
@@ -148,7 +135,7 @@ def denial(
     data = {"reason": decision.reason.value, "decision_id": decision.decision_id}
     headers = [(DECISION_ID_HEADER, decision.decision_id)]
     body = error(msg_id if has_id else None, DENIED, _message(decision), data)
-    if decision.reason in TOKEN_REASONS or decision.reason == Reason.TOKEN_MISSING:
+    if decision.reason in TOKEN_REASONS:
         for value in challenges(decision.reason, scheme, token, realm="", dpop_algorithms=dpop_algorithms):
             scheme_name, _, params = value.partition(" ")
             extra = f'resource_metadata="{resource_metadata}"'

@@ -19,6 +19,7 @@ import json
 import logging
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 from typing import Any
 
 import aiohttp
@@ -26,7 +27,7 @@ from aiohttp import web
 
 from pep.api.authzen_body import HTTPError, load_json
 from pep.api.client_cert import certificate_thumbprint
-from pep.api.http_listener import Connections, Listener
+from pep.api.http_listener import BodiesFull, BodyBudget, BodyTooLarge, Connections, Listener
 from pep.api.ingress import traceparent
 from pep.api.mcp_http import (
     METADATA_PATH,
@@ -129,9 +130,7 @@ class _Handler:
         self._server = ResourceRef(SERVER, config.server_id)
         self._admitted = 0
         self._max_admitted = config.threads * (1 + QUEUED_PER_THREAD)
-        # Bytes of message bodies held at once, counted as they arrive (a trickled body holds little).
-        self._budget = config.threads * config.max_body_bytes
-        self._held = 0
+        self._bodies = BodyBudget(config.threads * config.max_body_bytes)
         # Mcp-Session-Id -> (agent, user) that opened it: another principal naming it is refused.
         self._sessions: LRU[str, tuple[str, str]] = LRU(MAX_SESSIONS)
         self._relay = Relay(config, upstream_failed)
@@ -139,7 +138,7 @@ class _Handler:
 
     @property
     def held(self) -> int:
-        return self._held
+        return self._bodies.held
 
     async def __call__(self, request: web.BaseRequest) -> web.StreamResponse:
         if getattr(request.protocol, "refusal", ""):
@@ -190,14 +189,9 @@ class _Handler:
         if self._admitted >= self._max_admitted:
             raise _Busy(f"{self._max_admitted} messages are waiting for a decision")
         session = request.headers.get(SESSION_HEADER, "")
-        ask = Request(
-            ask.checks,
-            ask.credentials,
+        ask = replace(
+            ask,
             traceparent=traceparent(request.headers.get("traceparent", "")),
-            refusal=ask.refusal,
-            policies=ask.policies,
-            validate_context=ask.validate_context,
-            listing=ask.listing,
             owner=self._sessions.get(session) if session else None,
         )
         self._admitted += 1
@@ -235,17 +229,19 @@ class _Handler:
         try:
             try:
                 async with asyncio.timeout(self._config.timeout_seconds):
-                    body = await self._read(request, held)
+                    body = await self._bodies.read(request.content, self._config.max_body_bytes, held)
             except TimeoutError:
                 late = f"the body did not arrive within {self._config.timeout_seconds:g} seconds"
                 return self._refuse(408, late, close=True)
-            except _TooLarge:
+            except BodiesFull:
+                raise _Busy(f"{self._bodies.budget} bytes of messages are held") from None
+            except BodyTooLarge:
                 return self._refuse(413, f"a message is at most {self._config.max_body_bytes} bytes", close=True)
             except (aiohttp.ClientPayloadError, ConnectionError) as e:
                 return self._refuse(400, f"the body could not be read: {e}", close=True)
             return await self._message(request, body)
         finally:
-            self._held -= held[0]
+            self._bodies.release(held)
 
     async def _message(self, request: web.BaseRequest, body: bytes) -> web.StreamResponse:
         try:
@@ -275,24 +271,6 @@ class _Handler:
         if not decision.answer_allowed:
             return self._deny(decision, request, message.id, message.has_id)
         return self._bound(request, decision, await self._relay.relay(request, decision, body))
-
-    async def _read(self, request: web.BaseRequest, held: list[int]) -> bytes:
-        """At most `max_body_bytes`, counted against the bytes all bodies may hold at once."""
-        limit = self._config.max_body_bytes
-        data = bytearray()
-        while chunk := await request.content.read(limit + 1 - len(data)):
-            if self._held + len(chunk) > self._budget:
-                raise _Busy(f"{self._budget} bytes of messages are held")
-            self._held += len(chunk)
-            held[0] += len(chunk)
-            data += chunk
-            if len(data) > limit:
-                raise _TooLarge
-        return bytes(data)
-
-
-class _TooLarge(Exception):
-    pass
 
 
 class _Busy(Exception):

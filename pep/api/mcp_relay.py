@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -76,18 +76,7 @@ class Relay:
         except (aiohttp.ClientError, OSError) as e:
             return self.failed(502, f"the MCP server could not be reached: {type(e).__name__}", decision)
         try:
-            out = web.StreamResponse(status=upstream.status, reason=upstream.reason)
-            for k, v in client_headers(upstream.headers.items(), decision.decision_id):
-                out.headers.add(k, v)
-            await self.write(request, out, None)
-            async for chunk in upstream.content.iter_chunked(_CHUNK):
-                await self.write(request, out, chunk)
-            await self.write(request, out, b"", eof=True)
-            return out
-        except (aiohttp.ClientError, ConnectionError, TimeoutError) as e:
-            log.debug("mcp: a relayed answer ended early: %s", type(e).__name__)
-            request.protocol.force_close()
-            return out
+            return await self.stream(request, upstream, decision.decision_id, (), rest=True)
         finally:
             upstream.release()
 
@@ -96,16 +85,38 @@ class Relay:
         self._upstream_failed(status)
         return plain_error(status, message)
 
-    async def write(
-        self, request: web.BaseRequest, out: web.StreamResponse, chunk: bytes | None, *, eof: bool = False
-    ) -> None:
-        async with asyncio.timeout(self._config.timeout_seconds):
-            if chunk is None:
+    async def stream(
+        self,
+        request: web.BaseRequest,
+        upstream: aiohttp.ClientResponse,
+        decision_id: str,
+        head: Sequence[bytes],
+        *,
+        rest: bool,
+    ) -> web.StreamResponse:
+        """The upstream's status and headers, then `head`, then (if `rest`) what is left of its body
+        as it arrives; each write within timeout_seconds. A side that goes away ends it early."""
+        out = web.StreamResponse(status=upstream.status, reason=upstream.reason)
+        for k, v in client_headers(upstream.headers.items(), decision_id):
+            out.headers.add(k, v)
+        limit = self._config.timeout_seconds
+        try:
+            async with asyncio.timeout(limit):
                 await out.prepare(request)
-            elif eof:
+            for chunk in head:
+                if chunk:
+                    async with asyncio.timeout(limit):
+                        await out.write(chunk)
+            if rest:
+                async for chunk in upstream.content.iter_chunked(_CHUNK):
+                    async with asyncio.timeout(limit):
+                        await out.write(chunk)
+            async with asyncio.timeout(limit):
                 await out.write_eof()
-            elif chunk:
-                await out.write(chunk)
+        except (aiohttp.ClientError, ConnectionError, TimeoutError) as e:
+            log.debug("mcp: a relayed answer ended early: %s", type(e).__name__)
+            request.protocol.force_close()
+        return out
 
     # --- lists: fetched from the worker thread once the list itself is admitted ----------------
 
@@ -199,34 +210,15 @@ class Relay:
                 return self.failed(*held.failure, decision)
             if upstream is None:
                 return self.failed(502, "the MCP server was not asked", decision)
-            out = web.StreamResponse(status=upstream.status, reason=upstream.reason)
-            for k, v in client_headers(upstream.headers.items(), decision.decision_id):
-                out.headers.add(k, v)
-            hidden = frozenset(decision.hidden)
-            try:
-                if held.answer is None:  # not a list answer (an error status, say): relayed as it is
-                    await self.write(request, out, None)
-                    async for chunk in upstream.content.iter_chunked(_CHUNK):
-                        await self.write(request, out, chunk)
-                elif held.answer_event is None:
-                    filtered = json.dumps(filter_result(held.answer, message.list_of, hidden)).encode()
-                    await self.write(request, out, None)
-                    await self.write(request, out, filtered)
-                else:
-                    await self.write(request, out, None)
-                    for raw in held.prelude:
-                        await self.write(request, out, raw)
-                    filtered_text = json.dumps(filter_result(held.answer, message.list_of, hidden))
-                    await self.write(request, out, held.answer_event.with_data(filtered_text))
-                    if held.reader is not None and held.reader.rest():
-                        await self.write(request, out, held.reader.rest())
-                    async for chunk in upstream.content.iter_chunked(_CHUNK):
-                        await self.write(request, out, chunk)
-                await self.write(request, out, b"", eof=True)
-            except (aiohttp.ClientError, ConnectionError, TimeoutError) as e:
-                log.debug("mcp: a list answer ended early: %s", type(e).__name__)
-                request.protocol.force_close()
-            return out
+            if held.answer is None:  # not a list answer (an error status, say): relayed as it is
+                return await self.stream(request, upstream, decision.decision_id, (), rest=True)
+            filtered = json.dumps(filter_result(held.answer, message.list_of, frozenset(decision.hidden)))
+            if held.answer_event is None:  # one JSON answer, read whole
+                return await self.stream(request, upstream, decision.decision_id, (filtered.encode(),), rest=False)
+            # SSE: the events before the answer, the answer filtered, what followed it, the rest of the stream
+            rest_read = held.reader.rest() if held.reader is not None else b""
+            head = (*held.prelude, held.answer_event.with_data(filtered), rest_read)
+            return await self.stream(request, upstream, decision.decision_id, head, rest=True)
         finally:
             if upstream is not None:
                 upstream.release()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import textwrap
+from collections.abc import Mapping
 from pathlib import Path
 
 STD_CONTEXT = """
@@ -70,11 +71,19 @@ ENTITIES = """
 """
 
 
-def write_estate(root: Path) -> Path:
+def write_estate(
+    root: Path,
+    *,
+    schema: str = SCHEMA,
+    agents: str = AGENTS,
+    entities: str = ENTITIES,
+    policies: Mapping[str, str] = POLICIES,
+) -> Path:
+    """A policy directory under `root`: this estate, or one given part by part."""
     root.mkdir(parents=True, exist_ok=True)
-    (root / "schema.cedarschema").write_text(textwrap.dedent(SCHEMA))
-    (root / "agents.yaml").write_text(textwrap.dedent(AGENTS))
-    (root / "entities.json").write_text(ENTITIES)
-    for name, text in POLICIES.items():
+    (root / "schema.cedarschema").write_text(textwrap.dedent(schema))
+    (root / "agents.yaml").write_text(textwrap.dedent(agents))
+    (root / "entities.json").write_text(entities)
+    for name, text in policies.items():
         (root / name).write_text(textwrap.dedent(text))
     return root

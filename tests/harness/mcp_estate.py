@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import textwrap
 from pathlib import Path
 
-from tests.harness.estate import STD_CONTEXT
+from tests.harness.estate import STD_CONTEXT, write_estate
 
 SERVER_ID = "tools"
 RESOURCE = "https://tools.example.com/mcp"
@@ -68,10 +67,4 @@ ENTITIES = '[{"uid": {"type": "McpServer", "id": "tools"}, "attrs": {}, "parents
 
 
 def write_mcp_estate(root: Path) -> Path:
-    root.mkdir(parents=True, exist_ok=True)
-    (root / "schema.cedarschema").write_text(textwrap.dedent(SCHEMA))
-    (root / "agents.yaml").write_text(textwrap.dedent(AGENTS))
-    (root / "entities.json").write_text(ENTITIES)
-    for name, text in POLICIES.items():
-        (root / name).write_text(textwrap.dedent(text))
-    return root
+    return write_estate(root, schema=SCHEMA, agents=AGENTS, entities=ENTITIES, policies=POLICIES)
