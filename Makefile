@@ -26,9 +26,10 @@ run: $(STAMP)
 	$(PEP) token --init --dev-dir $(DEV)
 	$(PEP) serve --config pep.dev.yaml
 
-## test: the whole test suite
+## test: the whole test suite (two workers; TEST_WORKERS=0 runs it in one process)
+TEST_WORKERS ?= 2
 test: $(STAMP)
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -n $(TEST_WORKERS)
 
 ## lint: ruff, then the import contracts of pyproject.toml (the layers in the README's Layout)
 lint: $(STAMP)

@@ -6,9 +6,10 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
 from enum import StrEnum
-from typing import Protocol
+from typing import Any, Protocol
 
 from pep.reasons import Reason
 
@@ -41,6 +42,47 @@ class ShadowSummary:
     errors: tuple[str, ...] = ()
 
 
+@dataclass(frozen=True, slots=True)
+class Caller:
+    """What one principal of a request puts in Cedar's request besides the policy directory.
+
+    References only (built once per principal and request); the decision log formats them off
+    the request path (pep.audit.entry). The flags say how the request was decided.
+    """
+
+    # The on-behalf-of user as the token describes it (docs/identity.md).
+    user_groups: tuple[str, ...] = ()
+    user_attributes: Mapping[str, Any] | None = None
+    # The verified token's `iat` and `exp`; None when no token was verified.
+    issued_at: int | None = None
+    expires_at: int | None = None
+    # A trusted AuthZEN subject: its (type, id) and properties as given.
+    subject: tuple[str, str] | None = None
+    subject_properties: Mapping[str, Any] | None = None
+    schema: bool = True  # the context was validated against the schema
+    strict: bool = True  # a policy error denies
+    grants: bool = True  # the delegation grants were required (delegation.require_grants)
+    listing: bool = False  # a filtered list: previewed, never decided
+    policies: bool = True  # False: the request asked no policy
+
+
+@dataclass(frozen=True, slots=True)
+class Inputs:
+    """One check's own Cedar inputs, by reference: the caller's context (before pep adds its
+    keys), the resource's attributes and parents as sent, and the principal's `Caller`."""
+
+    context: Mapping[str, Any]
+    attributes: Mapping[str, Any] | None = None
+    parents: tuple[tuple[str, str], ...] = ()
+    implied: bool = False
+    caller: Caller | None = None
+    # The outcome is Cedar's answer to the policies (not a refusal before them, a listing, ...).
+    evaluated: bool = False
+    # A check evaluated with others in one Cedar request (a batch): the run's id and size.
+    batch: str = ""
+    batch_size: int = 0
+
+
 @dataclass(frozen=True)
 class Decision:
     decision_id: str
@@ -68,10 +110,20 @@ class Decision:
     shadow: ShadowSummary | None = None
     # A filtered list (MCP `tools/list` and the like): the names this principal was not shown.
     hidden: tuple[str, ...] = ()
+    # What replaying this decision needs besides the policy directory (None: not recorded).
+    inputs: Inputs | None = None
 
     @property
     def shadow_diverged(self) -> bool:
         return self.shadow is not None and self.shadow.allowed != self.allowed
+
+
+UNLOGGED = "decision log unavailable"
+
+
+def unlogged(d: Decision) -> Decision:
+    """What an allow becomes when `decision_log.required` could not log it: a deny, `internal_error`."""
+    return replace(d, allowed=False, answer_allowed=False, reason=Reason.INTERNAL_ERROR, errors=(*d.errors, UNLOGGED))
 
 
 @dataclass(frozen=True)
@@ -86,6 +138,8 @@ class Outcome:
     # What the shadow policies would have answered, when they exist.
     shadow: Outcome | None = None
     hidden: tuple[str, ...] = ()
+    # Cedar's answer to the policies (set by pep.policy.evaluate.outcome_of); not compared.
+    evaluated: bool = field(default=False, compare=False)
 
 
 class Ack(Protocol):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import logging
 import os
 import stat
@@ -28,6 +29,9 @@ class Sink(Protocol):
     def reset(self) -> None:
         """After a failure: reopen on the next write."""
 
+    def sync(self) -> None:
+        """What was written is on the disk (`decision_log.sync: fsync`); raise OSError if not."""
+
     def close(self) -> None: ...
 
 
@@ -44,6 +48,9 @@ class StdoutSink:
     def reset(self) -> None:
         pass
 
+    def sync(self) -> None:
+        _fsync(sys.stdout.fileno())
+
     def close(self) -> None:
         with contextlib.suppress(Exception):
             sys.stdout.flush()
@@ -57,8 +64,9 @@ class FileSink:
     line twice or half.
     """
 
-    def __init__(self, path: str, max_bytes: int = 0, backups: int = 0) -> None:
+    def __init__(self, path: str, max_bytes: int = 0, backups: int = 0, *, fsync: bool = False) -> None:
         self.path = path
+        self._fsync = fsync  # a file rotated away is synced before it is closed
         self._max_bytes = max_bytes
         self._backups = backups
         self._fd: int | None = None
@@ -110,6 +118,8 @@ class FileSink:
         return b"".join(parts), len(parts) - parts.count(b"\n")
 
     def _rotate(self) -> None:
+        if self._fsync:
+            self.sync()
         self._close_fd()
         path, n = self.path, self._backups
         with contextlib.suppress(FileNotFoundError):
@@ -133,6 +143,10 @@ class FileSink:
     def reset(self) -> None:
         self._close_fd()
 
+    def sync(self) -> None:
+        if self._fd is not None:
+            _fsync(self._fd)
+
     def _close_fd(self) -> None:
         if self._fd is not None:
             fd, self._fd = self._fd, None
@@ -146,4 +160,13 @@ class FileSink:
 def open_sink(cfg: DecisionLogConfig) -> Sink:
     if cfg.sink == "stdout":
         return StdoutSink()
-    return FileSink(cfg.sink, cfg.max_bytes, cfg.backups)
+    return FileSink(cfg.sink, cfg.max_bytes, cfg.backups, fsync=cfg.sync == "fsync")
+
+
+def _fsync(fd: int) -> None:
+    """fsync, where the descriptor can be synced: a pipe or terminal has no disk to reach."""
+    try:
+        os.fsync(fd)
+    except OSError as e:
+        if e.errno not in (errno.EINVAL, errno.ENOTSUP, errno.EROFS):
+            raise

@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from typing import NoReturn
 
 import pep
-from pep.cli import config_commands, inputs
+from pep.cli import config_commands, inputs, log_commands, replay_commands
 from pep.cli.common import DEFAULT_DEV_DIR, DEV_AUDIENCE, DEV_ISSUER, EXIT_USAGE
 from pep.cli.inputs import UsageError, clip
 from pep.cli.policy_commands import cmd_agents, cmd_check, cmd_fmt, cmd_test, cmd_validate
@@ -299,4 +299,6 @@ def _parser() -> argparse.ArgumentParser:
     a.set_defaults(func=cmd_authorize, command="pep authorize")
 
     config_commands.add_parser(sub)
+    log_commands.add_parser(sub)
+    replay_commands.add_parser(sub)
     return p

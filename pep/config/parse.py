@@ -128,6 +128,9 @@ def parse_config(raw: Mapping[str, Any], base_dir: str = ".") -> Config:
     return cfg
 
 
+LOG_SYNC = ("write", "fsync")
+
+
 def _check_semantics(cfg: Config) -> None:
     t = cfg.tokens
     for algs, key in ((t.dpop_algorithms, "tokens.dpop_algorithms"),):
@@ -145,6 +148,13 @@ def _check_semantics(cfg: Config) -> None:
         raise ConfigError("reload", "settle_seconds must be at most 10 and poll_seconds positive")
     if cfg.decision_log.queue_size < 1:
         raise ConfigError("decision_log.queue_size", "must be at least 1")
+    if cfg.decision_log.sync not in LOG_SYNC:
+        raise ConfigError("decision_log.sync", f"must be one of {', '.join(LOG_SYNC)}, got {cfg.decision_log.sync!r}")
+    if not 1024 <= cfg.decision_log.max_inputs_bytes <= 1024 * 1024:
+        raise ConfigError("decision_log.max_inputs_bytes", "must be from 1024 to 1048576")
+    for path in cfg.decision_log.redact_context:
+        if not path or any(not part for part in path.split(".")):
+            raise ConfigError("decision_log.redact_context", f"{path!r} is not a dotted path such as card.number")
     if cfg.admin_listen == cfg.listen and not cfg.listen.endswith(":0"):
         raise ConfigError("admin_listen", "must differ from listen: the admin API never shares the public port")
     if cfg.admin_listen and not cfg.admin_allow_remote and not is_local_address(cfg.admin_listen):

@@ -102,6 +102,15 @@ class DecisionLogConfig:
     backups: int = 5
     # Claims never written to the log, on top of the token, proof and keys.
     redact_claims: tuple[str, ...] = ()
+    # With `required`: how far an allow's entry must have gone before the allow is answered.
+    # write: handed to the operating system (survives a crash of pep); fsync: on the disk.
+    sync: str = "write"
+    # Every entry carries `seq` and `prev` (SHA-256 of the line before): `pep log verify`.
+    chain: bool = False
+    # Dotted paths into a request's context whose values are never written (`card.number`).
+    redact_context: tuple[str, ...] = ()
+    # What one entry keeps of the request's own Cedar inputs (context, attributes, ...); more is cut.
+    max_inputs_bytes: int = 16 * 1024
 
 
 @dataclass(frozen=True)

@@ -22,14 +22,16 @@ unevaluated and unlogged. A trusted-subject request is one run per subject it na
 
 from __future__ import annotations
 
+import itertools
 import logging
+import os
 import time
 from collections.abc import Iterator, Sequence
 from typing import Any, Protocol
 
 from pep.config import DelegationConfig, IdentityConfig
 from pep.controls.admit import Controls
-from pep.decision import Decision, Fault, Outcome
+from pep.decision import Caller, Decision, Fault, Inputs, Outcome
 from pep.delegation.grants import Grants
 from pep.delegation.identity import Identity
 from pep.errors import PepError, RequestError
@@ -57,8 +59,8 @@ class SnapshotSource(Protocol):
     def current(self) -> Snapshot | None: ...
 
 
-# What the record stage needs of one check: its outcome, and who asked.
-_Step = tuple[Outcome, Identity | None, VerifiedToken | None]
+# What the record stage needs of one check: its outcome, who asked, and what they put in Cedar's request.
+_Step = tuple[Outcome, Identity | None, VerifiedToken | None, Caller | None]
 
 
 def _refused(e: PepError) -> Outcome:
@@ -67,6 +69,68 @@ def _refused(e: PepError) -> Outcome:
 
 def _malformed(e: RequestError) -> Outcome:
     return Outcome(False, e.reason, errors=(e.detail,), fault=Fault.INVALID_ARGUMENT)
+
+
+def _inputs(check: Check, outcome: Outcome, caller: Caller | None, batch: tuple[str, int] | None) -> Inputs:
+    """The check's own Cedar inputs for the log, by reference (formatted on the log's writer thread)."""
+    res = check.resource
+    if batch is None:
+        return Inputs(check.context, res.attributes, res.parents, res.implied, caller, outcome.evaluated)
+    return Inputs(check.context, res.attributes, res.parents, res.implied, caller, outcome.evaluated, *batch)
+
+
+# The checks of a token run share one Cedar request (one entity slice): their entries carry one
+# batch id, so `pep replay` asks them together again. Unique per process, one counter step per run.
+_BATCH_PREFIX = os.urandom(6).hex()
+_batch_numbers = itertools.count(1)
+
+
+def _batch(run: list[_Step]) -> tuple[str, int] | None:
+    caller = run[0][3]
+    if len(run) < 2 or caller is None or caller.subject is not None:
+        return None  # one check, a request refused whole, or trusted subjects (each check on its own)
+    if sum(1 for step in run if step[0].evaluated) < 2:
+        return None  # at most one check reached Cedar: it was asked on its own
+    return f"{_BATCH_PREFIX}-{next(_batch_numbers)}", len(run)
+
+
+def check_grants(
+    grants: Grants, snapshot: Snapshot, identity: Identity, key: str, built: cedar_request.TokenRequest
+) -> None:
+    """4. the delegation grants: every hop of the chain must be permitted (raises PepError); kept per `key`."""
+    hops = grants.queries(identity, built.base, built.user)
+    if hops:
+        grants.check(snapshot, key, hops, built.entities, [built.problem])
+
+
+def evaluate_built(
+    snapshot: Snapshot, built: cedar_request.TokenRequest, *, strict: bool, schema: bool
+) -> list[Outcome]:
+    """4. evaluate a token request's checks: in one Cedar call, or each with its own entities when the
+    request's entities do not fit together (`pep replay` asks the same way)."""
+    if built.entities is not None:
+        return outcomes(snapshot, built.queries, built.entities, strict=strict, schema=schema)
+    return [alone(snapshot, built, k, strict=strict, schema=schema) for k in range(len(built.queries))]
+
+
+def alone(snapshot: Snapshot, built: cedar_request.TokenRequest, k: int, *, strict: bool, schema: bool) -> Outcome:
+    """Check `k` of a token request evaluated with its own entities."""
+    entities, problem = built.entities_of(k)
+    if entities is None:
+        return Outcome(False, Reason.INVALID_REQUEST, errors=(f"request entities: {problem}",))
+    return outcomes(snapshot, [built.queries[k]], entities, strict=strict, schema=schema)[0]
+
+
+def subject_outcome(snapshot: Snapshot, who: principal.Principal, check: Check, *, strict: bool) -> Outcome:
+    """A trusted subject's admitted check: 3. the Cedar request, 4. evaluate."""
+    try:
+        context = cedar_value(dict(check.context), "context")
+        query, entities = cedar_request.for_subject(snapshot, who, check, context)
+    except RequestError as e:
+        return _malformed(e)
+    except ValueError as e:
+        return Outcome(False, Reason.INVALID_REQUEST, errors=(f"request entities: {e}",))
+    return outcomes(snapshot, [query], entities, strict=strict)[0]
 
 
 class Pipeline:
@@ -108,10 +172,19 @@ class Pipeline:
         try:
             for run in self._runs(request, snapshot, lazy):
                 per_check = int((time.perf_counter() - started) * 1e6) // max(1, len(run))
-                for outcome, ident, token in run:
+                batch = _batch(run)
+                for outcome, ident, token, caller in run:
                     # 5. record
+                    check = checks[done]
                     yield self._recorder.record(
-                        checks[done], outcome, ident, token, version, per_check, request.traceparent
+                        check,
+                        outcome,
+                        ident,
+                        token,
+                        version,
+                        per_check,
+                        request.traceparent,
+                        inputs=_inputs(check, outcome, caller, batch),
                     )
                     done += 1
                 started = time.perf_counter()
@@ -137,11 +210,11 @@ class Pipeline:
             if subjects is None:
                 contexts: list[Any] = [cedar_value(dict(c.context), "context") for c in checks]
             if snapshot is None:
-                yield [(_UNAVAILABLE, None, None)] * n
+                yield [(_UNAVAILABLE, None, None, None)] * n
                 return
             resources = [resource_entity(c.resource, snapshot.entity_index) for c in checks] if subjects is None else []
         except RequestError as e:
-            yield [(_malformed(e), None, None)] * n
+            yield [(_malformed(e), None, None, None)] * n
             return
         if subjects is not None:
             yield from self._subject_runs(snapshot, request, subjects, lazy)
@@ -157,10 +230,21 @@ class Pipeline:
             request.expect,
             request.owner,
         )
+        caller = self._caller(who, request)
         runs = [[i] for i in range(n)] if lazy else [list(range(n))]
         for run in runs:
             outcomes_ = self._token_run(snapshot, who, request, run, contexts, resources)
-            yield [(o, who.identity, who.token) for o in outcomes_]
+            yield [(o, who.identity, who.token, caller) for o in outcomes_]
+
+    def _caller(self, who: principal.Principal, request: Request) -> Caller:
+        return principal.caller(
+            who,
+            schema=request.validate_context,
+            strict=self._strict,
+            grants=self._delegation.require_grants,
+            listing=request.listing is not None,
+            policies=request.policies,
+        )
 
     def _token_run(
         self,
@@ -180,7 +264,16 @@ class Pipeline:
             return [o for o in out if o is not None]
         creds = request.credentials
         memo_keys = None
-        if self._memo is not None and request.policies and request.listing is None and creds is not None:
+        # A check's outcome may depend on an entity another check of the run describes (one shared
+        # slice): such runs are not remembered, so the memo only ever answers as evaluation would.
+        alone_or_plain = len(admitted) == 1 or all(resources[run[j]] is None for j in admitted)
+        if (
+            self._memo is not None
+            and request.policies
+            and request.listing is None
+            and creds is not None
+            and alone_or_plain
+        ):
             memo_keys, remembered = self._memo.lookup(
                 snapshot,
                 creds.token,
@@ -207,9 +300,7 @@ class Pipeline:
             # 4. evaluate: the delegation grants first
             ident = who.identity
             if self._delegation.require_grants and ident is not None and creds is not None:
-                hops = self._grants.queries(ident, built.base, built.user)
-                if hops:
-                    self._grants.check(snapshot, creds.token, hops, built.entities, [built.problem])
+                check_grants(self._grants, snapshot, ident, creds.token, built)
             if built.entities is None and (request.listing is not None or not request.policies):
                 clash = Outcome(False, Reason.INVALID_REQUEST, errors=(f"request entities: {built.problem}",))
                 answers = [clash] * len(admitted)
@@ -217,26 +308,15 @@ class Pipeline:
                 answers = [self._listed(snapshot, who, request.listing)] * len(admitted)
             elif not request.policies:
                 answers = [_TOKEN_ONLY] * len(admitted)
-            elif built.entities is not None:
-                # The common case: every admitted check in one Cedar call.
-                answers = outcomes(
-                    snapshot, built.queries, built.entities, strict=self._strict, schema=request.validate_context
-                )
-                if memo_keys is not None and self._memo is not None:
+            else:  # the common case: every admitted check in one Cedar call
+                answers = evaluate_built(snapshot, built, strict=self._strict, schema=request.validate_context)
+                if memo_keys is not None and self._memo is not None and built.entities is not None:
                     self._memo.store(snapshot, memo_keys, answers)
-            else:  # the request's own entities do not fit together: each check with its own
-                answers = [self._alone(snapshot, built, k, request.validate_context) for k in range(len(admitted))]
         except PepError as e:
             return [o if o is not None else _refused(e) for o in out]
         for j, answer in zip(admitted, answers, strict=True):
             out[j] = answer
         return [o for o in out if o is not None]
-
-    def _alone(self, snapshot: Snapshot, built: cedar_request.TokenRequest, k: int, schema: bool) -> Outcome:
-        entities, problem = built.entities_of(k)
-        if entities is None:
-            return Outcome(False, Reason.INVALID_REQUEST, errors=(f"request entities: {problem}",))
-        return outcomes(snapshot, [built.queries[k]], entities, strict=self._strict, schema=schema)[0]
 
     def _listed(self, snapshot: Snapshot, who: principal.Principal, listing: Listing) -> Outcome:
         """The list itself is allowed; the items no value of `unknown` could allow are hidden."""
@@ -278,31 +358,24 @@ class Pipeline:
         groups: dict[tuple[str, str], list[int]] = {}
         for i, subject in enumerate(subjects):
             groups.setdefault((subject.type, subject.id), []).append(i)
-        resolved: dict[tuple[str, str], principal.Principal] = {}
+        resolved: dict[tuple[str, str], tuple[principal.Principal, Caller]] = {}
         results: dict[int, _Step] = {}
         runs = [[i] for i in range(n)] if lazy else list(groups.values())
         for run in runs:
             key = (subjects[run[0]].type, subjects[run[0]].id)
             if key not in resolved:  # 1. principal, once per subject
-                resolved[key] = principal.from_subject(subjects[run[0]], snapshot.registry, self._delegation)
-            who = resolved[key]
+                resolved_who = principal.from_subject(subjects[run[0]], snapshot.registry, self._delegation)
+                resolved[key] = (resolved_who, self._caller(resolved_who, request))
+            who, caller = resolved[key]
             # 2. admit
             refusals = self._controls.admit(snapshot, who.who, [checks[i].action for i in run])
             for i, refused in zip(run, refusals, strict=True):
-                outcome = _refused(refused) if refused is not None else self._subject_check(snapshot, who, checks[i])
-                results[i] = (outcome, who.identity, None)
+                if refused is not None:
+                    outcome = _refused(refused)
+                else:
+                    outcome = subject_outcome(snapshot, who, checks[i], strict=self._strict)
+                results[i] = (outcome, who.identity, None, caller)
             if lazy:
                 yield [results.pop(run[0])]
         if not lazy:
             yield [results[i] for i in range(n)]
-
-    def _subject_check(self, snapshot: Snapshot, who: principal.Principal, check: Check) -> Outcome:
-        # 3. the Cedar request, 4. evaluate
-        try:
-            context = cedar_value(dict(check.context), "context")
-            query, entities = cedar_request.for_subject(snapshot, who, check, context)
-        except RequestError as e:
-            return _malformed(e)
-        except ValueError as e:
-            return Outcome(False, Reason.INVALID_REQUEST, errors=(f"request entities: {e}",))
-        return outcomes(snapshot, [query], entities, strict=self._strict)[0]

@@ -12,6 +12,7 @@ from typing import Any
 
 from pep.config import DelegationConfig, IdentityConfig
 from pep.controls.admit import Who
+from pep.decision import Caller
 from pep.delegation.identity import Identity, check_chain, resolve_identity
 from pep.errors import PepError
 from pep.pipeline.request import Subject
@@ -82,3 +83,22 @@ def from_subject(subject: Subject, registry: Registry, delegation: DelegationCon
     except PepError as e:
         return Principal(uid, identity, Who(chain_error=e), properties=subject.properties, trusted=True)
     return Principal(uid, identity, Who(chain=chain, agent=subject.id), properties=subject.properties, trusted=True)
+
+
+def caller(who: Principal, *, schema: bool, strict: bool, grants: bool, listing: bool, policies: bool) -> Caller:
+    """What the principal puts in Cedar's request besides the policy directory, for the log (references only)."""
+    ident, token = who.identity, who.token
+    user = ident is not None and ident.on_behalf_of is not None and not who.trusted
+    return Caller(
+        user_groups=ident.user_groups if user and ident is not None else (),
+        user_attributes=ident.user_attributes if user and ident is not None else None,
+        issued_at=token.issued_at if token is not None else None,
+        expires_at=token.expires_at if token is not None else None,
+        subject=who.uid if who.trusted else None,
+        subject_properties=who.properties if who.trusted else None,
+        schema=schema,
+        strict=strict,
+        grants=grants,
+        listing=listing,
+        policies=policies,
+    )

@@ -13,12 +13,19 @@ import random
 import time
 import uuid
 from collections.abc import Callable
-from dataclasses import replace
 
-from pep.decision import Decision, DecisionCounter, DecisionSink, Outcome, ShadowSummary, TokenSummary
+from pep.decision import (
+    Decision,
+    DecisionCounter,
+    DecisionSink,
+    Inputs,
+    Outcome,
+    ShadowSummary,
+    TokenSummary,
+    unlogged,
+)
 from pep.delegation.identity import Identity
 from pep.policy.request import Check
-from pep.reasons import Reason
 from pep.tokens.verifier import VerifiedToken
 
 log = logging.getLogger(__name__)
@@ -61,6 +68,8 @@ class Recorder:
         version: str,
         duration_us: int,
         traceparent: str,
+        *,
+        inputs: Inputs | None = None,
     ) -> Decision:
         decision = Decision(
             decision_id=decision_id(),
@@ -86,17 +95,13 @@ class Recorder:
             traceparent=traceparent,
             shadow=_shadow(outcome),
             hidden=outcome.hidden,
+            inputs=inputs,
         )
-        taken = self._sink.submit(decision).wait() if self._sink is not None else True
-        if not taken and self._required and decision.answer_allowed:
-            # An unlogged action is worse than a refused one in this mode.
-            decision = replace(
-                decision,
-                allowed=False,
-                answer_allowed=False,
-                reason=Reason.INTERNAL_ERROR,
-                errors=(*decision.errors, "decision log unavailable"),
-            )
+        ack = self._sink.submit(decision) if self._sink is not None else None
+        # In required mode an allow waits until its entry has reached the log (group commit:
+        # concurrent allows share one write); a deny is answered without waiting.
+        if ack is not None and self._required and decision.answer_allowed and not ack.wait():
+            decision = unlogged(decision)  # an unlogged action is worse than a refused one here
         if self._counter is not None:
             self._counter.count(decision)
         return decision

@@ -81,19 +81,19 @@ def roots_of(queries: Sequence[Query]) -> set[Uid]:
 
 
 def outcome_of(result: cedarpy.AuthzResult, *, strict: bool = True) -> Outcome:
-    """Map a Cedar answer to a reason code."""
+    """Map a Cedar answer to a reason code (`evaluated`: the log knows it came from the policies)."""
     reasons = tuple(result.diagnostics.reasons)
     errors = tuple(result.diagnostics.errors)
     if result.decision == cedarpy.Decision.NoDecision:
         # Cedar could not build the request: it does not fit the schema.
-        return Outcome(False, Reason.INVALID_REQUEST, errors=errors)
+        return Outcome(False, Reason.INVALID_REQUEST, errors=errors, evaluated=True)
     if errors and strict:
-        return Outcome(False, Reason.EVALUATION_ERROR, policies=reasons, errors=errors)
+        return Outcome(False, Reason.EVALUATION_ERROR, policies=reasons, errors=errors, evaluated=True)
     if result.allowed:
-        return Outcome(True, Reason.ALLOWED, policies=reasons, errors=errors)
+        return Outcome(True, Reason.ALLOWED, policies=reasons, errors=errors, evaluated=True)
     if reasons:
-        return Outcome(False, Reason.POLICY_FORBID, policies=reasons, errors=errors)
-    return Outcome(False, Reason.POLICY_NO_PERMIT, errors=errors)
+        return Outcome(False, Reason.POLICY_FORBID, policies=reasons, errors=errors, evaluated=True)
+    return Outcome(False, Reason.POLICY_NO_PERMIT, errors=errors, evaluated=True)
 
 
 def outcomes(

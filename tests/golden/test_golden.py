@@ -31,10 +31,11 @@ Each tests/golden/*.yaml file is one case (its file name is the test id):
       agent, on_behalf_of, delegation_chain
     log:                     # the decision-log entry (a list for a batch), every field but the volatile ones
       decision, reason, policies, errors, agent, on_behalf_of, delegation_chain, action, resource,
-      token, binding, mode, request_id, and answered / shadow / traceparent when present
+      token, binding, mode, request_id, inputs, and answered / shadow / traceparent when present
 
 Comparison is exact: a field missing from the YAML, extra in it, or different fails the case. A
-string may be given as {$re: pattern} (re.search) where the text is not pep's own (Cedar's messages).
+string may be given as {$re: pattern} (re.search) where the text is not pep's own (Cedar's messages),
+and a whole number as {$int: any} where it is the moment's (the token's times in `inputs`).
 The log entry is found by the response's decision_id (by request_id for a gRPC error). Volatile
 fields are checked for shape only: ts (RFC 3339 UTC, microseconds), decision_id (the response's),
 duration_us (a whole number >= 0), policy_version (the loaded policy set's), schema (1). The log fields
@@ -213,6 +214,8 @@ def resolve(expected: Any, actual: Any) -> Any:
     if isinstance(expected, dict) and set(expected) == {"$re"}:
         ok = isinstance(actual, str) and re.search(expected["$re"], actual) is not None
         return actual if ok else expected
+    if expected == {"$int": "any"}:
+        return actual if isinstance(actual, int) and not isinstance(actual, bool) else expected
     if isinstance(expected, dict) and isinstance(actual, dict):
         return {k: resolve(v, actual.get(k)) for k, v in expected.items()}
     if isinstance(expected, list) and isinstance(actual, list) and len(expected) == len(actual):
