@@ -14,6 +14,7 @@ import os
 import platform
 import shutil
 import subprocess
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -66,13 +67,28 @@ def load(
     per_call: int = 1,
     unique: str = "",
     client: str = "http2",
+    warmup_passes: int = 0,
+    mark: Callable[[str], None] | None = None,
 ) -> dict[str, Any]:
-    """One loadgen run, pinned to the client core: its JSON line."""
+    """One loadgen run, pinned to the client core: its JSON line. warmup_passes: whole passes over
+    the request file before measuring (besides the usual half second). mark: called with
+    "measuring" and "measured" as the measured phase starts and ends."""
     argv = ["node", str(SOURCE / "loadgen.js"), "--target", address, "--path", path, "--requests", str(requests_file)]
     argv += ["--mode", mode, "--seconds", str(seconds), "--concurrency", str(concurrency), "--rate", str(rate)]
     argv += ["--per-call", str(per_call), "--client", client, *(["--unique", unique] if unique else [])]
+    argv += ["--warmup-passes", str(warmup_passes)]
     env = {**os.environ, "NODE_PATH": str(CACHE / "node_modules")}
-    out = subprocess.run(pinned(CLIENT_CPU, argv), cwd=ROOT, capture_output=True, text=True, env=env)
-    if out.returncode != 0:
-        raise RuntimeError(f"loadgen failed (exit {out.returncode}): {out.stderr.strip()}")
-    return dict(json.loads(out.stdout.strip().splitlines()[-1]))
+    proc = subprocess.Popen(
+        pinned(CLIENT_CPU, argv), cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env
+    )
+    assert proc.stderr is not None and proc.stdout is not None
+    errors = []
+    for line in proc.stderr:  # the measured phase's start and end, as the load generator marks them
+        if line.startswith("loadgen: measur") and mark is not None:
+            mark(line.split()[-1])
+        else:
+            errors.append(line)
+    out = proc.stdout.read()
+    if proc.wait() != 0:
+        raise RuntimeError(f"loadgen failed (exit {proc.returncode}): {''.join(errors).strip()}")
+    return dict(json.loads(out.strip().splitlines()[-1]))

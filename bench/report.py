@@ -36,6 +36,8 @@ def _notes(m: dict[str, Any]) -> str:
         out.append(f"{m['denied']:.0f} denied")
     if "logged" in m and m["logged"] < 0.99 * m["expected_log"]:
         out.append(f"log has {m['logged']:.0f} of {m['expected_log']:.0f} decisions")
+    if "memo_hit_share" in m:
+        out.append(f"memo hits {m['memo_hit_share']:.0%} (warm-up included)")
     if m.get("send_lag_p99_ms", 0) > 0.5:
         out.append(f"sends {m['send_lag_p99_ms']:.1f} ms late (p99)")
     for core, key in (("0", "other_server_core"), ("1", "other_client_core")):
@@ -70,7 +72,7 @@ def table(
         f"{eng['p99_us'] / 1000:7.3f} {eng['decisions_per_s'] / floor['decisions_per_s']:9.2f}x"
     )
     print(
-        "srv CPU: the server's CPU over the load run (1 = its core saturated); dec/CPU-s: decisions per "
+        "srv CPU: the server's CPU over the measured phase (1 = its core saturated); dec/CPU-s: decisions per "
         "server CPU-second;\nload CPU: the load generator's own CPU, of one core (open loop: it spins between sends)"
     )
     busy = [n for n, _, m in rows if max(m.get("other_server_core", 0), m.get("other_client_core", 0)) > 0.1]
@@ -96,6 +98,17 @@ def summary(m: dict[str, dict[str, Any]], per_process: str, shared: str, redis_u
         f"{far['decisions_per_s'] / local['decisions_per_s']:.2f}x decisions/s, "
         f"{extra_ms:+.3f} ms per decision, p50 {far['p50_ms'] - local['p50_ms']:+.3f} ms"
     )
+
+
+def log_modes(m: dict[str, dict[str, Any]], names: list[str]) -> None:
+    """What `decision_log.required` costs: each setting against the rotating case without it."""
+    base = m[ROTATING]
+    for name in names:
+        r = m[name]
+        print(
+            f"{name} vs not required: {r['decisions_per_s'] / base['decisions_per_s']:.2f}x decisions/s, "
+            f"p50 {r['p50_ms'] - base['p50_ms']:+.2f} ms, p99 {r['p99_ms'] - base['p99_ms']:+.2f} ms"
+        )
 
 
 def targets(m: dict[str, dict[str, Any]], skip_cerbos: bool, client: str) -> None:

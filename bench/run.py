@@ -2,15 +2,19 @@
 
 Servers run pinned to core 0 and the load generator (bench/node/loadgen.js, grpc-js, sending
 pre-serialized messages) to core 1 (`taskset`), one server at a time; each figure is the
-median of several repetitions after a warm-up. The workloads are in bench/workloads.py: bearer
+median of several repetitions after a warm-up (for the rotating workload, one whole pass over
+its 10,000 distinct requests, the same for every server, so a server that remembers answers is
+measured in its steady state; the no-repeat rows are the cold path). The workloads are in bench/workloads.py: bearer
 tokens rotating over 1,000 stored Accounts, a never-seen Account per call (no-repeat), and the
 DPoP-bound call with a fresh proof each time; Cerbos (bench/cerbos.py) answers the bearer ones
 with an equivalent policy. Printed: throughput (closed loop) and latency (closed loop, and a
 fixed-rate open loop) with ratios to the floor, the server's CPU and the load generator's,
 then issue 17's target table, then scale curves over generated estates. The cost of shared
 state (a Redis on the same machine) is the same Authorize with a limits.yaml that applies,
-buckets and DPoP replay cache per process against shared. The MCP proxy's cost is the SDK
-client's tools/call through pep against calling the tool server directly (bench/mcp.py).
+buckets and DPoP replay cache per process against shared. The cost of `decision_log.required`
+(group commit) is the rotating case with it on, `sync: write` and `sync: fsync`. The MCP
+proxy's cost is the SDK client's tools/call through pep against calling the tool server
+directly (bench/mcp.py).
 """
 
 from __future__ import annotations
@@ -40,6 +44,7 @@ from pep.dev import tokens as devtoken
 
 PEP = "/pep.v1.Authorizer/"
 PER_PROCESS, SHARED = "pep DPoP, limits per process", "pep DPoP, shared state (Redis)"
+REQUIRED, FSYNC = "pep rotating, log required (write)", "pep rotating, log required (fsync)"
 
 
 @dataclass(frozen=True)
@@ -57,6 +62,8 @@ def cases(redis_url: str | None, with_cerbos: bool, client: str) -> list[Case]:
         Case("no-op floor", "noop", "rotating"),
         Case(f"no-op floor, {other} client", "noop", "rotating", client=other),
         Case("pep rotating (bearer)", "pep", "rotating"),
+        Case(REQUIRED, "pep-required", "rotating"),
+        Case(FSYNC, "pep-fsync", "rotating"),
         Case("Cerbos rotating", "cerbos", "rotating"),
         Case("pep no-repeat (bearer)", "pep", "no-repeat"),
         Case("Cerbos no-repeat", "cerbos", "no-repeat"),
@@ -141,6 +148,11 @@ class Bench:
             redis = self.redis_pid if case.server == "pep-shared" else 0
             cpu0, redis0, load0, busy0 = srv.cpu_s(), process_cpu_s(redis), children_cpu_s(), core_busy()
             wall0 = time.perf_counter()
+            marks: dict[str, tuple[float, float]] = {}  # the server's CPU and the time, as measuring starts and ends
+
+            def mark(name: str) -> None:
+                marks[name] = (srv.cpu_s(), time.perf_counter())
+
             a = self.args
             result = nodeload.load(
                 srv.address,
@@ -152,17 +164,24 @@ class Bench:
                 per_call=per_call,
                 unique=unique,
                 client=case.client or a.loadgen_client,
+                warmup_passes=1 if case.load == "rotating" else 0,
+                mark=mark,
             )
             cpu, wall = srv.cpu_s() - cpu0, time.perf_counter() - wall0
+            memo = srv.memo()
             busy, load, redis_cpu = core_busy(), children_cpu_s() - load0, process_cpu_s(redis) - redis0
         result.update(srv.tally())
+        if memo:  # the share of decisions answered from pep's memo, warm-up included
+            result["memo_hit_share"] = memo.get("memo_hit", 0) / max(1, sum(memo.values()))
         result["wrapped"] = result["wrapped"] and case.load in ("dpop", "batch")  # only a proof must not repeat
-        result["server_cpu"] = cpu / wall
+        # The server's CPU in the measured phase only (a warm-up pass can cost more per call).
+        (c0, t0), (c1, t1) = marks.get("measuring", (cpu0, wall0)), marks.get("measured", (cpu0 + cpu, wall0 + wall))
+        result["server_cpu"] = (c1 - c0) / (t1 - t0)
         # What else ran on the two cores meanwhile (a busy machine skews every figure).
         if SERVER_CPU in busy and CLIENT_CPU in busy:
             result["other_server_core"] = (busy[SERVER_CPU] - busy0[SERVER_CPU] - cpu - redis_cpu) / wall
             result["other_client_core"] = (busy[CLIENT_CPU] - busy0[CLIENT_CPU] - load) / wall
-        result["per_cpu_s"] = result["completed_total"] * per_call / cpu if cpu > 0 else float("nan")
+        result["per_cpu_s"] = result["calls"] * per_call / (c1 - c0) if c1 > c0 else float("nan")
         result["expected_log"] = (result["completed_total"] + 1) * per_call  # the probe too
         result["probe"] = probe
         return result
@@ -276,6 +295,7 @@ def run_cases(args: argparse.Namespace, bench: Bench) -> None:
     m = {c.name: median_of(results[c.name]) for c in todo}
     report.table([(c.name, c.mode, m[c.name]) for c in todo], m["no-op floor"], m["no-op floor @1000/s"], eng)
     report.summary(m, PER_PROCESS, SHARED, bench.redis_url)
+    report.log_modes(m, [REQUIRED, FSYNC])
     report.targets(m, args.skip_cerbos, args.loadgen_client)
 
 

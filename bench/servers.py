@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
 import time
+import urllib.request
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -54,14 +56,28 @@ def core_busy() -> dict[str, float]:
 
 
 class Running:
-    def __init__(self, address: str, pid: int, tally: Callable[[], dict[str, int]] | None = None) -> None:
-        self.address, self.pid, self._tally = address, pid, tally
+    def __init__(
+        self, address: str, pid: int, tally: Callable[[], dict[str, int]] | None = None, metrics: str = ""
+    ) -> None:
+        self.address, self.pid, self._tally, self.metrics = address, pid, tally, metrics
 
     def cpu_s(self) -> float:
         return process_cpu_s(self.pid)
 
     def tally(self) -> dict[str, int]:
+        """After the server stopped: what its log holds."""
         return self._tally() if self._tally else {}
+
+    def memo(self) -> dict[str, int]:
+        """While it runs: pep's decision memo hits and misses so far."""
+        return memo_counts(self.metrics) if self.metrics else {}
+
+
+def memo_counts(metrics: str) -> dict[str, int]:
+    """pep_decision_memo_total by result, read off pep's /metrics."""
+    text = urllib.request.urlopen(f"http://{metrics}/metrics", timeout=10).read().decode()
+    found = re.findall(r'^pep_decision_memo_total\{result="(\w+)"\} ([0-9.e+]+)$', text, re.M)
+    return {f"memo_{result}": int(float(n)) for result, n in found}
 
 
 def pep_tally(log: Path) -> Callable[[], dict[str, int]]:
@@ -106,11 +122,17 @@ def redis_server(tmp: Path) -> Iterator[tuple[str, int] | None]:
         proc.wait(timeout=30)
 
 
+# Server kinds that differ from `pep` only in the decision log's settings.
+LOG_MODES = {"pep-required": {"required": True}, "pep-fsync": {"required": True, "sync": "fsync"}}
+
+
 @contextmanager
 def grpc_server(kind: str, tmp: Path, jwks: str, policies: Path, redis_url: str | None = None) -> Iterator[Running]:
-    """kind: noop (bench/noop_server.py), pep, pep-shared (state in Redis at redis_url)."""
+    """kind: noop (bench/noop_server.py), pep, pep-shared (state in Redis at redis_url), or one
+    of LOG_MODES (pep with the decision log required)."""
     address = f"127.0.0.1:{free_port()}"
     log = tmp / "decisions.log"
+    metrics = f"127.0.0.1:{free_port()}"
     if kind == "noop":
         argv = [sys.executable, "-m", "bench.noop_server", "--listen", address]
     else:
@@ -120,13 +142,13 @@ def grpc_server(kind: str, tmp: Path, jwks: str, policies: Path, redis_url: str 
             json.dumps(
                 {
                     "listen": address,
-                    "metrics_listen": f"127.0.0.1:{free_port()}",
+                    "metrics_listen": metrics,
                     "admin_listen": "",
                     "policies": str(policies),
                     "issuers": [
                         {"issuer": ISSUER, "audiences": [AUDIENCE], "jwks_file": jwks, "algorithms": ["ES256"]}
                     ],
-                    "decision_log": {"sink": str(log)},
+                    "decision_log": {"sink": str(log), **LOG_MODES.get(kind, {})},
                     **({"state": {"redis_url": redis_url, "timeout_ms": 200}} if kind == "pep-shared" else {}),
                 }
             )
@@ -143,7 +165,7 @@ def grpc_server(kind: str, tmp: Path, jwks: str, policies: Path, redis_url: str 
                     if time.monotonic() > deadline:
                         raise RuntimeError("pep did not become ready")
                     time.sleep(0.1)
-        yield Running(address, proc.pid, None if kind == "noop" else pep_tally(log))
+        yield Running(address, proc.pid, None if kind == "noop" else pep_tally(log), "" if kind == "noop" else metrics)
     finally:
         proc.terminate()
         proc.wait(timeout=30)

@@ -37,6 +37,7 @@ function parseArgs(argv) {
     mode: 'closed',
     seconds: 3,
     warmup: 0.5,
+    warmupPasses: 0,
     concurrency: 16,
     rate: 1000,
     perCall: 1,
@@ -50,6 +51,7 @@ function parseArgs(argv) {
     '--mode': 'mode',
     '--seconds': 'seconds',
     '--warmup': 'warmup',
+    '--warmup-passes': 'warmupPasses',
     '--concurrency': 'concurrency',
     '--rate': 'rate',
     '--per-call': 'perCall',
@@ -195,11 +197,12 @@ function main() {
     });
   }
 
-  function closedLoop(concurrency, stopAt, record) {
+  // until: also go on until this many requests were sent (a warm-up of whole passes).
+  function closedLoop(concurrency, stopAt, record, until = 0) {
     return new Promise((resolve) => {
       let active = concurrency;
       const worker = () => {
-        if (performance.now() >= stopAt) {
+        if (performance.now() >= stopAt && sequence >= until) {
           active -= 1;
           if (active === 0) resolve();
           return;
@@ -256,7 +259,7 @@ function main() {
       process.stderr.write('loadgen: the run did not finish in time\n');
       process.exit(2);
     },
-    (args.seconds + args.warmup + 60) * 1000,
+    (args.seconds + args.warmup + 60 + (Number(args.warmupPasses) > 0 ? 120 : 0)) * 1000,
   );
 
   transport.ready(async (err) => {
@@ -264,9 +267,13 @@ function main() {
       process.stderr.write(`loadgen: ${args.target} not ready: ${err.message}\n`);
       process.exit(2);
     }
-    // Warm-up: the connection, the server's caches and lazy paths.
-    await closedLoop(args.concurrency, performance.now() + args.warmup * 1000, () => {});
+    // Warm-up: the connection, the server's caches and lazy paths; with --warmup-passes N, also
+    // N passes over the request file, so a server that remembers answers is measured warm.
+    const passes = Number(args.warmupPasses) * lines.length;
+    await closedLoop(args.concurrency, performance.now() + args.warmup * 1000, () => {}, passes);
+    const warmupCalls = sequence;
     measuring = true;
+    process.stderr.write('loadgen: measuring\n'); // bench/nodeload.py reads the server's CPU here
     const record = (from) => latencies.push(performance.now() - from);
     const cpuBefore = process.cpuUsage();
     const start = performance.now();
@@ -276,6 +283,7 @@ function main() {
     const elapsed = performance.now() - start;
     const cpu = process.cpuUsage(cpuBefore);
     measuring = false;
+    process.stderr.write('loadgen: measured\n'); // ... and here
     clearTimeout(watchdog);
     transport.close();
 
@@ -293,6 +301,7 @@ function main() {
       loadgen_cpu: (cpu.user + cpu.system) / 1000 / elapsed,
       send_lag_p99_ms: args.mode === 'open' ? percentile(sortedLags, 0.99) : 0,
       wrapped: sequence > lines.length && !marker,
+      warmup_calls: warmupCalls,
       completed_total: completed,
       client: args.client,
     };

@@ -163,6 +163,7 @@ def _load(
     parents = action_parents(schema, entities)
     policy_index = PolicyIndex(est, links, parents)
     shadow_index = PolicyIndex(shadow_est, (), parents) if shadow_set is not None else None
+    shapes = ValidatedShapes(enabled=not (schema_text and ENUM_TYPES.search(schema_text)))
     return Snapshot(
         directory=directory,
         version=version,
@@ -171,7 +172,12 @@ def _load(
         registry=registry,
         policies=infos,
         entity_index=EntityIndex(
-            entities, entity_schema, always=literal, agents=registry.agents, agent_entity=agent_entity
+            entities,
+            entity_schema,
+            always=literal,
+            agents=registry.agents,
+            agent_entity=agent_entity,
+            shapes=shapes,
         ),
         policy_index=policy_index,
         actions=actions,
@@ -181,7 +187,7 @@ def _load(
         shadow_policies=shadow_infos,
         killswitch=killswitch,
         limits=limits,
-        shapes=ValidatedShapes(enabled=not (schema_text and ENUM_TYPES.search(schema_text))),
+        shapes=shapes,
     )
 
 

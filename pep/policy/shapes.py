@@ -9,7 +9,8 @@ decide the same. A context that could lean on the schema to be read at all (an o
 is exactly `{"type", "id"}` or `{"fn", "arg"}`, which Cedar reads as an entity or an extension
 value only with a schema) has no shape and is always validated. A schema with enumerated entity
 types (`entity Color enum [...]`) validates ids too, not only types: under it every request is
-validated.
+validated. The entities a request describes (a resource with its attributes, a user from the
+token) are validated by the same rule: by type, attribute shapes and parent types.
 """
 
 from __future__ import annotations
@@ -67,11 +68,27 @@ def context_shape(value: Any) -> str | None:
     return None
 
 
+def entity_shape(entity: Any) -> tuple[str, ...] | None:
+    """A request entity's shape (type, attributes, parent types) the schema validates it by, or
+    None when it has no safe one: an entity of a known shape needs no validation against the
+    schema when it is added to a slice, as a request of a known shape needs none to be asked."""
+    uid, attrs, parents = entity.get("uid"), entity.get("attrs") or {}, entity.get("parents") or ()
+    if not isinstance(uid, dict) or not isinstance(uid.get("type"), str) or not isinstance(attrs, dict):
+        return None
+    shape = context_shape(attrs)
+    types = []
+    for parent in parents:
+        if not isinstance(parent, dict) or not isinstance(parent.get("type"), str):
+            return None
+        types.append(parent["type"])
+    return None if shape is None else ("entity", uid["type"], shape, *sorted(set(types)))
+
+
 class ValidatedShapes:
     """The shapes one snapshot's schema accepted (thread-safe, bounded)."""
 
     def __init__(self, *, enabled: bool = True) -> None:
-        self._known: set[tuple[str, Uid, str, str]] = set()
+        self._known: set[tuple[Any, ...]] = set()
         self._lock = threading.Lock()
         self._enabled = enabled
 
@@ -80,10 +97,10 @@ class ValidatedShapes:
         shape = context_shape(context)
         return None if shape is None else (principal[0], action, resource[0], shape)
 
-    def known(self, key: tuple[str, Uid, str, str] | None) -> bool:
+    def known(self, key: tuple[Any, ...] | None) -> bool:
         return key is not None and key in self._known
 
-    def learn(self, key: tuple[str, Uid, str, str] | None) -> None:
+    def learn(self, key: tuple[Any, ...] | None) -> None:
         if self._enabled and key is not None and len(self._known) < MAX_SHAPES:
             with self._lock:
                 self._known.add(key)

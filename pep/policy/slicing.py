@@ -27,6 +27,7 @@ from typing import Any
 import cedarpy
 
 from pep.policy.lru import LRU
+from pep.policy.shapes import ValidatedShapes, entity_shape
 from pep.uids import AGENT, Uid, is_action_type, parse_json_uid, parse_uid
 
 
@@ -61,10 +62,13 @@ class EntityIndex:
         cache_size: int = 4096,
         agents: Mapping[str, Any] | None = None,
         agent_entity: Callable[[Any], dict[str, Any]] | None = None,
+        shapes: ValidatedShapes | None = None,
     ) -> None:
         """`agents` (registry records by id) become `Agent` entities through `agent_entity`
-        only when a request reaches them."""
+        only when a request reaches them. `shapes`: the snapshot's validated shapes, so a
+        request entity of a shape the schema accepted is added without validation."""
         self.schema = schema
+        self.shapes = shapes
         # Edges, JSON text and agent entities are worked out on first use: a reload of
         # 100,000 agents should not pay for entities no request ever touches.
         self._agents: Mapping[str, Any] = agents or {}
@@ -191,7 +195,16 @@ class EntityIndex:
             self._cache.put(key, base)
         if not delta:
             return base
-        return base.with_added_json_str(json.dumps(delta), self.schema)
+        text = json.dumps(delta)
+        if self.shapes is None or self.schema is None:
+            return base.with_added_json_str(text, self.schema)
+        keys = [entity_shape(ent) for ent in delta]
+        if all(self.shapes.known(k) for k in keys):
+            return base.with_added_json_str(text, None)  # the schema accepted these shapes before
+        merged = base.with_added_json_str(text, self.schema)  # ValueError when they do not fit
+        for k in keys:
+            self.shapes.learn(k)
+        return merged
 
 
 class PolicyIndex:

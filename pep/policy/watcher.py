@@ -13,7 +13,19 @@ import os
 import threading
 import time
 
-from watchdog.events import FileSystemEvent, FileSystemEventHandler
+from watchdog.events import (
+    DirCreatedEvent,
+    DirDeletedEvent,
+    DirModifiedEvent,
+    DirMovedEvent,
+    FileClosedEvent,
+    FileCreatedEvent,
+    FileDeletedEvent,
+    FileModifiedEvent,
+    FileMovedEvent,
+    FileSystemEvent,
+    FileSystemEventHandler,
+)
 from watchdog.observers import Observer
 from watchdog.observers.api import BaseObserver, ObservedWatch
 
@@ -22,6 +34,11 @@ from pep.policy.store import PolicyStore
 
 log = logging.getLogger(__name__)
 MAX_SETTLE_FACTOR = 5
+# The kernel delivers only these. The parent folder is watched for the directory's own entry
+# (a symlink swap is a create or a move), so writes beside it, such as a decision log in the
+# same folder, wake nothing; nor do reads of the tree, our own periodic check's included.
+ENTRY_EVENTS = [DirCreatedEvent, FileCreatedEvent, DirDeletedEvent, FileDeletedEvent, DirMovedEvent, FileMovedEvent]
+TREE_EVENTS = [*ENTRY_EVENTS, DirModifiedEvent, FileModifiedEvent, FileClosedEvent]
 
 
 class _Nudge(FileSystemEventHandler):
@@ -62,7 +79,9 @@ class PolicyWatcher:
             parent = os.path.dirname(self._directory)
             if os.path.isdir(parent):
                 # The parent sees a swap of the directory's own symlink (git-sync).
-                self._observer.schedule(_Nudge(self, only=self._directory), parent, recursive=False)
+                self._observer.schedule(
+                    _Nudge(self, only=self._directory), parent, recursive=False, event_filter=ENTRY_EVENTS
+                )
             self._rewatch_tree()
             self._observer.start()
         self._thread.start()
@@ -92,7 +111,7 @@ class PolicyWatcher:
             except (KeyError, ValueError):
                 pass
         try:
-            self._tree_watch = self._observer.schedule(_Nudge(self), real, recursive=True)
+            self._tree_watch = self._observer.schedule(_Nudge(self), real, recursive=True, event_filter=TREE_EVENTS)
             self._watched_real = real
         except OSError as e:
             log.warning("cannot watch %s (%s); relying on the periodic check", real, e)

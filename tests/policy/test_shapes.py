@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 
 from pep.policy.evaluate import Query, evaluate, outcome_of
 from pep.policy.loader import load_snapshot
-from pep.policy.shapes import ValidatedShapes, context_shape
+from pep.policy.shapes import ValidatedShapes, context_shape, entity_shape
 from pep.policy.snapshot import Snapshot
 from tests.harness.estate import write_estate
 
@@ -102,3 +102,52 @@ def test_a_schema_with_enum_types_validates_every_request(tmp_path: Path) -> Non
     decide(snap, "read", "plan", dict(BASE))
     key = snap.shapes.key(("Agent", "worker"), ("Action", "read"), ("Doc", "plan"), dict(BASE))
     assert not snap.shapes.known(key)
+
+
+doc_attributes = st.fixed_dictionaries(
+    {},
+    optional={
+        "owner": st.sampled_from(
+            [{"__entity": {"type": "User", "id": "alice"}}, {"type": "User", "id": "bob"}, "alice", 3]
+        ),
+        "classification": values,
+        "extra": values,
+    },
+)
+parents = st.lists(st.sampled_from([{"type": "Group", "id": "g"}, {"type": "Doc", "id": "plan"}]), max_size=2)
+
+
+def described(snapshot: Snapshot, action: str, attrs: dict[str, Any], ups: list[Any], n: int) -> tuple[Any, ...]:
+    """A Doc the store does not hold, described by the request (as pep's pipeline adds it)."""
+    uid = ("Doc", f"new-{n}")
+    delta = [{"uid": {"type": "Doc", "id": uid[1]}, "attrs": attrs, "parents": ups}]
+    try:
+        entities = snapshot.entities_for({("Agent", "worker"), uid, ("User", "alice")}, delta)
+    except ValueError as e:
+        return ("refused", str(e).replace(uid[1], "X"))
+    o = outcome_of(evaluate(snapshot, [Query(("Agent", "worker"), ("Action", action), uid, dict(BASE))], entities)[0])
+    return o.allowed, o.reason, o.policies, tuple(e.replace(uid[1], "X") for e in o.errors)
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.lists(st.tuples(st.sampled_from(["read", "write"]), doc_attributes, parents), max_size=8))
+def test_described_entities_of_known_shapes_decide_as_validated_ones(tmp_path_factory: Any, asks: list[Any]) -> None:
+    root = write_estate(tmp_path_factory.mktemp("delta") / "p")
+    learning, always = load_snapshot(str(root)), load_snapshot(str(root))
+    always.entity_index.shapes = ValidatedShapes(enabled=False)
+    for n, (action, attrs, ups) in enumerate(asks * 2):  # the second round meets learned shapes
+        assert described(learning, action, attrs, ups, n) == described(always, action, attrs, ups, n)
+
+
+def test_entity_shapes_are_learned_only_when_the_schema_accepts_them(snapshot: Snapshot) -> None:
+    good = {"uid": {"type": "Doc", "id": "d1"}, "attrs": {"classification": "open"}, "parents": []}
+    bad = {"uid": {"type": "Doc", "id": "d2"}, "attrs": {"classification": 5}, "parents": []}
+    shapes = snapshot.entity_index.shapes
+    assert shapes is not None
+    snapshot.entities_for({("Doc", "d1")}, [good])
+    assert shapes.known(entity_shape(good))
+    with pytest.raises(ValueError):
+        snapshot.entities_for({("Doc", "d2")}, [bad])
+    assert not shapes.known(entity_shape(bad))
+    implicit = {"uid": {"type": "Doc", "id": "d3"}, "attrs": {"owner": {"type": "User", "id": "a"}}, "parents": []}
+    assert entity_shape(implicit) is None  # read as an entity only with the schema: always validated
