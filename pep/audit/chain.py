@@ -88,8 +88,12 @@ class Verdict:
     def text(self) -> str:
         if self.intact:
             span = f" (seq {self.first_seq} to {self.last_seq})" if self.entries else ""
-            return f"intact: {self.entries} entries{span}"
-        return f"broken at {self.where}: {self.problem} ({self.entries} entries intact before it)"
+            return f"intact: {self.entries} entries{span}"  # the contract's wording, even for 1
+        return f"broken at {self.where}: {self.problem} ({_entries(self.entries)} intact before it)"
+
+
+def _entries(n: int) -> str:
+    return f"{n} entry" if n == 1 else f"{n} entries"
 
 
 def read_lines(path: str) -> Iterator[bytes]:
@@ -120,7 +124,10 @@ def verify(paths: Iterable[str]) -> Verdict:
             where = f"{path}:{number}"
             broken = _check(line, prev_hash, last, prev_where)
             if broken:
-                return Verdict(False, count, first, last, where if broken[0] else prev_where, broken[1])
+                this_line = broken[0]  # else the line before is the one at fault
+                return Verdict(
+                    False, count if this_line else count - 1, first, last, where if this_line else prev_where, broken[1]
+                )
             seq = _seq_of(line)
             first, last = first or seq, seq
             count += 1
@@ -150,5 +157,5 @@ def _check(line: bytes, prev_hash: str | None, last: int, prev_where: str) -> tu
         # The seq runs on, so nothing was removed: the line before was changed (or this prev was).
         return False, "the entry was changed after it was written (the next line's prev does not match it)"
     if seq > last + 1:
-        return True, f"seq jumps from {last} to {seq}: {seq - last - 1} entries removed before this line"
+        return True, f"seq jumps from {last} to {seq}: {_entries(seq - last - 1)} removed before this line"
     return True, f"seq {seq} after {last}: a line was inserted or moved here"

@@ -343,7 +343,7 @@ def test_verify_names_where_a_line_was_deleted(chained: tuple[Path, list[bytes]]
     del lines[2]
     path.write_bytes(b"".join(lines))
     code, out = verify(capsys, path)
-    assert code == 1 and out.startswith(f"broken at {path}:3: seq jumps from 2 to 4: 1 entries removed")
+    assert code == 1 and out.startswith(f"broken at {path}:3: seq jumps from 2 to 4: 1 entry removed")
 
 
 def test_verify_names_an_inserted_line(chained: tuple[Path, list[bytes]], capsys: Capture) -> None:
