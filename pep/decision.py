@@ -64,6 +64,7 @@ class Caller:
     grants: bool = True  # the delegation grants were required (delegation.require_grants)
     listing: bool = False  # a filtered list: previewed, never decided
     policies: bool = True  # False: the request asked no policy
+    require_registry_scopes: bool = False  # identity.require_registry_scopes
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,6 +102,8 @@ class Decision:
     resource_id: str = ""
     request_id: str = ""
     token: TokenSummary = field(default_factory=TokenSummary)
+    # The token's scopes the agent's registry entry took out (sorted); `token.scopes` keeps them all.
+    scopes_dropped: tuple[str, ...] = ()
     binding: str = ""
     mode: str = "enforce"
     ts: float = 0.0

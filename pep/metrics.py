@@ -1,9 +1,10 @@
 """Every Prometheus metric pep exports, in one place, with bounded labels (docs/observability.md).
 
 Label values come from closed sets only: `decision` (allow, deny), `reason` (the reason
-codes), `action` (the loaded schema's actions, anything else `other`), `result`
-(success, failure). No agent, user or resource ids: they would make the series count
-grow with the estate. `deploy/` holds the dashboard and alerts built on these names.
+codes), `action` (the loaded schema's actions, anything else `other`, or an anomaly rule's
+alert or suspend), `result` (success, failure), `rule` (the configured anomaly rules' names).
+No agent, user or resource ids: they would make the series count grow with the estate.
+`deploy/` holds the dashboard and alerts built on these names.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info, PlatformCollector, ProcessCollector
 
@@ -126,8 +127,14 @@ class Metrics:
         )
         self.killswitch_entries = Gauge(
             "pep_killswitch_entries",
-            "What the kill switch disables now, by kind, source (file or admin) and scope (local or fleet).",
+            "What the kill switch disables now, by kind, source (file, admin or anomaly) and scope (local or fleet).",
             ["kind", "source", "scope"],
+            registry=r,
+        )
+        self.anomaly_events = Counter(
+            "pep_anomaly_events_total",
+            "Anomaly rules that fired for an agent, by rule name (from the config) and action (alert or suspend).",
+            ["rule", "action"],
             registry=r,
         )
         # Registered by `shared_state()`: a pep without Redis exports no pep_state_up (nothing to be down).
@@ -189,6 +196,14 @@ class Metrics:
 
     def memo_looked_up(self, hit: bool) -> None:
         (self._memo_hit if hit else self._memo_miss).inc()
+
+    def anomaly_rules(self, rules: Iterable[tuple[str, str]]) -> None:
+        """The configured rules' (name, action): each series present at 0 from the start."""
+        for rule, action in rules:
+            self.anomaly_events.labels(rule, action)
+
+    def anomaly_fired(self, rule: str, action: str) -> None:
+        self.anomaly_events.labels(rule, action).inc()
 
     def mcp_upstream_failed(self, status: int) -> None:
         self.mcp_upstream_errors.labels(str(status)).inc()

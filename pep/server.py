@@ -30,8 +30,10 @@ from pep.api.grpc_authorizer import AuthorizerService
 from pep.api.grpc_authorizer import add_to_server as add_authorizer
 from pep.api.mcp_proxy import McpProxy
 from pep.audit.log import DecisionLog
-from pep.config import Config, split_address
+from pep.config import AnomalyConfig, Config, split_address
 from pep.controls.admit import Controls
+from pep.controls.anomaly import Detector
+from pep.controls.containment import Containment
 from pep.controls.killswitch import KillEntry, RuntimeKills, StoredKills
 from pep.controls.ratelimit import RateLimiter
 from pep.errors import ListenError
@@ -85,6 +87,8 @@ class Server:
     draining: threading.Event = field(default_factory=threading.Event)
     # Where admin flips outlive the process (`state`); None: memory only.
     state: KillStore | None = None
+    # What anomaly rules that fire do (`anomaly.rules`); None without rules.
+    containment: Containment | None = None
     _stopped: threading.Event = field(default_factory=threading.Event)
 
     def wait(self) -> None:
@@ -110,6 +114,8 @@ class Server:
         if self.metrics_http is not None:
             self.metrics_http.shutdown()
             self.metrics_http.server_close()
+        if self.containment is not None:
+            self.containment.close()  # its last events go to the log before the log closes
         if self.state is not None:
             self.state.close()
         self.decision_log.close()
@@ -124,9 +130,12 @@ def build_server(config: Config, *, metrics: Metrics | None = None, max_workers:
     verifier = TokenVerifier(config.issuers, config.tokens, on_jwks_refresh=metrics.jwks_refreshed)
     store = PolicyStore(config.policies, metrics, require_schema=config.policies_require_schema)
     decision_log = DecisionLog(config.decision_log, metrics)
-    recorder = Recorder(decision_log, metrics, mode=config.mode, log_required=config.decision_log.required)
     state = open_kill_store(config.state, metrics)  # may raise ConfigError (an unreadable state.file)
     kills = StoredKills(state) if state is not None else RuntimeKills()
+    containment, detector = _anomaly(config.anomaly, kills, decision_log, metrics)
+    recorder = Recorder(
+        decision_log, metrics, mode=config.mode, log_required=config.decision_log.required, anomaly=detector
+    )
     # With Redis: buckets and proof jtis shared by the fleet, this process's kept as the fallback.
     buckets, replay = open_shared(config.state, metrics, verifier.local_replay)
     if replay is not None:
@@ -137,8 +146,7 @@ def build_server(config: Config, *, metrics: Metrics | None = None, max_workers:
         store, verifier, controls, recorder, delegation=config.delegation, identity=config.identity, memo=memo
     )
     store.on_swap(lambda snapshot: update_kill_gauge(metrics, kills, snapshot))
-    if isinstance(kills, StoredKills):
-        kills.on_change = _on_kill_change(metrics, kills, store, decision_log)
+    kills.on_change = _on_kill_change(metrics, kills, store, decision_log, detector)
 
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="pep-grpc"),
@@ -182,6 +190,7 @@ def build_server(config: Config, *, metrics: Metrics | None = None, max_workers:
     server.start()
     srv = Server(config, metrics, store, verifier, decision_log, pipeline, server, health_servicer, addresses)
     srv.state = state
+    srv.containment = containment
     srv.watcher = PolicyWatcher(store, config.reload)
     srv.watcher.start()
     if config.admin_listen:
@@ -242,19 +251,37 @@ def build_server(config: Config, *, metrics: Metrics | None = None, max_workers:
     return srv
 
 
+def _anomaly(
+    cfg: AnomalyConfig, kills: RuntimeKills, decision_log: DecisionLog, metrics: Metrics
+) -> tuple[Containment | None, Detector | None]:
+    """The anomaly rules' detector on the request path and the containment behind it; (None, None) without rules."""
+    if not cfg.rules:
+        return None, None
+    metrics.anomaly_rules((r.name, r.action) for r in cfg.rules)
+    containment = Containment(kills, decision_log.write_event, metrics.anomaly_fired)
+    containment.start()
+    return containment, Detector(cfg.rules, containment.submit)
+
+
 def _on_kill_change(
-    metrics: Metrics, kills: StoredKills, store: PolicyStore, decision_log: DecisionLog
+    metrics: Metrics, kills: RuntimeKills, store: PolicyStore, decision_log: DecisionLog, detector: Detector | None
 ) -> Callable[[list[tuple[str, KillEntry]], bool], None]:
-    """Flips applied from elsewhere (another replica, `pep admin --state`): counted, and logged here too."""
+    """Every change counted; an agent enabled runs its anomaly rules again on fresh windows; flips applied
+    from elsewhere (another replica, `pep admin --state`) are logged here too."""
 
     def changed(changes: list[tuple[str, KillEntry]], remote: bool) -> None:
         update_kill_gauge(metrics, kills, store.current())
+        if detector is not None:
+            for action, e in changes:
+                if action == "enable" and e.kind == "agent":
+                    detector.release(e.id)
         if not remote:
             return  # the admin API logs its own
         ts = dt.datetime.now(dt.UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
         for action, e in changes:
             event = {"schema": 1, "ts": ts, "event": "admin", "action": action, "kind": e.kind, "id": e.id}
-            event.update(reason=e.reason, actor=e.actor, changed=True, scope=kills.scope, applied="fleet")
+            event.update(reason=e.reason, actor=e.actor, source=e.source, changed=True, scope=kills.scope)
+            event["applied"] = "fleet"
             if not decision_log.write_event(event):
                 log.error("kill switch change could not be written to the decision log: %s", event)
             log.warning(

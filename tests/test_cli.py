@@ -238,6 +238,16 @@ HOSTILE: list[tuple[str, list[str], int, str]] = [
     ("agents absurd soon", ["agents", "--soon", "99999999999999999999", "{mini}"], 2, "--soon"),
     ("agents non-utf8 registry", ["agents", "{latin1_agents}"], 1, "agents.yaml: not UTF-8"),
     ("agents registry is a dir", ["agents", "{dir_agents}"], 1, "agents.yaml: is a directory"),
+    ("agents string scopes", ["agents", "{bad_scopes}"], 1, "agents.yaml:2:1: agents[0] (bot): `scopes` must"),
+    ("agents usage without log", ["agents", "{mini}", "--usage"], 2, "--usage needs --log"),
+    ("agents log without usage", ["agents", "{mini}", "--log", "{file}"], 2, "--log goes with --usage"),
+    ("agents usage missing log", ["agents", "{mini}", "--usage", "--log", "{missing}"], 2, "missing: no such file"),
+    ("agents usage a dir as log", ["agents", "{mini}", "--usage", "--log", "{dir}"], 2, "is a directory, not a log"),
+    ("agents usage bad since", ["agents", "{mini}", "--usage", "--log", "{file}", "--since", "soon"], 2, "--since"),
+    ("agents usage bad format", ["agents", "{mini}", "--usage", "--log", "{file}", "--format", "xml"], 2, "--format"),
+    ("agents usage unloadable", ["agents", "{latin1_cedar}", "--usage", "--log", "{file}"], 2, "bad.cedar"),
+    ("agents usage not a log", ["agents", "{mini}", "--usage", "--log", "{latin1}"], 0, "latin1.yaml:1: not a JSON"),
+    ("agents usage odd entries", ["agents", "{mini}", "--usage", "--log", "{odd_log}"], 0, ""),
     ("check policies a file", [*CHECK[:2], "{file}", *CHECK[3:], "--principal", 'User::"a"'], 2, "not a directory"),
     ("check 1000 agents", _claims(act_chain=[f"a{i}" for i in range(1000)]), 2, "limit of 31"),
     ("check deep claims", [*CHECK, "--token-claims", DEEP], 2, "nested deeper than 32"),
@@ -292,6 +302,13 @@ HOSTILE: list[tuple[str, list[str], int, str]] = [
     ("replay missing policies", ["replay", "{file}", "--policies", "{missing}"], 2, "no such directory"),
     ("replay policies that do not load", ["replay", "{file}", "--policies", "{latin1_cedar}"], 2, "bad.cedar"),
     ("replay not a log", ["replay", "{latin1}", "--policies", "{mini}"], 0, "latin1.yaml:1: not a JSON entry"),
+    ("suggest missing log", ["suggest", "--log", "{missing}", "--agent", "a"], 2, "missing: no such file"),
+    ("suggest without agent", ["suggest", "--log", "{file}"], 2, "--agent"),
+    ("suggest empty agent", ["suggest", "--log", "{file}", "--agent", ""], 2, "must not be empty"),
+    ("suggest policies a file", ["suggest", "--log", "{file}", "--agent", "a", "-p", "{file}"], 2, "not a directory"),
+    ("suggest unloadable", ["suggest", "--log", "{file}", "--agent", "a", "-p", "{latin1_cedar}"], 2, "bad.cedar"),
+    ("suggest not a log", ["suggest", "--log", "{latin1}", "--agent", "a"], 1, "latin1.yaml:1: not a JSON"),
+    ("suggest odd entries", ["suggest", "--log", "{odd_log}", "--agent", "a", "-p", "{mini}"], 0, "suggested.a.read"),
     ("admin disable all with id", [*ADMIN, "disable", "all", "some-id", "--reason", "r"], 2, "takes no id"),
     ("admin enable all with id", [*ADMIN, "enable", "all", "some-id"], 2, "takes no id"),
     ("admin disable agent no id", [*ADMIN, "disable", "agent", "--reason", "r"], 2, "needs an id"),
@@ -344,6 +361,21 @@ def hostile_paths(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
     (paths["latin1_agents"] / "agents.yaml").write_bytes(b"agents:\n  - id: \xff\n")
     paths["dir_agents"] = estate("dir_agents")
     (paths["dir_agents"] / "agents.yaml").mkdir()
+    paths["bad_scopes"] = estate("bad_scopes")
+    (paths["bad_scopes"] / "agents.yaml").write_text("agents:\n  - id: bot\n    owner: o\n    scopes: files:read\n")
+    paths["odd_log"] = root / "odd.log"
+    ts = '"ts": "2026-01-01T00:00:00Z"'
+    odd = [
+        "{" + ts + ', "agent": "a", "decision": "allow", "reason": "allowed", "resource": "x", "token": 7}',
+        "{" + ts + ', "agent": "a", "decision": "allow", "reason": "allowed", "action": "read", '
+        '"resource": {"type": "Doc", "id": 5}, "token": {"iss": "i", "scopes": "s"}, "scopes_dropped": 3}',
+        "{"
+        + ts
+        + ', "agent": ["a"], "decision_id": "d", "inputs": {"evaluated": true, "batch": {"id": "b", "size": 2}}}',
+        "{" + ts + ', "agent": "a", "decision_id": 1, "decision": "allow", "reason": "allowed", "action": "read", '
+        '"resource": {"type": "Doc", "id": "p"}, "token": [], "inputs": {"evaluated": true, "batch": 4}}',
+    ]
+    paths["odd_log"].write_text("\n".join(odd) + "\n")
     paths["dev"] = root / "dev"
     paths["bad_dev"] = root / "bad_dev"
     paths["bad_dev"].mkdir()

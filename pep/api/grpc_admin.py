@@ -15,7 +15,7 @@ import grpc
 
 from pep._proto.pep.v1 import admin_pb2 as pb
 from pep._proto.pep.v1 import admin_pb2_grpc as pb_grpc
-from pep.controls.killswitch import SCOPES, RuntimeKills
+from pep.controls.killswitch import MAX_ENTRIES, SCOPES, SOURCES, RuntimeKills
 from pep.metrics import Metrics
 from pep.policy.killswitch_file import ID_KINDS, KINDS, KillKind
 from pep.policy.snapshot import Snapshot
@@ -28,15 +28,16 @@ KIND_VALUES: dict[str, Any] = {v: k for k, v in KIND_NAMES.items()}
 MAX_REASON = 1024
 MAX_ID = 1024
 MAX_ACTOR = 256
-# Admin disables live in memory: bounded, so a runaway script cannot grow pep without limit.
-MAX_ENTRIES = 10_000
 
 
 def update_kill_gauge(metrics: Metrics, kills: RuntimeKills, snapshot: Snapshot | None) -> None:
-    # killswitch.yaml is each replica's own (local); admin flips are fleet-wide when kept in Redis.
+    # killswitch.yaml is each replica's own (local); runtime entries are fleet-wide when kept in Redis.
+    # Anomaly containment only ever disables agents.
     counts = {(kind, source, scope): 0 for kind in KINDS for source in ("file", "admin") for scope in SCOPES}
+    counts.update({("agent", "anomaly", scope): 0 for scope in SCOPES})
     for entry in kills.entries():
-        counts[(entry.kind, "admin", kills.scope)] += 1
+        key = (entry.kind, entry.source if entry.source in SOURCES else "admin", kills.scope)
+        counts[key] = counts.get(key, 0) + 1
     if snapshot is not None:
         ks = snapshot.killswitch
         counts[("all", "file", "local")] = int(ks.all)
@@ -127,7 +128,7 @@ class AdminService(pb_grpc.AdminServicer):
                 kind=KIND_VALUES[e.kind],
                 id=e.id,
                 reason=e.reason,
-                source="admin",
+                source=e.source,
                 since=e.since,
                 actor=e.actor,
                 scope=self._kills.scope,

@@ -48,8 +48,8 @@ _CLAIM_FIELDS: dict[str, tuple[tuple[str, ...], ...]] = {
     "jti": (("token", "jti"),),
     "client_id": (("token", "client_id"),),
     "azp": (("token", "client_id"),),
-    "scope": (("token", "scopes"),),
-    "scp": (("token", "scopes"),),
+    "scope": (("token", "scopes"), ("scopes_dropped",)),
+    "scp": (("token", "scopes"), ("scopes_dropped",)),
     "sub": (("on_behalf_of",),),
     "act": (("agent",), ("delegation_chain",)),
 }
@@ -112,6 +112,7 @@ def log_entry(
             "client_id": d.token.client_id,
             "scopes": list(d.token.scopes),
         },
+        "scopes_dropped": list(d.scopes_dropped),
         "binding": d.binding,
         "policy_version": d.policy_version,
         "mode": d.mode,
@@ -163,7 +164,14 @@ def _redact(entry: dict[str, Any], paths: tuple[tuple[str, ...], ...]) -> None:
 
 
 # Keys of `inputs` written only when they differ from these (the server's defaults).
-_FLAGS = (("schema", True), ("strict", True), ("grants", True), ("listing", False), ("policies", True))
+_FLAGS = (
+    ("schema", True),
+    ("strict", True),
+    ("grants", True),
+    ("listing", False),
+    ("policies", True),
+    ("require_registry_scopes", False),
+)
 # The parts of `inputs` dropped, largest first, until it fits `max_inputs_bytes`.
 _PARTS = (
     ("context",),

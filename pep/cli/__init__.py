@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from typing import NoReturn
 
 import pep
-from pep.cli import config_commands, inputs, log_commands, replay_commands
+from pep.cli import config_commands, inputs, log_commands, replay_commands, usage_commands
 from pep.cli.common import DEFAULT_DEV_DIR, DEV_AUDIENCE, DEV_ISSUER, EXIT_USAGE
 from pep.cli.inputs import UsageError, clip
 from pep.cli.policy_commands import cmd_agents, cmd_check, cmd_fmt, cmd_test, cmd_validate
@@ -165,7 +165,8 @@ def _parser() -> argparse.ArgumentParser:
         "agents",
         help="the agent inventory: owner, status, days to expiry, and what needs attention",
         description="List the agents of a registry (DIR/agents.yaml) with owner, status and days to expiry, "
-        "flagging agents that expired, expire soon, or have no owner.",
+        "flagging agents that expired, expire soon, or have no owner. With --usage --log LOG...: per agent, "
+        "what policy could allow it, what it used and the scopes it never needed (give DIR before --log).",
     )
     ag.add_argument("dir", nargs="?", default="./policies", help="policy directory (default ./policies)")
     ag.add_argument(
@@ -175,6 +176,7 @@ def _parser() -> argparse.ArgumentParser:
         help="flag agents expiring within this many days, 0 to 36500 (default 30)",
     )
     ag.add_argument("--json", action="store_true", help="print JSON")
+    usage_commands.add_usage_arguments(ag)
     ag.set_defaults(func=cmd_agents, command="pep agents")
 
     v = sub.add_parser(
@@ -301,4 +303,5 @@ def _parser() -> argparse.ArgumentParser:
     config_commands.add_parser(sub)
     log_commands.add_parser(sub)
     replay_commands.add_parser(sub)
+    usage_commands.add_parser(sub)
     return p

@@ -11,6 +11,7 @@ from urllib.parse import urlsplit, urlunsplit
 import yaml
 
 from pep.cli.runtime_commands import _load_config
+from pep.config.anomaly import REQUIRED
 from pep.tokens.profiles import describe, resolve
 
 
@@ -43,6 +44,11 @@ def cmd_config_show(args: argparse.Namespace) -> int:
             raw["jwks_uri"] = _redact_url(raw["jwks_uri"])
         issuers.append({**raw, **describe(resolve(issuer, cfg.tokens, cfg.identity))})
     data["issuers"] = issuers
+    # Each rule with the fields its kind uses, in the order the config file shows them.
+    data["anomaly"]["rules"] = [
+        {"name": r.name, "kind": r.kind, **{k: getattr(r, k) for k in REQUIRED[r.kind]}, "action": r.action}
+        for r in cfg.anomaly.rules
+    ]
     if cfg.state.redis_url:  # its password, if any, is masked
         data["state"]["redis_url"] = _redact_url(cfg.state.redis_url)
     sys.stdout.write(yaml.safe_dump(data, sort_keys=False, allow_unicode=True, default_flow_style=False))

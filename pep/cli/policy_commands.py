@@ -14,6 +14,13 @@ from pep.errors import PolicyLoadError
 
 
 def cmd_agents(args: argparse.Namespace) -> int:
+    if args.usage:
+        from pep.cli.usage_commands import cmd_usage
+
+        return cmd_usage(args)
+    for flag in ("log", "since"):
+        if getattr(args, flag) is not None:
+            raise UsageError(f"--{flag} goes with --usage")
     import datetime as dt
 
     from pep.policy.files import AGENTS_FILE
@@ -63,10 +70,11 @@ def cmd_agents(args: argparse.Namespace) -> int:
                 "expires": rec.expires.isoformat() if rec.expires else None,
                 "days_to_expiry": days,
                 "groups": list(rec.groups),
+                "scopes": None if rec.scopes is None else sorted(rec.scopes),
                 "flags": flags,
             }
         )
-    if args.json:
+    if args.json or args.format == "json":
         print(json.dumps(rows, indent=2))
     else:
         head = ("AGENT", "OWNER", "STATUS", "EXPIRES", "DAYS", "ATTENTION")

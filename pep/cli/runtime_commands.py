@@ -145,7 +145,8 @@ def _admin_fleet(args: argparse.Namespace) -> int:
         print("nothing is disabled fleet-wide (killswitch.yaml entries are each replica's own)")
     for entry in sorted(entries.values(), key=lambda k: (k.kind, k.id)):
         by = f" by {entry.actor}" if entry.actor else ""
-        print(f"disabled {entry.kind} {entry.id or '*'} (admin, fleet, since {_iso(entry.since)}{by}): {entry.reason}")
+        what = f"{entry.kind} {entry.id or '*'}"
+        print(f"disabled {what} ({entry.source}, fleet, since {_iso(entry.since)}{by}): {entry.reason}")
     return EXIT_OK
 
 

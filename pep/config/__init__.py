@@ -10,6 +10,8 @@ from pep.config.redis_url import check_redis_url
 from pep.config.sections import (
     MODES,
     PROFILES,
+    AnomalyConfig,
+    AnomalyRule,
     AuthzenConfig,
     Config,
     DecisionLogConfig,
@@ -28,6 +30,8 @@ from pep.config.sections import (
 __all__ = [
     "MODES",
     "PROFILES",
+    "AnomalyConfig",
+    "AnomalyRule",
     "AuthzenConfig",
     "Config",
     "DecisionLogConfig",

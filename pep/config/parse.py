@@ -15,6 +15,7 @@ import yaml
 
 from pep.algorithms import SUPPORTED_ALGORITHMS
 from pep.config.addresses import is_local_address
+from pep.config.anomaly import parse_anomaly
 from pep.config.issuer_profile import profile_fields
 from pep.config.mcp import check_mcp
 from pep.config.redis_url import check_redis_url
@@ -35,6 +36,11 @@ from pep.config.sections import (
     StateConfig,
     TokenConfig,
 )
+from pep.config.values import as_list as _list
+from pep.config.values import as_number as _number
+from pep.config.values import as_str as _str
+from pep.config.values import check_keys as _check_keys
+from pep.config.values import like as _like
 from pep.errors import ConfigError
 
 
@@ -119,6 +125,7 @@ def parse_config(raw: Mapping[str, Any], base_dir: str = ".") -> Config:
     mcp: McpConfig = _section(raw, "mcp", McpConfig)
     values["mcp"] = check_mcp(replace(mcp, listen=_address(mcp.listen, "mcp.listen")) if mcp.listen else mcp)
     values["state"] = _state(raw.get("state"), base_dir)
+    values["anomaly"] = parse_anomaly(raw.get("anomaly"))
     log = _section(raw, "decision_log", DecisionLogConfig)
     if log.sink != "stdout":
         log = replace(log, sink=_path(log.sink, base_dir))
@@ -329,52 +336,6 @@ def _section(raw: Mapping[str, Any], name: str, cls: type[Any]) -> Any:
         default = getattr(defaults, f.name)
         kwargs[f.name] = _like(value[f.name], default, key)
     return cls(**kwargs)
-
-
-def _like(value: Any, default: Any, key: str) -> Any:
-    """Coerce `value` to the type of `default`, or say why it cannot be."""
-    if isinstance(default, bool):
-        if not isinstance(value, bool):
-            raise ConfigError(key, f"must be true or false, got {value!r}")
-        return value
-    if isinstance(default, int):
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise ConfigError(key, f"must be a whole number, got {value!r}")
-        if value < 0:
-            raise ConfigError(key, f"must not be negative, got {value}")
-        return value
-    if isinstance(default, float):
-        return _number(value, key, 0)
-    if isinstance(default, str):
-        return _str(value, key)
-    if isinstance(default, tuple):
-        return tuple(_str(v, key) for v in _list(value, key))
-    raise ConfigError(key, "unsupported setting")  # pragma: no cover
-
-
-def _check_keys(raw: Mapping[str, Any], cls: type[Any], prefix: str, extra: set[str]) -> None:
-    known = {f.name for f in fields(cls)} | extra
-    for key in raw:
-        if key not in known:
-            raise ConfigError(f"{prefix}{key}", f"unknown key (known: {', '.join(sorted(known))})")
-
-
-def _list(value: Any, key: str) -> list[Any]:
-    if isinstance(value, (str, bytes)) or not isinstance(value, (list, tuple)):
-        raise ConfigError(key, f"must be a list, got {value!r}")
-    return list(value)
-
-
-def _str(value: Any, key: str) -> str:
-    if not isinstance(value, str) or not value:
-        raise ConfigError(key, f"must be a non-empty string, got {value!r}")
-    return value
-
-
-def _number(value: Any, key: str, minimum: float) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or value < minimum:
-        raise ConfigError(key, f"must be a number >= {minimum}, got {value!r}")
-    return float(value)
 
 
 def _path(value: str, base_dir: str) -> str:

@@ -81,6 +81,8 @@ class IdentityConfig:
     user_groups_claim: str = "groups"
     # Token claims copied onto the `User` entity as attributes.
     user_claims: tuple[str, ...] = ()
+    # An agent whose registry entry lists no `scopes` gets none (instead of the token's).
+    require_registry_scopes: bool = False
 
 
 @dataclass(frozen=True)
@@ -207,6 +209,30 @@ class StateConfig:
     file: str = ""
 
 
+ANOMALY_KINDS = ("deny_ratio", "rate", "new_action")
+ANOMALY_ACTIONS = ("alert", "suspend")
+
+
+@dataclass(frozen=True)
+class AnomalyRule:
+    """One rule over each agent's recent decisions (pep/controls/anomaly.py); fields a kind does not use are 0."""
+
+    name: str
+    kind: str
+    action: str = "alert"
+    # deny_ratio: the share of denies (0 to 1); rate: decisions per second.
+    threshold: float = 0.0
+    min_decisions: int = 0
+    window_seconds: int = 0
+    # new_action: how long after an agent's first decision its allowed actions are only learned.
+    learning_seconds: int = 0
+
+
+@dataclass(frozen=True)
+class AnomalyConfig:
+    rules: tuple[AnomalyRule, ...] = ()
+
+
 @dataclass(frozen=True)
 class Config:
     listen: str = "127.0.0.1:50051"
@@ -228,6 +254,7 @@ class Config:
     authzen: AuthzenConfig = field(default_factory=AuthzenConfig)
     mcp: McpConfig = field(default_factory=McpConfig)
     state: StateConfig = field(default_factory=StateConfig)
+    anomaly: AnomalyConfig = field(default_factory=AnomalyConfig)
     # Extra listeners (e.g. a Unix socket beside TCP), each like `listen`.
     extra_listen: tuple[str, ...] = ()
     # Seconds to let in-flight calls finish on SIGTERM.

@@ -1,1 +1,2 @@
-"""Risk controls applied before policy evaluation: kill switch, lifecycle, rate limits."""
+"""Risk controls: kill switch, lifecycle and rate limits before policy evaluation; anomaly
+detection over recorded decisions, and the containment that acts on it."""

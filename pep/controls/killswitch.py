@@ -18,6 +18,12 @@ from pep.state import KillStore, StoredKill
 log = logging.getLogger(__name__)
 # Where an admin entry holds: this process only, or every replica sharing the Redis.
 SCOPES = ("local", "fleet")
+# Who made a runtime entry: the admin API (or `pep admin --state`), or anomaly containment.
+SOURCES = ("admin", "anomaly")
+# Runtime entries live in memory: bounded, so a runaway script cannot grow pep without limit.
+MAX_ENTRIES = 10_000
+# (action "disable" or "enable", the entry), whether it came from elsewhere (another replica, `pep admin --state`).
+OnChange = Callable[[list[tuple[str, "KillEntry"]], bool], None]
 
 
 @dataclass(frozen=True)
@@ -27,34 +33,46 @@ class KillEntry:
     reason: str
     since: float
     actor: str = ""
+    source: str = "admin"
 
 
 @dataclass
 class RuntimeKills:
-    """Disables made through the admin API. Thread-safe; readers take a frozen view."""
+    """Disables made at run time (admin API, anomaly containment). Thread-safe; readers take a frozen view.
+
+    `on_change` hears every change, after the view has it.
+    """
 
     clock: Callable[[], float] = time.time
     _entries: dict[tuple[str, str], KillEntry] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _view: Mapping[tuple[str, str], KillEntry] = field(default_factory=dict)
     scope: str = "local"
+    on_change: OnChange | None = None
 
-    def disable(self, kind: str, id_: str, reason: str, actor: str = "") -> bool:
+    def disable(self, kind: str, id_: str, reason: str, actor: str = "", source: str = "admin") -> bool:
         key = (kind, "" if kind == "all" else id_)
         with self._lock:
             if key in self._entries:
                 return False
-            self._entries[key] = KillEntry(kind, key[1], reason, self.clock(), actor)
+            entry = self._entries[key] = KillEntry(kind, key[1], reason, self.clock(), actor, source)
             self._view = dict(self._entries)
-            return True
+        self._tell([("disable", entry)])
+        return True
 
     def enable(self, kind: str, id_: str) -> bool:
         key = (kind, "" if kind == "all" else id_)
         with self._lock:
-            if self._entries.pop(key, None) is None:
+            entry = self._entries.pop(key, None)
+            if entry is None:
                 return False
             self._view = dict(self._entries)
-            return True
+        self._tell([("enable", entry)])
+        return True
+
+    def _tell(self, changes: list[tuple[str, KillEntry]], remote: bool = False) -> None:
+        if self.on_change is not None:
+            self.on_change(changes, remote)
 
     def entries(self) -> list[KillEntry]:
         return sorted(self._view.values(), key=lambda e: (e.kind, e.id))
@@ -73,12 +91,11 @@ class StoredKills(RuntimeKills):
     def __init__(self, store: KillStore, clock: Callable[[], float] = time.time) -> None:
         super().__init__(clock=clock, scope=store.scope)
         self.store = store
-        self.on_change: Callable[[list[tuple[str, KillEntry]], bool], None] | None = None
         store.listen(self._apply)
 
-    def disable(self, kind: str, id_: str, reason: str, actor: str = "") -> bool:
+    def disable(self, kind: str, id_: str, reason: str, actor: str = "", source: str = "admin") -> bool:
         id_ = "" if kind == "all" else id_
-        return self.store.put(StoredKill(kind, id_, reason, self.clock(), actor))
+        return self.store.put(StoredKill(kind, id_, reason, self.clock(), actor, source))
 
     def enable(self, kind: str, id_: str) -> bool:
         return self.store.delete(kind, "" if kind == "all" else id_)
@@ -94,12 +111,12 @@ class StoredKills(RuntimeKills):
         known = [(action, _entry(e)) for action, e in changes if e.kind in KINDS]
         if len(known) < len(changes):
             log.warning("kill switch: ignoring stored entries of unknown kinds (known: %s)", ", ".join(KINDS))
-        if known and self.on_change is not None:
-            self.on_change(known, remote)
+        if known:
+            self._tell(known, remote)
 
 
 def _entry(e: StoredKill) -> KillEntry:
-    return KillEntry(e.kind, e.id, e.reason, e.since, e.actor)
+    return KillEntry(e.kind, e.id, e.reason, e.since, e.actor, e.source)
 
 
 def check_kill(

@@ -14,7 +14,7 @@ from typing import Any
 
 from pep.config import DelegationConfig, IdentityConfig
 from pep.errors import ChainError, TokenError
-from pep.policy.registry import Registry
+from pep.policy.registry import AgentRecord, Registry
 from pep.reasons import Reason
 from pep.tokens.claims import claim_value, names_of
 from pep.tokens.verifier import VerifiedToken
@@ -32,6 +32,10 @@ class Identity:
     chain: tuple[str, ...]
     user_groups: tuple[str, ...] = ()
     user_attributes: Mapping[str, Any] | None = None
+    # The scopes policies see (`context.token.scopes`): the token's intersected with the current
+    # actor's registry `scopes`; None means the token's as they are. Sorted, what was taken out.
+    scopes: frozenset[str] | None = None
+    scopes_dropped: tuple[str, ...] = ()
 
     @property
     def depth(self) -> int:
@@ -104,7 +108,23 @@ def resolve_identity(
         else:
             groups = tuple(dict.fromkeys(g for name in profile.groups for g in _groups(claim_value(claims, name))))
         attributes = {c: claims[c] for c in identity.user_claims if c in claims}
-    return Identity(actors[0], user, tuple(actors), groups, attributes)
+    scopes, dropped = minimized_scopes(token.scopes, registry.get(actors[0]), identity.require_registry_scopes)
+    return Identity(actors[0], user, tuple(actors), groups, attributes, scopes, dropped)
+
+
+def minimized_scopes(
+    scopes: frozenset[str], record: AgentRecord | None, require_registry: bool
+) -> tuple[frozenset[str], tuple[str, ...]]:
+    """The scopes policies see and the ones dropped (sorted): the token's intersected with the agent's
+    registry `scopes`; an agent listing none keeps the token's, or gets none with `require_registry`."""
+    allowed = record.scopes if record is not None else None
+    if allowed is None:
+        if not require_registry or not scopes:
+            return scopes, ()
+        return frozenset(), tuple(sorted(scopes))
+    if scopes <= allowed:
+        return scopes, ()
+    return scopes & allowed, tuple(sorted(scopes - allowed))
 
 
 def check_chain(chain: Sequence[str], registry: Registry, delegation: DelegationConfig) -> None:

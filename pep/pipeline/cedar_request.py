@@ -39,7 +39,7 @@ def base_context(identity: Identity, token: VerifiedToken) -> dict[str, Any]:
         },
         "token": {
             "issuer": token.issuer,
-            "scopes": sorted(token.scopes),
+            "scopes": sorted(token.scopes if identity.scopes is None else identity.scopes),
             "client_id": token.client_id,
             "issued_at": token.issued_at,
             "expires_at": token.expires_at,

@@ -3,7 +3,8 @@
 Exact by construction: the key is everything Cedar's answer depends on besides the snapshot,
 which is the memo's scope (a new snapshot empties it). For a token principal that is the token
 itself (its claims, with the snapshot's registry and the fixed config, determine the agent, the
-chain, the user entity and the base context), the action, the resource, the caller's context as
+chain, the user entity and the base context, the scopes policies see included: the token's
+intersected with the registry's), the action, the resource, the caller's context as
 Cedar gets it, the resource's own entity, and whether the context is validated. Only evaluation
 is skipped: the token is verified, the controls admit (kill switch, lifecycle, rate limits), the
 delegation grants hold and the decision is recorded, logged and counted on every call.

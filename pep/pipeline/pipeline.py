@@ -244,6 +244,7 @@ class Pipeline:
             grants=self._delegation.require_grants,
             listing=request.listing is not None,
             policies=request.policies,
+            require_registry_scopes=self._identity.require_registry_scopes,
         )
 
     def _token_run(

@@ -85,7 +85,16 @@ def from_subject(subject: Subject, registry: Registry, delegation: DelegationCon
     return Principal(uid, identity, Who(chain=chain, agent=subject.id), properties=subject.properties, trusted=True)
 
 
-def caller(who: Principal, *, schema: bool, strict: bool, grants: bool, listing: bool, policies: bool) -> Caller:
+def caller(
+    who: Principal,
+    *,
+    schema: bool,
+    strict: bool,
+    grants: bool,
+    listing: bool,
+    policies: bool,
+    require_registry_scopes: bool = False,
+) -> Caller:
     """What the principal puts in Cedar's request besides the policy directory, for the log (references only)."""
     ident, token = who.identity, who.token
     user = ident is not None and ident.on_behalf_of is not None and not who.trusted
@@ -101,4 +110,5 @@ def caller(who: Principal, *, schema: bool, strict: bool, grants: bool, listing:
         grants=grants,
         listing=listing,
         policies=policies,
+        require_registry_scopes=require_registry_scopes,
     )

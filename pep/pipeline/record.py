@@ -1,5 +1,7 @@
 """Stage 5, the record: an outcome becomes a Decision, the log takes it, metrics count it.
 
+The decision is then shown to anomaly detection (pep.controls.anomaly), as answered.
+
 The required-log rule lives here and only here: in `decision_log.required` mode an allow the
 log did not take becomes a deny (`internal_error`), and metrics count the decision as it was
 finally answered.
@@ -14,6 +16,7 @@ import time
 import uuid
 from collections.abc import Callable
 
+from pep.controls.anomaly import Detector
 from pep.decision import (
     Decision,
     DecisionCounter,
@@ -48,9 +51,11 @@ class Recorder:
         mode: str = "enforce",
         log_required: bool = False,
         clock: Callable[[], float] = time.time,
+        anomaly: Detector | None = None,
     ) -> None:
         self._sink = sink
         self._counter = counter
+        self._anomaly = anomaly
         self._mode = mode
         self._required = log_required
         self._clock = clock
@@ -87,6 +92,7 @@ class Recorder:
             resource_id=check.resource.id,
             request_id=check.request_id,
             token=_summary(token),
+            scopes_dropped=identity.scopes_dropped if identity else (),
             binding=token.binding if token else "",
             mode=self._mode,
             ts=self._clock(),
@@ -104,6 +110,8 @@ class Recorder:
             decision = unlogged(decision)  # an unlogged action is worse than a refused one here
         if self._counter is not None:
             self._counter.count(decision)
+        if self._anomaly is not None:
+            self._anomaly.observe(decision)
         return decision
 
 

@@ -4,7 +4,8 @@ An entry that reached the policies (`inputs.evaluated`) is rebuilt as the live s
 principal, chain, user, action, resource, token claims and binding from the entry; the caller's
 context, the resource's attributes and parents, the user's groups and claims, the token's times
 and a trusted subject's properties from its `inputs`; the agent registry, the entities, the
-schema, `killswitch.yaml` and the policies from the directory. It then goes through what the
+schema, `killswitch.yaml` and the policies from the directory (so the scopes policies see are the
+token's, as logged, intersected again with the directory's registry). It then goes through what the
 pipeline does once the token is verified, with the same functions: admission (the kill switch
 file, the chain's agents registered and active at the entry's time; neither the runtime kill
 switch nor rate limits, which belong to the moment), the delegation grants when they were
@@ -34,7 +35,7 @@ from pep.config import DelegationConfig
 from pep.controls.admit import Controls, Who
 from pep.decision import Outcome
 from pep.delegation.grants import Grants
-from pep.delegation.identity import Identity
+from pep.delegation.identity import Identity, minimized_scopes
 from pep.errors import PepError
 from pep.pipeline import cedar_request
 from pep.pipeline.pipeline import check_grants, evaluate_built, subject_outcome
@@ -183,9 +184,12 @@ def skip_reason(entry: Mapping[str, Any]) -> str | None:
 
 
 def _claims_redacted(entry: Mapping[str, Any]) -> bool:
-    token = entry.get("token") or {}
+    token = entry.get("token")
+    if not isinstance(token, dict):
+        token = {}  # not a token entry pep wrote: replay finds that out
     shown = [entry.get("agent"), entry.get("on_behalf_of"), token.get("iss"), token.get("client_id")]
-    shown += list(entry.get("delegation_chain") or []) + list(token.get("scopes") or [])
+    for listed in (entry.get("delegation_chain"), token.get("scopes"), entry.get("scopes_dropped")):
+        shown += listed if isinstance(listed, list) else []
     return REDACTED in shown
 
 
@@ -274,12 +278,20 @@ class Replayer:
         user = inputs.get("user") or {}
         times = inputs["token"]
         claimed = entry["token"]
+        # The token's scopes as logged, minimized again with this directory's registry.
+        scopes, dropped = minimized_scopes(
+            frozenset(claimed["scopes"]),
+            snapshot.registry.get(entry["agent"]),
+            bool(inputs.get("require_registry_scopes", False)),
+        )
         identity = Identity(
             entry["agent"],
             entry["on_behalf_of"] or None,
             tuple(entry["delegation_chain"]),
             tuple(user.get("groups") or ()),
             user.get("attributes") or {},
+            scopes,
+            dropped,
         )
         token = VerifiedToken(
             issuer=claimed["iss"],
@@ -348,19 +360,26 @@ def _timestamp(text: Any) -> float:
     return dt.datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
 
 
-def replay(snapshot: Snapshot, entries: Iterable[Mapping[str, Any]]) -> Report:
-    """Every entry replayed (or skipped) against `snapshot`; a batch's entries together, once all are read."""
-    replayer, report = Replayer(snapshot), Report()
+def units(entries: Iterable[Mapping[str, Any]]) -> Iterator[tuple[list[Mapping[str, Any]], bool]]:
+    """The entries as they were asked: each on its own, or a batch's together once all are read;
+    with whether the batch is complete (False: some of its entries are not in these files)."""
     pending: dict[str, list[Mapping[str, Any]]] = {}
     for entry in entries:
         batch = _batch_of(entry)
         if batch is None:
-            replayer.add([entry], report)
+            yield [entry], True
             continue
         group = pending.setdefault(batch[0], [])
         group.append(entry)
         if len(group) >= batch[1]:
-            replayer.add(pending.pop(batch[0]), report)
-    for group in pending.values():  # a batch whose other entries are not in these files
-        replayer.add(group, report, complete=False)
+            yield pending.pop(batch[0]), True
+    for group in pending.values():
+        yield group, False
+
+
+def replay(snapshot: Snapshot, entries: Iterable[Mapping[str, Any]]) -> Report:
+    """Every entry replayed (or skipped) against `snapshot`; a batch's entries together, once all are read."""
+    replayer, report = Replayer(snapshot), Report()
+    for group, complete in units(entries):
+        replayer.add(group, report, complete=complete)
     return report

@@ -15,7 +15,7 @@ STATUSES = ("active", "suspended", "decommissioned")
 # The status `pep agents` shows for an entry whose `status` is none of STATUSES (a registry
 # with one never loads; were it served, anything but `active` denies).
 INVALID_STATUS = "invalid"
-_ENTRY_KEYS = {"id", "owner", "status", "expires", "groups", "attributes"}
+_ENTRY_KEYS = {"id", "owner", "status", "expires", "groups", "attributes", "scopes"}
 _I64 = (-(2**63), 2**63 - 1)
 
 
@@ -29,6 +29,9 @@ class AgentRecord:
     attributes: Mapping[str, Any] | None = None
     # Where the entry starts in agents.yaml, for error messages.
     line: int = 1
+    # The scopes the agent may ever use (policies see the token's scopes intersected with
+    # these); None when the entry lists none.
+    scopes: frozenset[str] | None = None
 
     def expired(self, today: dt.date) -> bool:
         return self.expires is not None and today > self.expires
@@ -73,7 +76,7 @@ def parse_registry(data: Any, path: str) -> tuple[Registry, list[SourceProblem]]
             problems.append(SourceProblem(path, f"{where}: {msg}", line))
 
         if not isinstance(entry, Mapping):
-            bad("must be a mapping with id, owner, status, expires, groups, attributes")
+            bad("must be a mapping with id, owner, status, expires, groups, attributes, scopes")
             continue
         unknown = set(entry) - _ENTRY_KEYS
         if unknown:
@@ -117,6 +120,10 @@ def parse_registry(data: Any, path: str) -> tuple[Registry, list[SourceProblem]]
         if wrong is not None:
             bad(f"`attributes`{wrong}", where=where)
             attributes = {}
+        scopes = entry.get("scopes")
+        if "scopes" in entry and (not isinstance(scopes, list) or not all(isinstance(sc, str) and sc for sc in scopes)):
+            bad("`scopes` must be a list of scope names (non-empty strings)", where=where)
+            scopes = []
         agents[agent_id] = AgentRecord(
             id=agent_id,
             owner=owner,
@@ -125,6 +132,7 @@ def parse_registry(data: Any, path: str) -> tuple[Registry, list[SourceProblem]]
             groups=tuple(groups),
             attributes=dict(attributes),
             line=line,
+            scopes=None if scopes is None else frozenset(scopes),
         )
     return Registry(agents), problems
 
@@ -140,6 +148,7 @@ def _well_formed(entry: Any, seen: Mapping[str, AgentRecord]) -> AgentRecord | N
     agent_id, owner = entry.get("id"), entry.get("owner")
     status, expires = entry.get("status", "active"), entry.get("expires")
     groups, attributes = entry.get("groups") or [], entry.get("attributes") or {}
+    scopes = entry.get("scopes", None)
     if (
         type(agent_id) is not str
         or not agent_id
@@ -155,6 +164,10 @@ def _well_formed(entry: Any, seen: Mapping[str, AgentRecord]) -> AgentRecord | N
     for g in groups:
         if type(g) is not str or not g:
             return None
+    if "scopes" in entry:
+        if type(scopes) is not list or not all(type(sc) is str and sc for sc in scopes):
+            return None
+        scopes = frozenset(scopes)
     if expires is not None:
         if type(expires) is str:
             try:
@@ -163,7 +176,7 @@ def _well_formed(entry: Any, seen: Mapping[str, AgentRecord]) -> AgentRecord | N
                 return None
         elif type(expires) is not dt.date:
             return None
-    return AgentRecord(agent_id, owner, status, expires, tuple(groups), attributes, line_of(entry))
+    return AgentRecord(agent_id, owner, status, expires, tuple(groups), attributes, line_of(entry), scopes)
 
 
 def _plain_value(value: Any, level: int = 0) -> bool:

@@ -245,7 +245,7 @@ class PolicyIndex:
     def _index(self, pid: str, body: Mapping[str, Any], values: Mapping[str, Any]) -> None:
         p = body.get("principal") or {"op": "All"}
         op = p.get("op")
-        entity = _scope_entity(p, values)
+        entity = scope_entity(p, values)
         if op == "All":
             self._p_all.add(pid)
         elif op == "==" and entity is not None:
@@ -254,7 +254,7 @@ class PolicyIndex:
             self._p_in.setdefault(entity, set()).add(pid)
         elif op == "is" and isinstance(p.get("entity_type"), str):
             inner = p.get("in")
-            in_entity = _scope_entity(inner, values) if isinstance(inner, Mapping) else None
+            in_entity = scope_entity(inner, values) if isinstance(inner, Mapping) else None
             if inner is None:
                 self._p_is.setdefault(p["entity_type"], set()).add(pid)
             elif in_entity is not None:
@@ -299,6 +299,13 @@ class PolicyIndex:
         self._slice_cache.put(key, ids)
         return ids
 
+    def head(self, pid: str) -> tuple[Mapping[str, Any], Mapping[str, Any]]:
+        """A policy's EST (a link: its template's) and the link's slot values ({} for a static policy)."""
+        if pid in self._static:
+            return self._static[pid], {}
+        template_id, values = self._links[pid]
+        return self._templates[template_id], values
+
     def policy_set(self, ids: frozenset[str]) -> cedarpy.PolicySet:
         handle = self._cache.get(ids)
         if handle is None:
@@ -318,7 +325,8 @@ class PolicyIndex:
         return handle
 
 
-def _scope_entity(scope: Mapping[str, Any], values: Mapping[str, Any]) -> Uid | None:
+def scope_entity(scope: Mapping[str, Any], values: Mapping[str, Any]) -> Uid | None:
+    """The entity a scope constraint names (a slot: the link's value), or None."""
     if "slot" in scope:
         return parse_json_uid(link_value(values.get(scope["slot"])))
     return parse_json_uid(scope.get("entity"))

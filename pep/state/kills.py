@@ -26,6 +26,8 @@ class StoredKill:
     reason: str
     since: float
     actor: str = ""
+    # Who made it: `admin` (the admin API, `pep admin --state`) or `anomaly` (anomaly containment).
+    source: str = "admin"
 
     @property
     def key(self) -> Key:
@@ -33,11 +35,19 @@ class StoredKill:
 
     @classmethod
     def from_fields(cls, kind: str, id_: str, data: Mapping[str, Any]) -> StoredKill:
-        """From stored JSON fields; ValueError when they are not what pep writes."""
+        """From stored JSON fields; ValueError when they are not what pep writes. Entries written
+        before `source` existed are the admin API's."""
         reason, since, actor = data.get("reason"), data.get("since"), data.get("actor", "")
+        source = data.get("source", "admin")
         if not isinstance(reason, str) or not isinstance(actor, str) or not isinstance(since, (int, float)):
             raise ValueError("reason, since and actor must be a string, a number and a string")
-        return cls(kind, id_, reason, float(since), actor)
+        if not isinstance(source, str) or not source:
+            raise ValueError("source must be a non-empty string")
+        return cls(kind, id_, reason, float(since), actor, source)
+
+    def fields(self) -> dict[str, Any]:
+        """What a store keeps besides the key (the JSON `from_fields` reads back)."""
+        return {"reason": self.reason, "since": self.since, "actor": self.actor, "source": self.source}
 
 
 # (entries now, changes as (action, entry), whether they came from outside this process)

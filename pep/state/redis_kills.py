@@ -1,7 +1,7 @@
 """Admin kill-switch flips shared by the fleet in Redis.
 
 Layout under `state.key_prefix` (P): the hash `P kills`, one field `kind:id` per entry (its
-value the JSON reason, since and actor); `P kills:epoch`, set once the hash is seeded; the
+value the JSON reason, since, actor and source); `P kills:epoch`, set once the hash is seeded; the
 channel `P kills:events`, one message per flip. A background thread applies each message by
 rereading the hash (one HGETALL), and rereads it every RESYNC_SECONDS anyway, so a missed
 message cannot leave a replica behind. Requests never wait on Redis: they read memory.
@@ -74,7 +74,7 @@ def read_kills(client: redis.Redis, prefix: str) -> tuple[str | None, dict[Key, 
 def write_kill(client: redis.Redis, prefix: str, entry: StoredKill) -> bool:
     """Add `entry` unless one with its key is there (True when added), and tell the fleet."""
     hash_key, _, channel = keys(prefix)
-    value = json.dumps({"reason": entry.reason, "since": entry.since, "actor": entry.actor})
+    value = json.dumps(entry.fields())
     added = bool(client.hsetnx(hash_key, f"{entry.kind}:{entry.id}", value))
     client.publish(channel, json.dumps({"action": "disable", "kind": entry.kind, "id": entry.id}))
     return added
@@ -213,4 +213,4 @@ class RedisKills(KillStore):
 
 
 def _json(entry: StoredKill) -> str:
-    return json.dumps({"reason": entry.reason, "since": entry.since, "actor": entry.actor})
+    return json.dumps(entry.fields())

@@ -30,7 +30,7 @@ from pep.pipeline.replay import read_entries, replay, skip_reason
 from pep.policy.loader import load_snapshot
 from tests.harness.authzen import Client
 from tests.harness.decision_log import read_entries as log_lines
-from tests.harness.estate import STD_CONTEXT, write_estate
+from tests.harness.estate import AGENTS, STD_CONTEXT, write_estate
 from tests.harness.server import Harness, open_harness, struct
 
 OPTIONAL_STD = STD_CONTEXT.replace("delegation:", "delegation?:").replace("token:", "token?:")
@@ -78,6 +78,11 @@ when { context has on_behalf_of && context.on_behalf_of has dept && context.on_b
 forbid(principal, action == Action::"write", resource)
 when { context has token && context.token.expires_at - context.token.issued_at > 3600 };
 
+// A token's docs:admin scope forbids writing; worker's registry entry drops it (scopes below).
+@id("no-admin-writes")
+forbid(principal, action == Action::"write", resource)
+when { context has token && context.token.scopes.contains("docs:admin") };
+
 @id("ops-subjects-read")
 permit(principal is User, action == Action::"read", resource) when { principal has dept && principal.dept == "ops" };
 """
@@ -100,9 +105,19 @@ ENTITIES = json.dumps(
 )
 
 
+# worker may use docs:read alone: policies never see a docs:admin its token carries.
+WORKER_LINE = "{id: worker, owner: team@example.com, groups: [workers], attributes: {sandboxed: true}}"
+assert WORKER_LINE in AGENTS
+REPLAY_AGENTS = AGENTS.replace(WORKER_LINE, WORKER_LINE[:-1] + ", scopes: [docs:read]}")
+
+
 def replay_estate(root: Path) -> Path:
     return write_estate(
-        root, schema=SCHEMA, entities=ENTITIES, policies={"docs.cedar": DOCS, "delegation.cedar": DELEGATION}
+        root,
+        schema=SCHEMA,
+        agents=REPLAY_AGENTS,
+        entities=ENTITIES,
+        policies={"docs.cedar": DOCS, "delegation.cedar": DELEGATION},
     )
 
 
@@ -132,6 +147,7 @@ class Step:
     dept: str | None = None
     ttl: int = 300
     subject: dict[str, Any] = field(default_factory=dict)
+    scopes: tuple[str, ...] = ()
 
 
 @dataclass
@@ -163,7 +179,7 @@ def _token(s: Served, step: Step) -> str:
     if step.dept is not None:
         extra["dept"] = step.dept
     now = time.time() - 1000 if step.kind == "expired" else None
-    return s.h.token(step.sub, step.chain, ttl_seconds=step.ttl, extra_claims=extra, now=now)
+    return s.h.token(step.sub, step.chain, ttl_seconds=step.ttl, extra_claims=extra, now=now, scopes=step.scopes)
 
 
 def send(s: Served, step: Step) -> int:
@@ -504,6 +520,7 @@ TOKEN_STEPS = st.builds(
     groups=st.sampled_from([(), ("hr",), ("eng", "hr")]),
     dept=st.sampled_from([None, "eng", "contractors"]),
     ttl=st.sampled_from([300, 7200]),
+    scopes=st.sampled_from([(), ("docs:admin",), ("docs:admin", "docs:read")]),
 )
 # Batches of checks on a few resources, some described and some not: one check sees what another describes.
 BATCHES = st.builds(
@@ -522,7 +539,13 @@ BATCHES = st.builds(
     ).map(tuple),
     chain=st.sampled_from([("worker",), ("worker", "orchestrator")]),
 )
-AUTONOMOUS = st.builds(Step, asks=st.tuples(ASKS), sub=st.sampled_from(["loner", "worker"]), chain=st.just(()))
+AUTONOMOUS = st.builds(
+    Step,
+    asks=st.tuples(ASKS),
+    sub=st.sampled_from(["loner", "worker"]),
+    chain=st.just(()),
+    scopes=st.sampled_from([(), ("docs:admin",)]),
+)
 SUBJECTS = st.builds(
     Step,
     kind=st.just("authzen"),
@@ -550,6 +573,39 @@ def test_replay_is_the_live_decision_for_every_entry(served: Served, steps: list
     for e in entries:  # every decision of the policies says so
         if e["reason"] in ("allowed", "policy_forbid", "policy_no_permit", "evaluation_error"):
             assert e["inputs"]["evaluated"] is True
+        if e["agent"] == "worker" and "docs:admin" in e["token"]["scopes"]:
+            assert e["scopes_dropped"] == ["docs:admin"]
+
+
+def test_replay_minimizes_the_scopes_with_the_directory_s_registry(
+    served: Served, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    write = Ask("write", context={"amount": 1})
+    entries = run(
+        served,
+        [
+            Step(asks=(write,), scopes=("docs:admin",)),
+            Step(asks=(write,), sub="loner", chain=(), scopes=("docs:admin",)),
+        ],
+    )
+    assert [(e["agent"], e["reason"], e["scopes_dropped"]) for e in entries] == [
+        ("worker", "allowed", ["docs:admin"]),  # the registry dropped it: the forbid never saw it
+        ("loner", "policy_forbid", []),  # loner lists no scopes: its token's stand
+    ]
+    log = tmp_path / "scopes.log"
+    log.write_text("".join(json.dumps(e) + "\n" for e in entries))
+    code, out, _ = replay_cli(capsys, str(log), "--policies", str(served.h.policies), "--format", "json")
+    assert code == 0 and json.loads(out)["changes"] == []
+    # A registry that lets worker hold docs:admin: its write is forbidden now.
+    edited = tmp_path / "edited"
+    shutil.copytree(served.h.policies, edited)
+    agents = (edited / "agents.yaml").read_text()
+    (edited / "agents.yaml").write_text(agents.replace("scopes: [docs:read]", "scopes: [docs:read, docs:admin]"))
+    code, out, _ = replay_cli(capsys, str(log), "--policies", str(edited), "--format", "json")
+    changes = json.loads(out)["changes"]
+    assert code == 1 and [(c["agent"], c["after"]["reason"], c["after"]["policies"]) for c in changes] == [
+        ("worker", "policy_forbid", ["no-admin-writes"])
+    ]
 
 
 def test_read_entries_skips_admin_events_and_names_odd_lines(tmp_path: Path) -> None:

@@ -31,7 +31,7 @@ Each tests/golden/*.yaml file is one case (its file name is the test id):
       agent, on_behalf_of, delegation_chain
     log:                     # the decision-log entry (a list for a batch), every field but the volatile ones
       decision, reason, policies, errors, agent, on_behalf_of, delegation_chain, action, resource,
-      token, binding, mode, request_id, inputs, and answered / shadow / traceparent when present
+      token, scopes_dropped, binding, mode, request_id, inputs, and answered / shadow / traceparent when present
 
 Comparison is exact: a field missing from the YAML, extra in it, or different fails the case. A
 string may be given as {$re: pattern} (re.search) where the text is not pep's own (Cedar's messages),

@@ -20,6 +20,7 @@ LOG_FIELDS = {
     "action",
     "resource",
     "token",
+    "scopes_dropped",
     "binding",
     "policy_version",
     "mode",

@@ -21,9 +21,9 @@ ISSUER, AUDIENCE = "https://idp.test", "pep-test"
 
 
 class Replica:
-    """One `pep serve` over `root/policies`, with `state` as its shared-state section."""
+    """One `pep serve` over `root/policies`, with `state` as its shared-state section (and `extra` sections)."""
 
-    def __init__(self, root: Path, name: str, keys: tuple[str, str], state: dict[str, Any]) -> None:
+    def __init__(self, root: Path, name: str, keys: tuple[str, str], state: dict[str, Any], **extra: Any) -> None:
         self.name, self.dir = name, root / name
         self.dir.mkdir(parents=True, exist_ok=True)
         self.key = keys[0]
@@ -37,6 +37,7 @@ class Replica:
             "issuers": [{"issuer": ISSUER, "audiences": [AUDIENCE], "jwks_file": keys[1], "algorithms": ["ES256"]}],
             "decision_log": {"sink": str(self.log)},
             "state": state,
+            **extra,
         }
         (self.dir / "pep.yaml").write_text(json.dumps(config))
         self.proc: subprocess.Popen[bytes] | None = None

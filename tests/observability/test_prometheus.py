@@ -43,6 +43,22 @@ QUIET = {
     "PepJWKSRefreshFailing",
     "PepStateDown",
     "PepStateErrors",
+    "PepAgentSuspended",
+    "PepAnomalyAlert",
+}
+# Anomaly rules this traffic never fires: their series are there, at 0, from the start.
+ANOMALY = {
+    "rules": [
+        {
+            "name": "deny-spike",
+            "kind": "deny_ratio",
+            "threshold": 0.9,
+            "min_decisions": 1000,
+            "window_seconds": 60,
+            "action": "suspend",
+        },
+        {"name": "runaway", "kind": "rate", "threshold": 1000, "window_seconds": 10, "action": "alert"},
+    ]
 }
 
 
@@ -109,7 +125,7 @@ def scraped(
     redis_server = RedisServer(binary, root / "redis")
     (root / "redis").mkdir()
     redis_server.start()  # shared state, so the state alerts and panels have data too
-    h = start_pep(root, estate(root / "policies"), state={"redis_url": redis_server.url})
+    h = start_pep(root, estate(root / "policies"), state={"redis_url": redis_server.url}, anomaly=ANOMALY)
     try:
         target = h.server.metrics_address
         prom = prometheus_factory(target)

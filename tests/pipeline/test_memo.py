@@ -4,7 +4,8 @@ Two pipelines over the same snapshots, one with the memo and one without, get th
 requests (repeats included, so the memo answers many of them): single checks and batches, stored
 and caller-described resources, contexts that fit the schema and ones that do not, valid, unknown
 and broken chains, shadow policies, and reloads in the middle (a new snapshot never sees the old
-one's answers). Every log entry must match, but for `ts`, `decision_id` and `duration_us`.
+one's answers, including one that changes only the registry's scopes for an agent). Every log
+entry must match, but for `ts`, `decision_id` and `duration_us`.
 """
 
 from __future__ import annotations
@@ -53,21 +54,36 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     tmp = tmp_path_factory.mktemp("memo")
     key, jwks = devtoken.ensure_dev_keys(str(tmp / "keys"))
     first = write_estate(tmp / "v1")
+    # A token's docs:admin forbids writing; in the third snapshot worker's registry entry drops it.
+    # (On Doc::"plan" alone, where no other forbid applies: Cedar lists several in no fixed order.)
+    admin = (
+        'forbid(principal, action == Action::"write", resource == Doc::"plan") '
+        'when { context.token.scopes.contains("docs:admin") };'
+    )
+    (first / "docs.cedar").write_text((first / "docs.cedar").read_text() + "\n" + admin + "\n")
     (first / "shadow").mkdir()
     (first / "shadow" / "s.cedar").write_text('forbid(principal, action == Action::"write", resource);')
     second = tmp / "v2"
     shutil.copytree(first, second)
     forbid_plan = 'forbid(principal, action == Action::"read", resource == Doc::"plan");'
     (second / "docs.cedar").write_text((second / "docs.cedar").read_text() + "\n" + forbid_plan + "\n")
+    third = tmp / "v3"
+    shutil.copytree(first, third)
+    worker = "{id: worker, owner: team@example.com, groups: [workers], attributes: {sandboxed: true}}"
+    agents = (third / "agents.yaml").read_text()
+    assert worker in agents
+    (third / "agents.yaml").write_text(agents.replace(worker, worker[:-1] + ", scopes: [docs:read]}"))
     config = parse_config(
         {"issuers": [{"issuer": ISSUER, "audiences": [AUDIENCE], "jwks_file": jwks, "algorithms": ["ES256"]}]}
     )
     tokens = [
-        devtoken.mint_token(key, issuer=ISSUER, audience=AUDIENCE, sub=user, act_chain=chain, ttl_seconds=3600)
-        for user in ("alice", "bob")
+        devtoken.mint_token(
+            key, issuer=ISSUER, audience=AUDIENCE, sub=user, act_chain=chain, ttl_seconds=3600, scopes=scopes
+        )
+        for user, scopes in (("alice", ("docs:admin", "docs:read")), ("bob", ()))
         for chain in CHAINS
     ]
-    snapshots = [load_snapshot(str(first)), load_snapshot(str(second)), load_snapshot(str(first))]
+    snapshots = [load_snapshot(str(first)), load_snapshot(str(second)), load_snapshot(str(third))]
     return {"config": config, "tokens": tokens, "snapshots": snapshots}
 
 

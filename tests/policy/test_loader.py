@@ -265,3 +265,31 @@ def test_a_reload_sees_a_changed_registry(tmp_path: Path) -> None:
     for _ in range(2):
         with pytest.raises(PolicyLoadError, match="owner"):
             load_snapshot(str(tmp_path), cache=cache)
+
+
+def test_registry_scopes_are_a_list_of_scope_names(tmp_path: Path) -> None:
+    agents = "agents:\n  - {id: a, owner: o, scopes: [files:read, files:write]}\n  - {id: b, owner: o, scopes: []}\n"
+    agents += "  - {id: c, owner: o}\n"
+    write(tmp_path, {"agents.yaml": agents, "p.cedar": "permit(principal, action, resource);"})
+    registry = load_snapshot(str(tmp_path)).registry
+    assert registry.get("a").scopes == frozenset({"files:read", "files:write"})  # type: ignore[union-attr]
+    assert registry.get("b").scopes == frozenset()  # type: ignore[union-attr]
+    assert registry.get("c").scopes is None  # type: ignore[union-attr]
+    # The same registry written as JSON (the fast path) reads the same.
+    (tmp_path / "agents.yaml").write_text(
+        '{"agents": [{"id": "a", "owner": "o", "scopes": ["files:read", "files:write"]}, {"id": "c", "owner": "o"}]}'
+    )
+    registry = load_snapshot(str(tmp_path)).registry
+    assert registry.get("a").scopes == frozenset({"files:read", "files:write"})  # type: ignore[union-attr]
+    assert registry.get("c").scopes is None  # type: ignore[union-attr]
+
+
+@pytest.mark.parametrize("scopes", ["files:read", "[files:read, '']", "[7]", "", "{read: true}", "[[a]]"])
+def test_registry_scopes_that_are_not_a_list_of_names_are_refused_at_their_entry(tmp_path: Path, scopes: str) -> None:
+    agents = f"agents:\n  - id: ok\n    owner: o\n  - id: bot\n    owner: o\n    scopes: {scopes}\n"
+    write(tmp_path, {"agents.yaml": agents, "p.cedar": "permit(principal, action, resource);"})
+    with pytest.raises(PolicyLoadError) as info:
+        load_snapshot(str(tmp_path))
+    assert [str(p) for p in info.value.problems] == [
+        "agents.yaml:4:1: agents[1] (bot): `scopes` must be a list of scope names (non-empty strings)"
+    ]
