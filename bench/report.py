@@ -1,4 +1,4 @@
-"""make bench's tables: every case, the summary lines, and issue 17's target table."""
+"""make bench's tables: every case, the summary lines, and the performance target table."""
 
 from __future__ import annotations
 
@@ -149,6 +149,6 @@ def targets(m: dict[str, dict[str, Any]], skip_cerbos: bool, client: str) -> Non
         for name, f in [(client, m[FLOOR]), *floors]
     )
     rows.append(("loadgen check: the floor at c=16", check, ""))
-    print(f"\n{'issue 17 target':34s} {'measured':54s} loadgen CPU")
+    print(f"\n{'performance target':34s} {'measured':54s} loadgen CPU")
     for name, value, load in rows:
         print(f"{name:34s} {value:54s} {load}")

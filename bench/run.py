@@ -9,7 +9,7 @@ tokens rotating over 1,000 stored Accounts, a never-seen Account per call (no-re
 DPoP-bound call with a fresh proof each time; Cerbos (bench/cerbos.py) answers the bearer ones
 with an equivalent policy. Printed: throughput (closed loop) and latency (closed loop, and a
 fixed-rate open loop) with ratios to the floor, the server's CPU and the load generator's,
-then issue 17's target table, then scale curves over generated estates. The cost of shared
+then the performance target table, then scale curves over generated estates. The cost of shared
 state (a Redis on the same machine) is the same Authorize with a limits.yaml that applies,
 buckets and DPoP replay cache per process against shared. The cost of `decision_log.required`
 (group commit) is the rotating case with it on, `sync: write` and `sync: fsync`. The MCP
