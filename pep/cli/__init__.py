@@ -15,7 +15,16 @@ from collections.abc import Sequence
 from typing import NoReturn
 
 import pep
-from pep.cli import config_commands, inputs, log_commands, replay_commands, usage_commands
+from pep.cli import (
+    config_commands,
+    diff_commands,
+    init_commands,
+    inputs,
+    log_commands,
+    replay_commands,
+    test_reports,
+    usage_commands,
+)
 from pep.cli.common import DEFAULT_DEV_DIR, DEV_AUDIENCE, DEV_ISSUER, EXIT_USAGE
 from pep.cli.inputs import UsageError, clip
 from pep.cli.policy_commands import cmd_agents, cmd_check, cmd_fmt, cmd_test, cmd_validate
@@ -212,7 +221,8 @@ def _parser() -> argparse.ArgumentParser:
     who.add_argument(
         "--token-claims",
         help='claims as a JSON object, e.g. \'{"sub": "alice", "act_chain": ["assistant"], "scopes": ["files:read"]}\' '
-        "(act_chain, scopes and groups are lists of strings)",
+        "(act_chain, scopes and groups are lists of strings), or any claim as a real token carries it "
+        '(e.g. \'{"sub": "alice", "act": {"sub": "assistant"}, "scope": "files:read"}\'; docs/policy-tests.md)',
     )
     ck.add_argument("--action", required=True, type=inputs.name, help='a name or Action::"name"')
     ck.add_argument("--resource", required=True, type=inputs.name, help='Type::"id"')
@@ -230,6 +240,7 @@ def _parser() -> argparse.ArgumentParser:
     ts.add_argument("dir", help="policy directory")
     ts.add_argument("--filter", "-k", help="only cases whose name contains this text")
     ts.add_argument("--verbose", "-v", action="store_true", help="list passing cases too")
+    test_reports.add_arguments(ts)
     ts.set_defaults(func=cmd_test, command="pep test")
 
     t = sub.add_parser(
@@ -301,7 +312,9 @@ def _parser() -> argparse.ArgumentParser:
     a.set_defaults(func=cmd_authorize, command="pep authorize")
 
     config_commands.add_parser(sub)
+    init_commands.add_parser(sub)
     log_commands.add_parser(sub)
     replay_commands.add_parser(sub)
+    diff_commands.add_parser(sub)
     usage_commands.add_parser(sub)
     return p

@@ -231,18 +231,21 @@ def cmd_check(args: argparse.Namespace) -> int:
 
 def cmd_test(args: argparse.Namespace) -> int:
     directory(args.dir, "DIR")
+    from pep.cli.test_reports import Reports
     from pep.dev.suite import SuiteRunner, summarize
 
+    reports = Reports(args)  # --coverage, --min-coverage, --junit
     try:
         runner = SuiteRunner(args.dir)
     except PolicyLoadError as e:
         report(e, args.dir)
+        reports.broken([], e)
         return EXIT_FAILED
     if runner.snapshot.schema is None:
         warn_schemaless(args.dir)
     results = []
     try:
-        for result in runner.run(args.filter):
+        for result in reports.timed(runner.run(args.filter)):
             results.append(result)
             if not result.passed:
                 print(result.describe())
@@ -250,14 +253,17 @@ def cmd_test(args: argparse.Namespace) -> int:
                 print(f"ok   {result.suite}:{result.line}: {result.name}")
     except PolicyLoadError as e:
         report(e, args.dir)
+        reports.broken(results, e)
         return EXIT_FAILED
     finally:
         runner.close()
     if not results:
         print(f"no test cases found in {os.path.join(args.dir, 'tests')}", file=sys.stderr)
+        reports.finish(runner.snapshot, results)
         return EXIT_FAILED
     print(summarize(results))
-    return EXIT_OK if all(r.passed for r in results) else EXIT_FAILED
+    covered = reports.finish(runner.snapshot, results)
+    return EXIT_OK if all(r.passed for r in results) and covered == EXIT_OK else EXIT_FAILED
 
 
 def report(error: PolicyLoadError, root: str) -> None:

@@ -15,12 +15,12 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from pep import uids
 from pep.api.mcp_rpc import SERVER as MCP_SERVER
 from pep.api.mcp_rpc import argument_value
 from pep.config import Config, IssuerConfig
 from pep.controls.admit import Controls
 from pep.decision import Outcome
+from pep.dev.suite_cases import CaseError, TokenCase, parse_case, parse_uid
 from pep.errors import PolicyLoadError, SourceProblem
 from pep.pipeline import Pipeline, Request
 from pep.pipeline.record import Recorder
@@ -28,13 +28,14 @@ from pep.policy.evaluate import Query, evaluate, outcome_of, roots_of
 from pep.policy.loader import load_snapshot
 from pep.policy.request import Check, ResourceRef, entity_delta, resource_entity
 from pep.policy.snapshot import Snapshot
-from pep.policy.source import SourceProblemError, line_of, load_yaml
+from pep.policy.source import SourceProblemError, key_line, line_of, load_yaml
+from pep.reasons import Reason
 from pep.tokens.jws import b64url_encode
 from pep.tokens.verifier import Credentials, TokenVerifier
-from pep.uids import ACTION, is_action_type, parse_json_uid
+
+__all__ = ["CaseResult", "SuiteRunner", "evaluate_principal", "parse_uid", "summarize"]
 
 TESTS_DIR = "tests"
-TOKEN_KEYS = ("sub", "act_chain", "client_id", "scopes", "groups", "binding", "claims")  # docs/policy-tests.md
 _ISSUER = "https://pep-test.invalid"
 _AUDIENCE = "pep-test"
 _HTU = "https://pep.invalid/pep.v1.Authorizer/Authorize"
@@ -62,28 +63,6 @@ class CaseResult:
         return "\n".join(lines)
 
 
-def parse_uid(value: Any, what: str) -> tuple[str, str]:
-    """`Type::"id"` or `{type, id}` to (type, id)."""
-    if isinstance(value, Mapping) and (uid := parse_json_uid(dict(value))) is not None and all(uid):
-        return uid
-    if isinstance(value, str):
-        try:
-            return uids.parse_uid(value)
-        except ValueError:
-            pass
-    raise ValueError(f'{what} must be Type::"id" or {{type, id}}, got {value!r}')
-
-
-def _action(value: Any) -> tuple[str, str]:
-    """(type, id) of an action: a bare name, `Action::"x"`, `App::Action::"x"` or {type, id}."""
-    if isinstance(value, str) and "::" not in value and value:
-        return ACTION, value
-    type_, id_ = parse_uid(value, "action")
-    if not is_action_type(type_):
-        raise ValueError(f"action must be an Action, got {type_}")
-    return type_, id_
-
-
 def evaluate_principal(
     snapshot: Snapshot,
     principal: tuple[str, str],
@@ -98,21 +77,6 @@ def evaluate_principal(
     delta = entity_delta([resource_entity(resource, snapshot.entity_index)])
     entities = snapshot.entities_for(roots_of([query]), delta)
     return outcome_of(evaluate(snapshot, [query], entities, schema=use_schema)[0], strict=strict)
-
-
-def _resource(value: Any) -> ResourceRef:
-    if isinstance(value, Mapping) and ("attributes" in value or "parents" in value):
-        type_, id_ = parse_uid({"type": value.get("type"), "id": value.get("id")}, "resource")
-        parents_in = value.get("parents") or []
-        if not isinstance(parents_in, list):
-            raise ValueError("`resource.parents` must be a list")
-        parents = tuple(parse_uid(p, "resource parent") for p in parents_in)
-        attributes = value.get("attributes") or {}
-        if not isinstance(attributes, Mapping):
-            raise ValueError("`resource.attributes` must be a mapping")
-        return ResourceRef(type_, id_, dict(attributes), parents)
-    type_, id_ = parse_uid(value, "resource")
-    return ResourceRef(type_, id_)
 
 
 class _Fixed:
@@ -177,7 +141,8 @@ class SuiteRunner:
                 index = snapshot.entity_index.with_added(extra)
                 index.handle(index.uids)  # parse them all once, so a bad one is reported here
             except (ValueError, TypeError) as e:
-                raise PolicyLoadError([SourceProblem(rel, f"suite entities: {e}", line_of(data))]) from None
+                where = key_line(data, "entities")
+                raise PolicyLoadError([SourceProblem(rel, f"suite entities: {e}", where)]) from None
             snapshot = dataclasses.replace(snapshot, entity_index=index)
         authorizer = _pipeline(self._config, snapshot, self._verifier)
         for i, case in enumerate(data["cases"]):
@@ -195,36 +160,22 @@ class SuiteRunner:
     def _run_case(self, rel: str, name: str, case: Any, snapshot: Snapshot, authorizer: Pipeline) -> CaseResult:
         line = line_of(case)
         try:
-            if not isinstance(case, Mapping):
-                raise ValueError("a case must be a mapping")
-            if not isinstance(case.get("name", ""), str):
-                raise ValueError("`name` must be a string")
-            expected = case.get("expect")
-            if expected not in ("allow", "deny"):
-                raise ValueError("`expect` must be allow or deny")
-            if ("principal" in case) == ("token" in case):
-                raise ValueError("a case gives exactly one of `principal` or `token`")
-            action = _action(case.get("action"))
-            resource = _resource(case.get("resource"))
-            context = case.get("context")
-            context = {} if context is None else context
-            if not isinstance(context, Mapping):
-                raise ValueError("`context` must be a mapping")
-            want_reason, want_policies = _expectations(case)
-            resource, context, validate = _as_mcp(case.get("mcp"), resource, context)
-            if "principal" in case:
-                principal = parse_uid(case["principal"], "principal")
-                out = evaluate_principal(snapshot, principal, action, resource, context, use_schema=validate)
+            parsed = parse_case(case)
+            resource, context, validate = _as_mcp(parsed.mcp, parsed.resource, parsed.context)
+            if parsed.principal is not None:
+                out = evaluate_principal(
+                    snapshot, parsed.principal, parsed.action, resource, context, use_schema=validate
+                )
                 allowed, reason, policies, errors = out.allowed, out.reason.value, out.policies, out.errors
             else:
-                if action[0] != ACTION:
-                    raise ValueError("token cases take actions of type Action, as the gRPC API does")
-                allowed, reason, policies, errors = self._through_pipeline(
-                    authorizer, case["token"], Check(action[1], resource, dict(context)), validate
-                )
+                assert parsed.token is not None
+                check = Check(parsed.action[1], resource, dict(context))
+                allowed, reason, policies, errors = self._through_pipeline(authorizer, parsed.token, check, validate)
         except (ValueError, TypeError, KeyError, RecursionError) as e:
             expect = case.get("expect") if isinstance(case, Mapping) else None
             why = "nested too deeply" if isinstance(e, RecursionError) else str(e)
+            at = (e.line if isinstance(e, CaseError) else 0) or line
+            where = "" if rel == "<check>" else f"{rel}:{at}: "
             return CaseResult(
                 rel,
                 name,
@@ -232,63 +183,51 @@ class SuiteRunner:
                 False,
                 expect if expect in ("allow", "deny") else "?",
                 "error",
-                problems=(f"invalid case: {why}",),
+                problems=(f"{where}invalid case: {why}",),
             )
+        expected = parsed.expect
         decided = "allow" if allowed else "deny"
         problems = []
         if decided != expected:
             problems.append(f"decision: expected {expected}, got {decided}")
-        if want_reason is not None and want_reason != reason:
-            problems.append(f"reason: expected {want_reason}, got {reason}")
-        if want_policies is not None and set(want_policies) != set(policies):
-            problems.append(f"policies: expected {sorted(want_policies)}, got {sorted(policies)}")
-        return CaseResult(
-            rel, name, line, not problems, str(expected), decided, reason, policies, errors, tuple(problems)
-        )
+        if parsed.reason is not None and parsed.reason != reason:
+            problems.append(f"reason: expected {parsed.reason}, got {reason}")
+        elif reason == Reason.INVALID_REQUEST.value and parsed.reason is None:
+            # A misspelt action or a context the schema refuses: the deny tests nothing.
+            problems.append(
+                "decided by invalid_request (the request does not fit the schema; see the errors below): "
+                "add `expect_reason: invalid_request` if that is what this case tests"
+            )
+        if parsed.policies is not None and set(parsed.policies) != set(policies):
+            problems.append(f"policies: expected {sorted(parsed.policies)}, got {sorted(policies)}")
+        return CaseResult(rel, name, line, not problems, expected, decided, reason, policies, errors, tuple(problems))
 
     def _through_pipeline(
-        self, authorizer: Pipeline, spec: Any, check: Check, validate: bool = True
+        self, authorizer: Pipeline, spec: TokenCase, check: Check, validate: bool = True
     ) -> tuple[bool, str, tuple[str, ...], tuple[str, ...]]:
         from pep.dev import tokens as devtoken
 
-        if not isinstance(spec, Mapping):
-            raise ValueError("`token` must be a mapping")
-        unknown = sorted(str(k) for k in spec if k not in TOKEN_KEYS)
-        if unknown:
-            raise ValueError(f"`token` has no key {unknown[0]!r} (raw claims go under `token.claims`)")
-        if not isinstance(spec.get("sub"), str) or not spec["sub"]:
-            raise ValueError("`token` needs at least `sub`, a non-empty string")
-        chain = _names(spec.get("act_chain", []), "token.act_chain", devtoken.MAX_ACT_CHAIN)
-        scopes = _names(spec.get("scopes", []), "token.scopes")
-        client_id = spec.get("client_id")
-        if client_id is not None and not isinstance(client_id, str):
-            raise ValueError("`token.client_id` must be a string")
-        binding = spec.get("binding", "bearer")
-        if binding not in ("bearer", "dpop", "mtls"):
-            raise ValueError("`token.binding` must be bearer, dpop or mtls")
-        claims = spec.get("claims", {})
-        if not isinstance(claims, Mapping):
-            raise ValueError("`token.claims` must be a mapping")
-        extra: dict[str, Any] = dict(claims)
-        if "groups" in spec:
-            extra["groups"] = _names(spec["groups"], "token.groups")
         dpop_key = jwk = None
         thumbprint = ""
-        if binding == "dpop":
+        if spec.binding == "dpop":
             dpop_key, jwk = devtoken.new_dpop_key()
-        elif binding == "mtls":
+        elif spec.binding == "mtls":
             thumbprint = b64url_encode(secrets.token_bytes(32))
+        elif not spec.binding:  # `cnf` given as a claim: its certificate thumbprint is presented
+            cnf = spec.claims.get("cnf")
+            given = cnf.get("x5t#S256") if isinstance(cnf, Mapping) else None
+            thumbprint = given if isinstance(given, str) else ""
         token = devtoken.mint_token(
             self._key_path,
             issuer=_ISSUER,
             audience=_AUDIENCE,
-            sub=spec["sub"],
-            act_chain=chain,
-            client_id=client_id,
-            scopes=scopes,
-            extra_claims=extra,
+            sub=spec.sub,
+            act_chain=spec.act_chain,
+            client_id=spec.client_id,
+            scopes=spec.scopes,
+            extra_claims=spec.claims,
             dpop_jkt=devtoken.jwk_thumbprint(jwk) if jwk is not None else None,
-            x5t_s256=thumbprint or None,
+            x5t_s256=thumbprint if spec.binding == "mtls" else None,
         )
         creds = Credentials(token=token, client_cert_thumbprint=thumbprint)
         if dpop_key is not None and jwk is not None:
@@ -316,27 +255,6 @@ def _as_mcp(
             raise ValueError("`context.arguments` must be a mapping")
         context = {**context, "arguments": argument_value(dict(context["arguments"]))}
     return resource, context, False
-
-
-def _names(value: Any, what: str, limit: int | None = None) -> list[str]:
-    """A list of non-empty strings: a lone string is refused, never split into characters."""
-    if not isinstance(value, list):
-        raise ValueError(f"`{what}` must be a list of strings, got {type(value).__name__}")
-    if limit is not None and len(value) > limit:
-        raise ValueError(f"`{what}` has {len(value)} entries, more than the limit of {limit}")
-    if not all(isinstance(v, str) and v for v in value):
-        raise ValueError(f"`{what}` must hold non-empty strings only")
-    return list(value)
-
-
-def _expectations(case: Mapping[str, Any]) -> tuple[str | None, list[str] | None]:
-    reason = case.get("expect_reason")
-    if reason is not None and not isinstance(reason, str):
-        raise ValueError("`expect_reason` must be a reason code")
-    policies = case.get("expect_policies")
-    if policies is not None:
-        policies = _names(policies, "expect_policies")
-    return reason, policies
 
 
 def _load_suite(path: str, rel: str) -> Any:

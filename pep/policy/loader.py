@@ -191,6 +191,15 @@ def _load(
     )
 
 
+def parse_policies(
+    sources: Mapping[str, str],
+) -> tuple[dict[str, Any], dict[str, PolicyInfo], list[SourceProblem]]:
+    """Each policy of `sources` (path -> Cedar text) by id, as Cedar JSON, without a schema (`pep diff`)."""
+    problems: list[SourceProblem] = []
+    est, infos = _parse_policies(sources, problems)
+    return est, infos, problems
+
+
 def _parse_optional(
     text: str | None,
     path: str,

@@ -299,6 +299,11 @@ class PolicyIndex:
         self._slice_cache.put(key, ids)
         return ids
 
+    def template_of(self, pid: str) -> str | None:
+        """The template a linked policy was made from; None for a static policy."""
+        link = self._links.get(pid)
+        return link[0] if link is not None else None
+
     def head(self, pid: str) -> tuple[Mapping[str, Any], Mapping[str, Any]]:
         """A policy's EST (a link: its template's) and the link's slot values ({} for a static policy)."""
         if pid in self._static:

@@ -149,12 +149,16 @@ class _LineLoader(_Base):
 
 
 class LineDict(dict[str, Any]):
+    """A YAML mapping with the line it starts on and, in `key_lines`, the line of each key."""
+
     line: int = 1
+    key_lines: dict[str, int]
 
 
 def _construct_mapping(loader: _LineLoader, node: yaml.MappingNode) -> LineDict:
     mapping = LineDict({str(k): v for k, v in loader.construct_mapping(node, deep=True).items()})
     mapping.line = node.start_mark.line + 1
+    mapping.key_lines = {str(k.value): k.start_mark.line + 1 for k, _ in node.value if isinstance(k, yaml.ScalarNode)}
     keys = [k.value for k, _ in node.value if isinstance(k, yaml.ScalarNode)]
     if len(keys) != len(set(keys)):
         dup = next(k for k in keys if keys.count(k) > 1)
@@ -261,6 +265,13 @@ def load_yaml(text: str, path: str) -> Any:
 
 def line_of(value: Any, default: int = 1) -> int:
     return value.line if isinstance(value, LineDict) else default
+
+
+def key_line(mapping: Any, key: str, default: int = 1) -> int:
+    """The line of `key` in a YAML mapping; else the mapping's line; else `default`."""
+    if not isinstance(mapping, LineDict):
+        return default
+    return getattr(mapping, "key_lines", {}).get(key, mapping.line)
 
 
 class SourceProblemError(PepError):
