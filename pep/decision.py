@@ -82,6 +82,8 @@ class Inputs:
     # A check evaluated with others in one Cedar request (a batch): the run's id and size.
     batch: str = ""
     batch_size: int = 0
+    # The context or attributes were larger than an entry keeps, so they were not held.
+    cut: bool = False
 
 
 @dataclass(frozen=True)

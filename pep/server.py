@@ -143,7 +143,14 @@ def build_server(config: Config, *, metrics: Metrics | None = None, max_workers:
     controls = Controls(kills, RateLimiter(shared=buckets, on_unavailable=config.state.on_unavailable))
     memo = DecisionMemo(config.decision_memo_size, metrics.memo_looked_up) if config.decision_memo_size else None
     pipeline = Pipeline(
-        store, verifier, controls, recorder, delegation=config.delegation, identity=config.identity, memo=memo
+        store,
+        verifier,
+        controls,
+        recorder,
+        delegation=config.delegation,
+        identity=config.identity,
+        memo=memo,
+        inputs_bytes=config.decision_log.max_inputs_bytes,
     )
     store.on_swap(lambda snapshot: update_kill_gauge(metrics, kills, snapshot))
     kills.on_change = _on_kill_change(metrics, kills, store, decision_log, detector)

@@ -212,7 +212,7 @@ def _add_inputs(entry: dict[str, Any], inputs: Inputs, policy: InputsPolicy) -> 
     fitted, truncated = _bounded(out, policy.max_bytes)
     if fitted is not None:
         entry["inputs"] = fitted
-    if truncated:
+    if truncated or inputs.cut:
         entry["inputs_truncated"] = True
     if redacted:
         entry["inputs_redacted"] = redacted

@@ -40,7 +40,7 @@ from pep.pipeline.memo import DecisionMemo
 from pep.pipeline.record import Recorder
 from pep.pipeline.request import Listing, Request, Subject
 from pep.policy.evaluate import could_allow, outcomes
-from pep.policy.request import Check, cedar_value, check_request_shape, resource_entity
+from pep.policy.request import Check, cedar_value, check_request_shape, resource_entity, value_size
 from pep.policy.snapshot import Snapshot
 from pep.reasons import Reason
 from pep.tokens.verifier import TokenVerifier, VerifiedToken
@@ -71,12 +71,22 @@ def _malformed(e: RequestError) -> Outcome:
     return Outcome(False, e.reason, errors=(e.detail,), fault=Fault.INVALID_ARGUMENT)
 
 
-def _inputs(check: Check, outcome: Outcome, caller: Caller | None, batch: tuple[str, int] | None) -> Inputs:
-    """The check's own Cedar inputs for the log, by reference (formatted on the log's writer thread)."""
+def _inputs(check: Check, outcome: Outcome, caller: Caller | None, batch: tuple[str, int] | None, limit: int) -> Inputs:
+    """The check's own Cedar inputs for the log, by reference (formatted on the log's writer thread).
+
+    A context or attributes larger than the entry may keep (`limit`) are not held at all: a queued
+    entry must not keep a large request alive (the queue holds up to `queue_size` of them). The
+    size is counted up to the limit only, so a large one costs no more than a small one."""
     res = check.resource
-    if batch is None:
-        return Inputs(check.context, res.attributes, res.parents, res.implied, caller, outcome.evaluated)
-    return Inputs(check.context, res.attributes, res.parents, res.implied, caller, outcome.evaluated, *batch)
+    try:
+        value_size(check.context, "context", limit)
+        if res.attributes:
+            value_size(res.attributes, "resource.attributes", limit)
+    except RequestError:
+        return Inputs({}, None, res.parents, res.implied, caller, outcome.evaluated, *(batch or ("", 0)), cut=True)
+    return Inputs(
+        check.context, res.attributes, res.parents, res.implied, caller, outcome.evaluated, *(batch or ("", 0))
+    )
 
 
 # The checks of a token run share one Cedar request (one entity slice): their entries carry one
@@ -145,8 +155,10 @@ class Pipeline:
         identity: IdentityConfig,
         strict: bool = True,
         memo: DecisionMemo | None = None,
+        inputs_bytes: int = 16 * 1024,
     ) -> None:
         self._store = store
+        self._inputs_bytes = inputs_bytes  # decision_log.max_inputs_bytes
         self._verifier = verifier
         self._controls = controls
         self._recorder = recorder
@@ -184,7 +196,7 @@ class Pipeline:
                         version,
                         per_check,
                         request.traceparent,
-                        inputs=_inputs(check, outcome, caller, batch),
+                        inputs=_inputs(check, outcome, caller, batch, self._inputs_bytes),
                     )
                     done += 1
                 started = time.perf_counter()

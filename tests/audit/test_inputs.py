@@ -150,3 +150,21 @@ def test_redacting_a_whole_object() -> None:
 def test_an_entry_without_the_path_is_not_marked() -> None:
     entry = log_entry(decision(Inputs({"other": 1}, evaluated=True)), inputs=inputs_policy(("card.number",), 16384))
     assert "inputs_redacted" not in entry and entry["inputs"]["context"] == {"other": 1}
+
+
+def test_a_request_larger_than_an_entry_keeps_is_not_held_while_queued(tmp_path: Any) -> None:
+    """The pipeline keeps no reference to a context the entry would cut anyway: a queued entry
+    must not keep a large request alive."""
+    from tests.harness.server import open_harness
+
+    h = open_harness(tmp_path, decision_log={"sink": str(tmp_path / "decisions.log"), "max_inputs_bytes": 1024})
+    try:
+        token = h.token()
+        h.authorize(token, context={"note": "x" * 5000})
+        h.authorize(token, context={"note": "small"})
+        h.server.stop(0)
+        big, small = [json.loads(line) for line in (tmp_path / "decisions.log").read_text().splitlines()]
+    finally:
+        h.channel.close()
+    assert big["inputs_truncated"] is True and big["inputs"]["context"] == {}
+    assert "inputs_truncated" not in small and small["inputs"]["context"] == {"note": "small"}
