@@ -27,6 +27,7 @@ from pep.policy.files import (
 from pep.policy.killswitch_file import KillList, parse_killswitch
 from pep.policy.limits_file import Limits, parse_limits
 from pep.policy.links_file import link_templates
+from pep.policy.locate import error_offset, line_col, schema_error_offset
 from pep.policy.registry import Registry, agent_entity, parse_registry
 from pep.policy.shapes import ENUM_TYPES, ValidatedShapes
 from pep.policy.slicing import EntityIndex, PolicyIndex, action_parents, entity_refs
@@ -96,7 +97,9 @@ def _load(
             else:
                 schema = cedarpy.Schema.from_str(schema_text, release_gil=True)
         except ValueError as e:
-            problems.append(SourceProblem(SCHEMA_FILE, f"invalid schema: {e}"))
+            at = schema_error_offset(schema_text, str(e), cedarpy.Schema.from_str)
+            line, col = line_col(schema_text, at) if at is not None else (1, 1)
+            problems.append(SourceProblem(SCHEMA_FILE, f"invalid schema: {e}", line, col))
     elif require_schema and not any(p.path == SCHEMA_FILE for p in problems):
         problems.append(
             SourceProblem(SCHEMA_FILE, "missing: policies_require_schema is true, so a policy set needs a schema")
@@ -285,7 +288,12 @@ def _locate_parse_errors(rel: str, statements: list[Statement], whole_error: str
         try:
             cedarpy.policies_to_json_str(stmt.text)
         except ValueError as e:
-            found.append(SourceProblem(rel, f"parse error: {e}", stmt.line, stmt.col))
+            line, col = stmt.line, stmt.col
+            at = error_offset(stmt.text, str(e), cedarpy.policies_to_json_str)
+            if at is not None:
+                dl, dc = line_col(stmt.text, at)
+                line, col = line + dl - 1, (col + dc - 1 if dl == 1 else dc)
+            found.append(SourceProblem(rel, f"parse error: {e}", line, col))
     return found or [SourceProblem(rel, f"parse error: {whole_error}")]
 
 
