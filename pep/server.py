@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import datetime as dt
 import logging
 import os
 import signal
@@ -29,6 +28,7 @@ from pep.api.grpc_admin import AdminService, update_kill_gauge
 from pep.api.grpc_authorizer import AuthorizerService
 from pep.api.grpc_authorizer import add_to_server as add_authorizer
 from pep.api.mcp_proxy import McpProxy
+from pep.audit.entry import utc_timestamp
 from pep.audit.log import DecisionLog
 from pep.config import AnomalyConfig, Config, split_address
 from pep.controls.admit import Controls
@@ -284,7 +284,7 @@ def _on_kill_change(
                     detector.release(e.id)
         if not remote:
             return  # the admin API logs its own
-        ts = dt.datetime.now(dt.UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
+        ts = utc_timestamp(time.time())
         for action, e in changes:
             event = {"schema": 1, "ts": ts, "event": "admin", "action": action, "kind": e.kind, "id": e.id}
             event.update(reason=e.reason, actor=e.actor, source=e.source, changed=True, scope=kills.scope)

@@ -6,8 +6,8 @@ otherwise, never on the public port.
 
 from __future__ import annotations
 
-import datetime as dt
 import logging
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -15,6 +15,7 @@ import grpc
 
 from pep._proto.pep.v1 import admin_pb2 as pb
 from pep._proto.pep.v1 import admin_pb2_grpc as pb_grpc
+from pep.audit.entry import utc_timestamp
 from pep.controls.killswitch import MAX_ENTRIES, SCOPES, SOURCES, RuntimeKills
 from pep.metrics import Metrics
 from pep.policy.killswitch_file import ID_KINDS, KINDS, KillKind
@@ -109,7 +110,7 @@ class AdminService(pb_grpc.AdminServicer):
         update_kill_gauge(self._metrics, self._kills, self._current())
         event = {
             "schema": 1,
-            "ts": dt.datetime.now(dt.UTC).isoformat(timespec="microseconds").replace("+00:00", "Z"),
+            "ts": utc_timestamp(time.time()),
             "event": "admin",
             "action": action,
             "kind": kind,

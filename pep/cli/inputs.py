@@ -231,3 +231,20 @@ def read_text(path: str, what: str, *, limit: int = 16 * 1024 * 1024) -> str:
         return data.decode("utf-8")
     except UnicodeDecodeError as e:
         raise UsageError(f"{what} {path}: not UTF-8 (byte {e.start})") from None
+
+
+def policy_snapshot(root: str) -> Any:
+    """The policy directory `root` loaded, or a one-line UsageError naming its first problem
+    (`pep validate` lists them all): for commands that read a directory to judge something else."""
+    from pep.errors import PolicyLoadError
+    from pep.policy.loader import load_snapshot
+
+    try:
+        return load_snapshot(root)
+    except PolicyLoadError as e:
+        first = str(e.problems[0]) if e.problems else "it does not load"
+        more = f" (and {len(e.problems) - 1} more: see pep validate)" if len(e.problems) > 1 else ""
+        where = first if os.path.isabs(first) else os.path.join(root, first)
+        raise UsageError(f"{root}: the policy directory does not load: {where}{more}") from None
+    except RecursionError:
+        raise UsageError(f"{root}: a file nests too deeply to read") from None

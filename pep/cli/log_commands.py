@@ -60,11 +60,11 @@ def add_parser(sub: Any) -> None:
     q.add_argument("--reason", type=_reason, help="only this reason code (docs/reasons.md), e.g. policy_forbid")
     q.add_argument(
         "--since",
-        type=_time,
+        type=rfc3339_time,
         metavar="T",
         help="only entries at or after T, RFC 3339: 2026-12-01T10:00:00Z or 2026-12-01T12:00:00+02:00",
     )
-    q.add_argument("--until", type=_time, metavar="T", help="only entries before T, RFC 3339 like --since")
+    q.add_argument("--until", type=rfc3339_time, metavar="T", help="only entries before T, RFC 3339 like --since")
     q.add_argument(
         "--format",
         choices=("table", "json"),
@@ -94,7 +94,7 @@ def add_parser(sub: Any) -> None:
 # --- argparse types -------------------------------------------------------------------------
 
 
-def _time(value: str) -> dt.datetime:
+def rfc3339_time(value: str) -> dt.datetime:
     try:
         return parse_time(value)
     except ValueError as e:
@@ -107,7 +107,7 @@ def _reason(value: str) -> str:
     return value
 
 
-def _files(paths: Iterable[str]) -> list[str]:
+def log_files(paths: Iterable[str]) -> list[str]:
     """The log files, each checked before anything is printed; one given twice is read once."""
     out: dict[str, str] = {}
     for path in paths:
@@ -130,7 +130,7 @@ def cmd_query(args: argparse.Namespace) -> int:
         raise UsageError("--timeline needs --agent: a timeline is of one agent")
     if args.since is not None and args.until is not None and args.since >= args.until:
         raise UsageError("--since must be before --until")
-    paths = _files(args.logs)
+    paths = log_files(args.logs)
     flt = Filter(args.agent, args.user, args.action, args.decision, args.reason, args.since, args.until)
 
     def warn(message: str) -> None:
@@ -280,7 +280,7 @@ def _admin_line(e: dict[str, Any]) -> str:
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
-    paths = _files(args.logs)
+    paths = log_files(args.logs)
     try:
         verdict = verify(paths)
     except (EOFError, zlib.error) as e:  # a gzipped file cut short or corrupt (OSError is main's)

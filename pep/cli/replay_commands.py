@@ -9,8 +9,7 @@ import sys
 from typing import Any
 
 from pep.cli.common import EXIT_FAILED, EXIT_OK
-from pep.cli.inputs import UsageError, directory, utf8
-from pep.errors import PolicyLoadError
+from pep.cli.inputs import UsageError, directory, policy_snapshot, utf8
 
 
 def add_parser(sub: Any) -> None:
@@ -45,17 +44,8 @@ def cmd_replay(args: argparse.Namespace) -> int:
             raise UsageError(f"{path}: no such log file")
     from pep.audit.chain import order_files
     from pep.pipeline.replay import read_entries, replay
-    from pep.policy.loader import load_snapshot
 
-    try:
-        snapshot = load_snapshot(root)
-    except PolicyLoadError as e:  # one line, the first problem named (pep validate lists them all)
-        first = str(e.problems[0]) if e.problems else "it does not load"
-        more = f" (and {len(e.problems) - 1} more: see pep validate)" if len(e.problems) > 1 else ""
-        where = first if os.path.isabs(first) else os.path.join(root, first)
-        raise UsageError(f"{root}: the policy directory does not load: {where}{more}") from None
-    except RecursionError:
-        raise UsageError(f"{root}: a file nests too deeply to read") from None
+    snapshot = policy_snapshot(root)
 
     def warn(message: str) -> None:
         print(f"pep replay: warning: {message}", file=sys.stderr)

@@ -8,16 +8,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 from collections.abc import Iterator, Mapping
 from typing import Any
 
 from pep.cli import inputs
 from pep.cli.common import EXIT_FAILED, EXIT_OK
-from pep.cli.inputs import UsageError, clip
-from pep.cli.log_commands import _files, _time
-from pep.errors import PolicyLoadError
+from pep.cli.inputs import UsageError, clip, policy_snapshot
+from pep.cli.log_commands import log_files, rfc3339_time
 
 __all__ = ["add_parser", "add_usage_arguments", "cmd_suggest", "cmd_usage"]
 
@@ -33,7 +31,9 @@ def add_usage_arguments(ag: argparse.ArgumentParser) -> None:
         "(allowed decisions in the log) and the scopes it held but never needed (docs/audit.md)",
     )
     ag.add_argument("--log", nargs="+", metavar="LOG", help=f"with --usage: {_LOGS_HELP}")
-    ag.add_argument("--since", type=_time, metavar="T", help="with --usage: only entries at or after T (RFC 3339)")
+    ag.add_argument(
+        "--since", type=rfc3339_time, metavar="T", help="with --usage: only entries at or after T (RFC 3339)"
+    )
     ag.add_argument(
         "--format",
         choices=("table", "json"),
@@ -55,22 +55,8 @@ def add_parser(sub: Any) -> None:
     s.add_argument("--log", nargs="+", required=True, metavar="LOG", help=_LOGS_HELP)
     s.add_argument("--agent", required=True, type=inputs.name, help="the agent (the current actor, `agent`)")
     s.add_argument("--policies", "-p", metavar="DIR", help="the policy directory to judge scopes and grants against")
-    s.add_argument("--since", type=_time, metavar="T", help="only entries at or after T (RFC 3339)")
+    s.add_argument("--since", type=rfc3339_time, metavar="T", help="only entries at or after T (RFC 3339)")
     s.set_defaults(func=cmd_suggest, command="pep suggest")
-
-
-def _snapshot(root: str) -> Any:
-    from pep.policy.loader import load_snapshot
-
-    try:
-        return load_snapshot(root)
-    except PolicyLoadError as e:  # one line, the first problem named (pep validate lists them all)
-        first = str(e.problems[0]) if e.problems else "it does not load"
-        more = f" (and {len(e.problems) - 1} more: see pep validate)" if len(e.problems) > 1 else ""
-        where = first if os.path.isabs(first) else os.path.join(root, first)
-        raise UsageError(f"{root}: the policy directory does not load: {where}{more}") from None
-    except RecursionError:
-        raise UsageError(f"{root}: a file nests too deeply to read") from None
 
 
 def _entries(args: argparse.Namespace) -> Iterator[Mapping[str, Any]]:
@@ -79,7 +65,7 @@ def _entries(args: argparse.Namespace) -> Iterator[Mapping[str, Any]]:
     def warn(message: str) -> None:
         print(f"{args.command}: warning: {clip(message, 1000)}", file=sys.stderr)
 
-    for record in query(_files(args.log), Filter(since=args.since), warn):
+    for record in query(log_files(args.log), Filter(since=args.since), warn):
         yield record.entry
 
 
@@ -87,11 +73,11 @@ def cmd_usage(args: argparse.Namespace) -> int:
     if not args.log:
         raise UsageError("--usage needs --log LOG...: the decision log to read")
     root = inputs.directory(args.dir, "DIR")
-    paths = _files(args.log)  # checked before the directory loads
+    paths = log_files(args.log)  # checked before the directory loads
     args.log = paths
     from pep.pipeline.usage import usage
 
-    snapshot = _snapshot(root)
+    snapshot = policy_snapshot(root)
     found = usage(snapshot, _entries(args))
     if args.format == "json" or args.json:
         out = {"policies": root, "policy_version": snapshot.version, "agents": [u.as_json() for u in found]}
@@ -130,13 +116,13 @@ def _table(rows: list[list[str]]) -> None:
 
 
 def cmd_suggest(args: argparse.Namespace) -> int:
-    paths = _files(args.log)
+    paths = log_files(args.log)
     args.log = paths
     root = inputs.directory(args.policies, "--policies") if args.policies is not None else None
     from pep.pipeline.suggest import render, suggestions
     from pep.pipeline.usage import usage
 
-    snapshot = _snapshot(root) if root is not None else None
+    snapshot = policy_snapshot(root) if root is not None else None
     found = usage(snapshot, _entries(args), only=args.agent, keep=True)[0]
     if not found.entries:
         print(f"pep suggest: no allowed decision of agent {clip(args.agent, 200)!r} in the log", file=sys.stderr)

@@ -9,13 +9,14 @@ file, so none of this runs on the request path: `submit` only queues.
 
 from __future__ import annotations
 
-import datetime as dt
 import logging
 import queue
 import threading
+import time
 from collections.abc import Callable
 from typing import Any
 
+from pep.audit.entry import utc_timestamp
 from pep.controls.anomaly import Firing
 from pep.controls.killswitch import MAX_ENTRIES, RuntimeKills
 
@@ -29,7 +30,7 @@ _STOP = None
 
 
 def _now() -> str:
-    return dt.datetime.now(dt.UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
+    return utc_timestamp(time.time())
 
 
 class Containment:
