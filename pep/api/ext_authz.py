@@ -76,9 +76,11 @@ TOKEN_REASONS = frozenset(
         Reason.TOKEN_ALGORITHM_REJECTED,
         Reason.TOKEN_TYPE_INVALID,
         Reason.TOKEN_CLAIMS_MISSING,
+        Reason.TOKEN_REVOKED,
         Reason.DPOP_PROOF_MISSING,
         Reason.DPOP_PROOF_INVALID,
         Reason.DPOP_REPLAY,
+        Reason.DPOP_NONCE_REQUIRED,
         Reason.POP_BINDING_MISMATCH,
     }
 )
@@ -97,6 +99,8 @@ _DESCRIPTIONS = {
     Reason.DPOP_PROOF_MISSING: "A DPoP proof is required",
     Reason.DPOP_PROOF_INVALID: "The DPoP proof is invalid",
     Reason.DPOP_REPLAY: "The DPoP proof was already used",
+    Reason.DPOP_NONCE_REQUIRED: "Authorization server requires nonce in DPoP proof",
+    Reason.TOKEN_REVOKED: "The access token was revoked",
 }
 _HTTP_STATUS = {
     Reason.RATE_LIMITED: http_status_pb2.TooManyRequests,

@@ -39,9 +39,11 @@ TOKEN_REASONS = frozenset(
         "token_algorithm_rejected",
         "token_type_invalid",
         "token_claims_missing",
+        "token_revoked",
         "dpop_proof_missing",
         "dpop_proof_invalid",
         "dpop_replay",
+        "dpop_nonce_required",
         "pop_binding_mismatch",
     }
 )
