@@ -111,7 +111,8 @@ def cmd_validate(args: argparse.Namespace) -> int:
         print(f"{args.dir}: a file nests too deeply to read", file=sys.stderr)
         return EXIT_FAILED
     print(
-        f"ok: {snap.policy_count} policies, {len(snap.registry)} agents, version {snap.version}"
+        f"ok: {_count(snap.policy_count, 'policy', 'policies')}, {_count(len(snap.registry), 'agent', 'agents')}, "
+        f"version {snap.version}"
         + ("" if snap.schema is not None else " (no schema: policies not validated)")
     )
     if snap.schema is None:
@@ -291,3 +292,7 @@ def _read_source(path: str) -> str:
         return data.decode("utf-8")
     except UnicodeDecodeError as e:
         raise _Unreadable(f"not UTF-8 (byte {e.start})") from None
+
+
+def _count(n: int, one: str, many: str) -> str:
+    return f"{n} {one if n == 1 else many}"

@@ -10,7 +10,7 @@ import cedarpy
 from pep.errors import SourceProblem
 from pep.policy.files import AGENTS_FILE, ENTITIES_FILE
 from pep.policy.registry import AgentRecord, Registry, agent_entity, group_entities
-from pep.policy.source import SourceProblemError, load_json
+from pep.policy.source import LineDict, SourceProblemError, key_col, key_line, load_json
 from pep.uids import AGENT, format_uid, parse_json_uid
 
 
@@ -62,9 +62,51 @@ def build_entities(
         except (ValueError, TypeError) as e:
             what = format_uid((ent["uid"]["type"], ent["uid"]["id"]))
             found = registry.get(ent["uid"]["id"]) if ent["uid"]["type"] == AGENT else None
+            located = _agent_problems(found, ent, schema) if found is not None else []
             where = found.line if found is not None else 1
-            problems.append(SourceProblem(AGENTS_FILE, f"{what} does not fit the schema: {e}", where))
+            problems.extend(located or [SourceProblem(AGENTS_FILE, f"{what} does not fit the schema: {e}", where)])
     return [*stored, *groups]
+
+
+def _agent_problems(rec: AgentRecord, ent: dict[str, Any], schema: cedarpy.Schema | None) -> list[SourceProblem]:
+    """The attributes (or groups) of an agent entry that do not fit the schema, each at its key.
+
+    Cedar says only "entity does not conform to the schema": each attribute is tried alone."""
+    attrs, parents = ent["attrs"], ent["parents"]
+    what = format_uid((AGENT, rec.id))
+
+    def refusal(some: dict[str, Any], with_parents: list[Any]) -> str | None:
+        try:
+            cedarpy.Entities.from_json_str(json.dumps([{**ent, "attrs": some, "parents": with_parents}]), schema)
+        except (ValueError, TypeError) as e:
+            return str(e)
+        return None
+
+    found = []
+    if refusal(attrs, []) is None and refusal(attrs, parents) is not None:
+        found.append(SourceProblem(AGENTS_FILE, f"{what}: groups: an agent's parents must be AgentGroups", rec.line))
+    if refusal({}, []) is None:
+        bad = {k: refusal({k: attrs[k]}, []) for k in attrs}
+    else:
+        bad = {k: "" for k in attrs if refusal({j: v for j, v in attrs.items() if j != k}, []) is None}
+        if not bad:
+            found.append(
+                SourceProblem(AGENTS_FILE, f"{what}: a required attribute (declared without `?`) is missing", rec.line)
+            )
+    for k, why in bad.items():
+        if why is None:
+            continue
+        value = json.dumps(attrs[k])
+        shown = value if len(value) <= 60 else value[:57] + "..."
+        if "does not conform" in why:
+            text = f"{shown} is not of the type schema.cedarschema declares for Agent.{k}"
+        elif "deserialization" in why:
+            text = f"Agent declares no attribute `{k}` in schema.cedarschema"
+        else:
+            text = f"{shown} is not declared for Agent, or not of its declared type"
+        line, col = key_line(rec.attributes, k, rec.line), key_col(rec.attributes, k)
+        found.append(SourceProblem(AGENTS_FILE, f"{what}: attributes.{k}: {text}", line, col))
+    return found
 
 
 def _locate(stored: list[Any], schema: cedarpy.Schema | None, lines: list[int]) -> list[SourceProblem]:
@@ -105,7 +147,7 @@ _SCALAR_NAMES = {str: "str", bool: "bool", int: "int", float: "float"}
 
 def _shape(value: Any) -> str:
     """The JSON types of a value, recursively: what schema validation depends on."""
-    if type(value) is dict and not ("__entity" in value or "__extn" in value):
+    if type(value) in (dict, LineDict) and not ("__entity" in value or "__extn" in value):
         # The common agent: a flat record of scalars, named without a call per attribute.
         parts = []
         for k, v in sorted(value.items()):

@@ -27,7 +27,7 @@ from pep.policy.files import (
 from pep.policy.killswitch_file import KillList, parse_killswitch
 from pep.policy.limits_file import Limits, parse_limits
 from pep.policy.links_file import link_templates
-from pep.policy.locate import error_offset, line_col, schema_error_offset
+from pep.policy.locate import error_offset, expression_span, line_col, schema_error_offset
 from pep.policy.registry import Registry, agent_entity, parse_registry
 from pep.policy.shapes import ENUM_TYPES, ValidatedShapes
 from pep.policy.slicing import EntityIndex, PolicyIndex, action_parents, entity_refs
@@ -315,17 +315,50 @@ def _validate_file(
         result = cedarpy.validate_policies(text, schema, release_gil=True)
     except ValueError:
         return  # a parse error, already reported
-    found = []
+    found: list[SourceProblem] = []
     if not result.validation_passed:
         statements = split_statements(text)
         for err in result.errors:
             m = re.fullmatch(r"policy(\d+)", err.policy_id or "")
             stmt = statements[int(m.group(1))] if m and int(m.group(1)) < len(statements) else None
-            line, col = (stmt.line, stmt.col) if stmt else (1, 1)
-            found.append(SourceProblem(rel, f"schema validation: {err.error}", line, col))
+            problem = _validation_problem(rel, stmt, err.error, schema)
+            if str(problem) not in {str(f) for f in found}:  # Cedar repeats some errors per request type
+                found.append(problem)
     if cache is not None:
         cache[key] = found
     problems.extend(found)
+
+
+_FOR_POLICY = re.compile(r"^for policy `[^`]*`, ")
+_ID = re.compile(r'@id\s*\(\s*"((?:[^"\\]|\\.)*)"\s*\)')
+
+
+def _validation_problem(rel: str, stmt: Statement | None, error: str, schema: cedarpy.Schema) -> SourceProblem:
+    """A schema validation error at its policy's `@id` and the expression it is about.
+
+    cedarpy names the policy by position (`policy0`) and gives no span: the id is read from
+    the statement, the expression found by `expression_span`."""
+    message = _FOR_POLICY.sub("", error)
+    if stmt is None:
+        return SourceProblem(rel, f"schema validation: {message}")
+    named = _ID.search(stmt.text)
+    pid = named.group(1) if named else f"{rel}:{stmt.line}"
+
+    def still_fails(candidate: str) -> bool:
+        try:
+            result = cedarpy.validate_policies(candidate, schema)
+        except ValueError:
+            return True
+        return any(_FOR_POLICY.sub("", e.error) == message for e in result.errors)
+
+    line, col, where = stmt.line, stmt.col, ""
+    span = expression_span(stmt.text, still_fails)
+    if span is not None:
+        dl, dc = line_col(stmt.text, span[0])
+        line, col = stmt.line + dl - 1, (stmt.col + dc - 1 if dl == 1 else dc)
+        expr = " ".join(stmt.text[span[0] : span[1]].split())
+        where = f", in `{expr if len(expr) <= 80 else expr[:77] + '...'}`"
+    return SourceProblem(rel, f"schema validation: policy {pid!r}: {message}{where}", line, col)
 
 
 def _condition_refs(est: Mapping[str, Any]) -> set[Uid]:

@@ -36,13 +36,17 @@ def error_offset(text: str, message: str, parse: Callable[[str], object]) -> int
 
     if not same(len(text)):
         return None
-    lo, hi = 0, len(text)  # same(hi) holds; find the smallest such length
+    # Cut only where no string or comment is open: a prefix ending inside "..." fails as an
+    # unterminated string, which would point at the string instead of the real problem.
+    cuts = safe_cuts(text)
+    lo, hi = 0, len(cuts) - 1  # same(cuts[hi]) holds; find the smallest such cut
     while lo < hi:
         mid = (lo + hi) // 2
-        if same(mid):
+        if same(cuts[mid]):
             hi = mid
         else:
             lo = mid + 1
+    hi = cuts[hi]
     token = _TOKEN.search(message)
     if token is not None and token.group(1):
         at = text.rfind(token.group(1), 0, hi)
@@ -52,6 +56,52 @@ def error_offset(text: str, message: str, parse: Callable[[str], object]) -> int
     while start > 0 and not text[start - 1].isspace() and text[start].isalnum() and text[start - 1].isalnum():
         start -= 1
     return max(start, 0)
+
+
+def code_only(text: str) -> str:
+    """`text` with comments blanked and strings as `_` (same length): what is left is Cedar syntax."""
+    out = list(text)
+    i, n = 0, len(text)
+    while i < n:
+        if text.startswith("//", i):
+            while i < n and text[i] != "\n":
+                out[i] = " "
+                i += 1
+            continue
+        if text[i] == '"':
+            out[i] = "_"
+            i += 1
+            while i < n and text[i] != '"':
+                step = 2 if text[i] == "\\" else 1
+                for k in range(i, min(i + step, n)):
+                    out[k] = "_" if text[k] != "\n" else "\n"
+                i += step
+            if i < n:
+                out[i] = "_"
+            i += 1
+            continue
+        i += 1
+    return "".join(out)
+
+
+def safe_cuts(text: str) -> list[int]:
+    """The lengths `n` for which `text[:n]` ends outside any string or comment."""
+    cuts, i, n = [0], 0, len(text)
+    while i < n:
+        if text.startswith("//", i):
+            end = text.find("\n", i)
+            i = n if end < 0 else end
+        elif text[i] == '"':
+            i += 1
+            while i < n and text[i] != '"':
+                i += 2 if text[i] == "\\" else 1
+            i = min(i + 1, n)
+        else:
+            i += 1
+        cuts.append(i)
+    if cuts[-1] != n:
+        cuts.append(n)
+    return cuts
 
 
 def word_offset(text: str, word: str) -> int | None:
@@ -86,3 +136,79 @@ def schema_error_offset(text: str, message: str, parse: Callable[[str], object])
     if found is not None:
         return word_offset(text, found.group(1).split("::")[-1])
     return error_offset(text, message, parse)
+
+
+_CLAUSE = re.compile(r"(?<![\w:])(when|unless)\s*\{")
+_MAX_DEPTH = 8
+
+
+def _matching(code: str, i: int) -> int:
+    """The offset of the bracket closing the one at `i` (len(code) when unbalanced)."""
+    depth = 0
+    for k in range(i, len(code)):
+        if code[k] in "([{":
+            depth += 1
+        elif code[k] in ")]}":
+            depth -= 1
+            if depth == 0:
+                return k
+    return len(code)
+
+
+def _operands(code: str, start: int, end: int) -> tuple[list[tuple[int, int]], str]:
+    """The top-level operands of code[start:end]'s `||` chain, else of its `&&` chain, trimmed,
+    with the value that stands in for one without changing what the others are checked as."""
+    for op, neutral in (("||", "false"), ("&&", "true")):
+        spans, depth, begin, i = [], 0, start, start
+        while i < end:
+            ch = code[i]
+            if ch in "([{":
+                depth += 1
+            elif ch in ")]}":
+                depth -= 1
+            elif depth == 0 and code.startswith(op, i):
+                spans.append((begin, i))
+                begin = i = i + 2
+                continue
+            i += 1
+        spans.append((begin, end))
+        if len(spans) > 1 or op == "&&":
+            return [t for t in (_trim(code, a, b) for a, b in spans) if t[0] < t[1]], neutral
+    return [], "true"
+
+
+def _trim(code: str, a: int, b: int) -> tuple[int, int]:
+    while a < b and code[a].isspace():
+        a += 1
+    while b > a and code[b - 1].isspace():
+        b -= 1
+    return a, b
+
+
+def expression_span(text: str, still_fails: Callable[[str], bool]) -> tuple[int, int] | None:
+    """The smallest operand of a `when`/`unless` condition in `text` that the error is about.
+
+    cedarpy's validation errors name no expression, so each operand of the conditions'
+    `&&`/`||` chains is replaced in turn by the value that leaves the rest checked as before
+    (`true` in `&&`, `false` in `||`): the one whose replacement makes the error go is where
+    it is, and it is searched inside the same way.
+    """
+    if len(text) > _MAX_TEXT:
+        return None
+    code = code_only(text)
+    for clause in _CLAUSE.finditer(code):
+        found = None
+        spans, neutral = _operands(code, clause.end(), _matching(code, clause.end() - 1))
+        for _ in range(_MAX_DEPTH):
+            hit = next((s for s in spans if not still_fails(text[: s[0]] + neutral + text[s[1] :])), None)
+            if hit is None:
+                break
+            found = a, b = hit
+            if code[a] == "(" and _matching(code, a) == b - 1:
+                a, b = _trim(code, a + 1, b - 1)
+            spans, neutral = _operands(code, a, b)
+            if len(spans) < 2:
+                break
+        if found is not None:
+            return found
+    return None

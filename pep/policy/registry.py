@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from pep.errors import SourceProblem
-from pep.policy.source import line_of
+from pep.policy.source import LineDict, line_of
 from pep.uids import AGENT, AGENT_GROUP
 
 STATUSES = ("active", "suspended", "decommissioned")
@@ -130,7 +130,8 @@ def parse_registry(data: Any, path: str) -> tuple[Registry, list[SourceProblem]]
             status=status if status in STATUSES else INVALID_STATUS,
             expires=expires,
             groups=tuple(groups),
-            attributes=dict(attributes),
+            # A YAML mapping keeps its key positions, so a schema error can name the attribute's line.
+            attributes=attributes if isinstance(attributes, LineDict) else dict(attributes),
             line=line,
             scopes=None if scopes is None else frozenset(scopes),
         )

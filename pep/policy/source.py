@@ -153,12 +153,14 @@ class LineDict(dict[str, Any]):
 
     line: int = 1
     key_lines: dict[str, int]
+    key_cols: dict[str, int]
 
 
 def _construct_mapping(loader: _LineLoader, node: yaml.MappingNode) -> LineDict:
     mapping = LineDict({str(k): v for k, v in loader.construct_mapping(node, deep=True).items()})
     mapping.line = node.start_mark.line + 1
     mapping.key_lines = {str(k.value): k.start_mark.line + 1 for k, _ in node.value if isinstance(k, yaml.ScalarNode)}
+    mapping.key_cols = {str(k.value): k.start_mark.column + 1 for k, _ in node.value if isinstance(k, yaml.ScalarNode)}
     keys = [k.value for k, _ in node.value if isinstance(k, yaml.ScalarNode)]
     if len(keys) != len(set(keys)):
         dup = next(k for k in keys if keys.count(k) > 1)
@@ -272,6 +274,11 @@ def key_line(mapping: Any, key: str, default: int = 1) -> int:
     if not isinstance(mapping, LineDict):
         return default
     return getattr(mapping, "key_lines", {}).get(key, mapping.line)
+
+
+def key_col(mapping: Any, key: str) -> int:
+    """The column of `key` in a YAML mapping (1 when it cannot be told)."""
+    return getattr(mapping, "key_cols", {}).get(key, 1) if isinstance(mapping, LineDict) else 1
 
 
 class SourceProblemError(PepError):

@@ -82,7 +82,7 @@ def test_every_problem_is_reported_with_file_and_line(tmp_path: Path) -> None:
         load_snapshot(str(tmp_path))
     rendered = [str(p) for p in info.value.problems]
     assert any(r.startswith("bad.cedar:4:44: parse error: unexpected token `;`") for r in rendered), rendered
-    assert any(r.startswith("invalid.cedar:3:1: schema validation") and "nope" in r for r in rendered), rendered
+    assert any(r.startswith("invalid.cedar:3:62: schema validation") and "nope" in r for r in rendered), rendered
     assert any(r.startswith("agents.yaml:2:") and "owner" in r for r in rendered), rendered
     assert any(r.startswith("agents.yaml:2:") and "status" in r for r in rendered), rendered
 
@@ -140,7 +140,7 @@ def test_link_values_with_empty_ids_fail(tmp_path: Path) -> None:
             '    values: {"?principal": \'Agent::""\'}\n',
         },
     )
-    with pytest.raises(PolicyLoadError, match=r"links.yaml:2:\d+: links\[0\]: the id must not be empty"):
+    with pytest.raises(PolicyLoadError, match=r"links.yaml:4:5: links\[0\] \(nobody-reads\): the id must not be empty"):
         load_snapshot(str(tmp_path))
 
 

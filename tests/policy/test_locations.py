@@ -36,3 +36,67 @@ def test_schema_unknown_type_at_its_name(tmp_path: Path) -> None:
     schema = "entity Doc;\nentity User { tier: Lng };\n"
     found = _problems(tmp_path, {"schema.cedarschema": schema, "main.cedar": "permit(principal, action, resource);\n"})
     assert found == ["schema.cedarschema:2:21: invalid schema: failed to resolve type: Lng"]
+
+
+def test_parse_error_after_a_string_is_not_blamed_on_the_string(tmp_path: Path) -> None:
+    text = '@id("p")\npermit(principal, action, resource)\n  when { context.tag == "a b" &&& true };\n'
+    found = _problems(tmp_path, {"main.cedar": text})
+    assert len(found) == 1 and found[0].startswith("main.cedar:3:31: parse error"), found
+
+
+_SCHEMA = (
+    "entity AgentGroup;\nentity Agent in [AgentGroup] { tier?: Long, sandboxed?: Bool };\nentity Doc;\n"
+    "action read appliesTo { principal: [Agent], resource: [Doc], context: { level: Long } };\n"
+)
+
+
+def test_schema_validation_names_the_policy_id_and_the_expression(tmp_path: Path) -> None:
+    policies = (
+        '@id("docs.ok")\npermit(principal, action, resource);\n\n'
+        '@id("docs.read")\npermit(principal is Agent, action == Action::"read", resource)\n'
+        'when {\n  context.level > 1 &&\n  context.level == "high"\n};\n'
+    )
+    found = _problems(tmp_path, {"schema.cedarschema": _SCHEMA, "main.cedar": policies})
+    assert found == [
+        "main.cedar:8:3: schema validation: policy 'docs.read': the types Long and String are not compatible, "
+        'in `context.level == "high"`'
+    ] or (
+        len(found) == 1
+        and found[0].startswith("main.cedar:8:3: schema validation: policy 'docs.read': ")
+        and found[0].endswith('in `context.level == "high"`')
+    ), found
+
+
+def test_schema_validation_inside_parentheses(tmp_path: Path) -> None:
+    policies = (
+        '@id("p")\npermit(principal is Agent, action == Action::"read", resource)\n'
+        "when { context.level > 0 && (principal has tier || principal.sandboxed > 2) };\n"
+    )
+    found = _problems(tmp_path, {"schema.cedarschema": _SCHEMA, "main.cedar": policies})
+    assert found and all(p.startswith("main.cedar:3:52: schema validation: policy 'p': ") for p in found), found
+    assert all(p.endswith("in `principal.sandboxed > 2`") for p in found), found
+
+
+def test_agent_attribute_errors_name_the_attribute_and_its_position(tmp_path: Path) -> None:
+    agents = (
+        "agents:\n  - id: bot\n    owner: o@example.com\n    status: active\n"
+        '    attributes:\n      sandboxed: true\n      tier: "3"\n      colour: red\n'
+    )
+    found = _problems(
+        tmp_path,
+        {"schema.cedarschema": _SCHEMA, "agents.yaml": agents, "main.cedar": "permit(principal, action, resource);\n"},
+    )
+    assert found == [
+        'agents.yaml:7:7: Agent::"bot": attributes.tier: "3" is not of the type schema.cedarschema declares for '
+        "Agent.tier",
+        'agents.yaml:8:7: Agent::"bot": attributes.colour: Agent declares no attribute `colour` in schema.cedarschema',
+    ]
+
+
+def test_a_link_missing_a_slot_is_reported_at_its_values(tmp_path: Path) -> None:
+    template = '@id("grant")\npermit(principal == ?principal, action, resource in ?resource);\n'
+    links = 'links:\n  - template: grant\n    id: grant.bot\n    values: {"?principal": \'Agent::"bot"\'}\n'
+    found = _problems(tmp_path, {"main.cedar": template, "links.yaml": links})
+    assert found == [
+        "links.yaml:4:5: links[0] (grant.bot): the template's slots are ?principal, ?resource; values fill ?principal"
+    ]
