@@ -107,6 +107,7 @@ def _load(
 
     est, infos = _parse_policies(sources, problems, cache)
     shadow_est, shadow_infos = _parse_policies(read.shadow, problems, cache)
+    parsed = not problems  # every policy file parsed: links can be checked whatever else is wrong
     if schema is not None and validate_policies:
         unparsed = {p.path for p in problems}
         for rel, text in (*sources.items(), *read.shadow.items()):
@@ -146,7 +147,7 @@ def _load(
 
     policy_set = shadow_set = None
     links: list[tuple[str, str, Mapping[str, Any]]] = []
-    if not problems:
+    if parsed:
         try:
             policy_set = cedarpy.PolicySet.from_json_str(json.dumps(est), release_gil=True)
             if read.shadow:

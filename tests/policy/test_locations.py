@@ -100,3 +100,18 @@ def test_a_link_missing_a_slot_is_reported_at_its_values(tmp_path: Path) -> None
     assert found == [
         "links.yaml:4:5: links[0] (grant.bot): the template's slots are ?principal, ?resource; values fill ?principal"
     ]
+
+
+def test_links_are_checked_beside_other_problems(tmp_path: Path) -> None:
+    template = '@id("grant")\npermit(principal == ?principal, action, resource in ?resource);\n'
+    found = _problems(
+        tmp_path,
+        {
+            "main.cedar": template,
+            "links.yaml": "links:\n  - template: grnt\n    id: grant.bot\n    values: {}\n",
+            "agents.yaml": "agents:\n  - id: bot\n    owner: o@example.com\n    status: paused\n",
+        },
+    )
+    assert any(p.startswith("agents.yaml:2:") for p in found) and any(
+        p.startswith("links.yaml:2:") and "no template with id 'grnt'" in p for p in found
+    ), found
