@@ -117,6 +117,8 @@ class Decision:
     hidden: tuple[str, ...] = ()
     # What replaying this decision needs besides the policy directory (None: not recorded).
     inputs: Inputs | None = None
+    # The server's current DPoP nonce, for the answer only: never written to the decision log.
+    dpop_nonce: str = field(default="", repr=False)
 
     @property
     def shadow_diverged(self) -> bool:
@@ -145,6 +147,8 @@ class Outcome:
     hidden: tuple[str, ...] = ()
     # Cedar's answer to the policies (set by pep.policy.evaluate.outcome_of); not compared.
     evaluated: bool = field(default=False, compare=False)
+    # A `dpop_nonce_required` refusal: the nonce the client must send (pep.tokens.nonce.NonceError).
+    dpop_nonce: str = field(default="", repr=False)
 
 
 class Ack(Protocol):

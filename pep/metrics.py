@@ -131,6 +131,12 @@ class Metrics:
             ["kind", "source", "scope"],
             registry=r,
         )
+        self.revocations = Gauge(
+            "pep_revocations",
+            "Revocations in force, by kind (token, agent, user, issuer), source (file or admin) and scope.",
+            ["kind", "source", "scope"],
+            registry=r,
+        )
         self.anomaly_events = Counter(
             "pep_anomaly_events_total",
             "Anomaly rules that fired for an agent, by rule name (from the config) and action (alert or suspend).",

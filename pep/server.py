@@ -44,6 +44,7 @@ from pep.pipeline.record import Recorder
 from pep.policy.store import PolicyStore
 from pep.policy.watcher import PolicyWatcher
 from pep.state import KillStore, open_kill_store, open_shared
+from pep.state.nonce_secret import RedisNonceSecret
 from pep.tokens.verifier import TokenVerifier
 
 log = logging.getLogger(__name__)
@@ -140,6 +141,8 @@ def build_server(config: Config, *, metrics: Metrics | None = None, max_workers:
     buckets, replay = open_shared(config.state, metrics, verifier.local_replay)
     if replay is not None:
         verifier.use_replay(replay)
+    if config.state.redis_url and any(i.dpop_nonce for i in config.issuers):  # one nonce secret for the fleet
+        verifier.nonces.share(RedisNonceSecret(config.state.redis_url, config.state.key_prefix))
     controls = Controls(kills, RateLimiter(shared=buckets, on_unavailable=config.state.on_unavailable))
     memo = DecisionMemo(config.decision_memo_size, metrics.memo_looked_up) if config.decision_memo_size else None
     pipeline = Pipeline(
@@ -287,6 +290,10 @@ def _on_kill_change(
         ts = utc_timestamp(time.time())
         for action, e in changes:
             event = {"schema": 1, "ts": ts, "event": "admin", "action": action, "kind": e.kind, "id": e.id}
+            if e.kind.startswith("revoked_"):  # a revocation: logged as the admin API logs it
+                event.update(action="revoke" if action == "disable" else "unrevoke", kind=e.kind[len("revoked_") :])
+                if action == "disable" and e.before is not None:
+                    event["before"] = utc_timestamp(e.before)
             event.update(reason=e.reason, actor=e.actor, source=e.source, changed=True, scope=kills.scope)
             event["applied"] = "fleet"
             if not decision_log.write_event(event):

@@ -88,3 +88,27 @@ def parse_json_uid(value: Any) -> Uid | None:
 def is_action_type(type_: str) -> bool:
     """`Action`, or a namespaced `App::Action`: the types Cedar gives actions."""
     return type_ == ACTION or type_.endswith("::" + ACTION)
+
+
+# SPIFFE IDs (spiffe/spiffe standards/SPIFFE-ID.md 2): `spiffe://<trust domain>/<path>`, at most 2048 bytes.
+MAX_SPIFFE_ID = 2048
+TRUST_DOMAIN = re.compile(r"[a-z0-9._-]{1,255}")
+_SPIFFE_SEGMENT = re.compile(r"[A-Za-z0-9._-]+")
+
+
+def spiffe_trust_domain(value: Any) -> str | None:
+    """The trust domain of a workload SPIFFE ID, or None when `value` is not one.
+
+    Scheme `spiffe` (lower case), a trust domain of lower-case letters, digits, '.', '-' and '_',
+    then a non-empty path of segments of letters, digits, '.', '-', '_' (no empty, '.' or '..'
+    segment, no trailing '/'); so no port, user info, query, fragment or percent-encoding.
+    """
+    if not isinstance(value, str) or len(value) > MAX_SPIFFE_ID or not value.startswith("spiffe://"):
+        return None
+    domain, slash, path = value[len("spiffe://") :].partition("/")
+    if not slash or not TRUST_DOMAIN.fullmatch(domain):
+        return None
+    for segment in path.split("/"):
+        if segment in (".", "..") or not _SPIFFE_SEGMENT.fullmatch(segment):
+            return None
+    return domain

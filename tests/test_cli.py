@@ -332,6 +332,10 @@ HOSTILE: list[tuple[str, list[str], int, str]] = [
     ("admin disable agent no id", [*ADMIN, "disable", "agent", "--reason", "r"], 2, "needs an id"),
     ("admin empty reason", [*ADMIN, "disable", "agent", "a", "--reason", ""], 2, "must not be empty"),
     ("admin unreachable", [*ADMIN, "status"], 1, "UNAVAILABLE"),
+    ("admin revoke no zone", [*ADMIN, "revoke", "agent", "a", "--before", "2026-12-01T10", "--reason", "r"], 2, "zone"),
+    ("admin revoke unreachable", [*ADMIN, "revoke", "agent", "a", "--reason", "r"], 1, "UNAVAILABLE"),
+    ("admin unrevoke bad kind", [*ADMIN, "unrevoke", "group", "a"], 2, "invalid choice"),
+    ("admin unrevoke unreachable", [*ADMIN, "unrevoke", "token", "j"], 1, "UNAVAILABLE"),
 ]
 
 

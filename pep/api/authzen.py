@@ -245,11 +245,13 @@ class AuthzenApp:
         else:
             # The batch ends at the first deny (or permit): later items are neither evaluated nor logged.
             decisions = stop_after(self._pipeline.decide(ask), stop)
+        # The server's DPoP nonce (RFC 9449 8.2), for the caller to send in its next proof.
+        reply = [*pending.reply_headers, *(("DPoP-Nonce", n) for n in {d.dpop_nonce for d in decisions} - {""})]
         try:
             answer = render(parsed, decisions, identity=not self._trust_subject)
         except HTTPError as e:  # a fault of the whole request: decided, logged and counted already
-            return replace(error_answer(e.status, e.message, pending.reply_headers), decided=True)
-        headers = [*pending.reply_headers, ("Cache-Control", "no-store")]
+            return replace(error_answer(e.status, e.message, reply), decided=True)
+        headers = [*reply, ("Cache-Control", "no-store")]
         return Answer(200, json.dumps(answer).encode(), headers, decided=True)
 
 

@@ -56,6 +56,7 @@ ACTION_EXTENSION = "pep_action"
 RESOURCE_EXTENSION = "pep_resource"
 DECISION_ID_HEADER = "x-pep-decision-id"
 REASON_HEADER = "x-pep-reason"
+NONCE_HEADER = "dpop-nonce"  # RFC 9449 8.1
 AGENT_HEADER = "x-pep-agent"
 ON_BEHALF_OF_HEADER = "x-pep-on-behalf-of"
 MAX_HEADER_VALUE = 16 * 1024
@@ -99,7 +100,7 @@ _DESCRIPTIONS = {
     Reason.DPOP_PROOF_MISSING: "A DPoP proof is required",
     Reason.DPOP_PROOF_INVALID: "The DPoP proof is invalid",
     Reason.DPOP_REPLAY: "The DPoP proof was already used",
-    Reason.DPOP_NONCE_REQUIRED: "Authorization server requires nonce in DPoP proof",
+    Reason.DPOP_NONCE_REQUIRED: "Resource server requires nonce in DPoP proof",
     Reason.TOKEN_REVOKED: "The access token was revoked",
 }
 _HTTP_STATUS = {
@@ -207,7 +208,9 @@ def challenges(reason: Reason, scheme: str, token: str, *, realm: str, dpop_algo
         return [bearer, " ".join(["DPoP", ", ".join(realm_param + algs)]).rstrip()]
     dpop = scheme == "dpop" or reason in _DPOP_PROOF_REASONS or _unverified_jkt(token)
     if dpop:
-        if reason in _DPOP_PROOF_REASONS:
+        if reason == Reason.DPOP_NONCE_REQUIRED:  # RFC 9449 9: the answer carries DPoP-Nonce
+            error = "use_dpop_nonce"
+        elif reason in _DPOP_PROOF_REASONS:
             error = "invalid_dpop_proof"
         else:
             error = "invalid_token"
@@ -253,6 +256,8 @@ def to_check_response(
     decision: Decision, mapped: Mapped, *, realm: str = "", dpop_algorithms: Sequence[str] = ()
 ) -> external_auth_pb2.CheckResponse:
     common = [_header(DECISION_ID_HEADER, decision.decision_id), _header(REASON_HEADER, decision.reason.value)]
+    # The server's DPoP nonce for the client (RFC 9449 8.2, 9), on the denial and on the allowed response.
+    nonce = [_header(NONCE_HEADER, decision.dpop_nonce)] if decision.dpop_nonce else []
     if decision.answer_allowed:
         upstream = list(common)
         removed = []
@@ -264,11 +269,11 @@ def to_check_response(
         return external_auth_pb2.CheckResponse(
             status=status_pb2.Status(code=grpc.StatusCode.OK.value[0]),
             ok_response=external_auth_pb2.OkHttpResponse(
-                headers=upstream, headers_to_remove=removed, response_headers_to_add=common
+                headers=upstream, headers_to_remove=removed, response_headers_to_add=[*common, *nonce]
             ),
             dynamic_metadata=_metadata(decision),
         )
-    headers = [*common, _header("content-type", "application/json")]
+    headers = [*common, *nonce, _header("content-type", "application/json")]
     message = ""
     if decision.reason in TOKEN_REASONS:
         http_code = http_status_pb2.Unauthorized

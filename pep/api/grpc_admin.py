@@ -19,6 +19,7 @@ from pep.audit.entry import utc_timestamp
 from pep.controls.killswitch import MAX_ENTRIES, SCOPES, SOURCES, RuntimeKills
 from pep.metrics import Metrics
 from pep.policy.killswitch_file import ID_KINDS, KINDS, KillKind
+from pep.policy.revoked_file import REVOKE_KINDS, STORED_PREFIX
 from pep.policy.snapshot import Snapshot
 
 log = logging.getLogger(__name__)
@@ -26,9 +27,14 @@ log = logging.getLogger(__name__)
 # The proto enum mirrors KillKind: KILL_KIND_<NAME>.
 KIND_NAMES: dict[int, str] = {pb.KillKind.Value(f"KILL_KIND_{k.name}"): k.value for k in KillKind}
 KIND_VALUES: dict[str, Any] = {v: k for k, v in KIND_NAMES.items()}
+# The proto enum RevokeKind: REVOKE_KIND_<KIND>.
+REVOKE_NAMES: dict[int, str] = {pb.RevokeKind.Value(f"REVOKE_KIND_{k.upper()}"): k for k in REVOKE_KINDS}
+REVOKE_VALUES: dict[str, Any] = {v: k for k, v in REVOKE_NAMES.items()}
 MAX_REASON = 1024
 MAX_ID = 1024
 MAX_ACTOR = 256
+# `before` may lie this far ahead (clock skew between the operator and pep), no further.
+MAX_FUTURE_SECONDS = 300
 
 
 def update_kill_gauge(metrics: Metrics, kills: RuntimeKills, snapshot: Snapshot | None) -> None:
@@ -37,6 +43,8 @@ def update_kill_gauge(metrics: Metrics, kills: RuntimeKills, snapshot: Snapshot 
     counts = {(kind, source, scope): 0 for kind in KINDS for source in ("file", "admin") for scope in SCOPES}
     counts.update({("agent", "anomaly", scope): 0 for scope in SCOPES})
     for entry in kills.entries():
+        if entry.kind not in KINDS:
+            continue  # a revocation: listed by Status, not a kill switch entry
         key = (entry.kind, entry.source if entry.source in SOURCES else "admin", kills.scope)
         counts[key] = counts.get(key, 0) + 1
     if snapshot is not None:
@@ -46,6 +54,17 @@ def update_kill_gauge(metrics: Metrics, kills: RuntimeKills, snapshot: Snapshot 
             counts[(id_kind.value, "file", "local")] = len(ks.ids(id_kind))
     for (kind, source, scope), n in counts.items():
         metrics.killswitch_entries.labels(kind, source, scope).set(n)
+    revoked = {(kind, source, scope): 0 for kind in REVOKE_KINDS for source in ("file", "admin") for scope in SCOPES}
+    for entry in kills.entries():
+        if entry.kind.startswith(STORED_PREFIX) and entry.kind[len(STORED_PREFIX) :] in REVOKE_KINDS:
+            revoked[(entry.kind[len(STORED_PREFIX) :], "admin", kills.scope)] += 1
+    if snapshot is not None:
+        rev = snapshot.killswitch.revoked
+        revoked[("token", "file", "local")] = len(rev.tokens)
+        for kind in ("agent", "user", "issuer"):
+            revoked[(kind, "file", "local")] = len(rev.before(kind))
+    for (kind, source, scope), n in revoked.items():
+        metrics.revocations.labels(kind, source, scope).set(n)
 
 
 class AdminService(pb_grpc.AdminServicer):
@@ -88,6 +107,53 @@ class AdminService(pb_grpc.AdminServicer):
     def Status(self, request: pb.StatusRequest, context: grpc.ServicerContext) -> pb.StatusResponse:
         return self._status()
 
+    def Revoke(self, request: pb.RevokeRequest, context: grpc.ServicerContext) -> pb.AdminResponse:
+        kind = self._revoke_kind(request.kind, request.id, context)
+        self._check_actor(request.actor, context)
+        reason = self._reason(request.reason, context)
+        now = time.time()
+        before = request.before or now
+        if kind == "token":
+            before = now  # a jti is revoked whenever it was issued
+        elif not 0 < before <= now + MAX_FUTURE_SECONDS:  # NaN fails too
+            context.abort(grpc.StatusCode.INVALID_ARGUMENT, "before must be Unix seconds, not in the future")
+        if len(self._kills.entries()) >= MAX_ENTRIES:
+            context.abort(
+                grpc.StatusCode.FAILED_PRECONDITION,
+                f"{MAX_ENTRIES} admin entries are in force already: lift some, or list them in killswitch.yaml",
+            )
+        changed = self._kills.revoke(STORED_PREFIX + kind, request.id, before, reason, request.actor)
+        self._changed("revoke", kind, request.id, reason, request.actor, changed, None if kind == "token" else before)
+        return pb.AdminResponse(changed=changed, status=self._status())
+
+    def Unrevoke(self, request: pb.UnrevokeRequest, context: grpc.ServicerContext) -> pb.AdminResponse:
+        kind = self._revoke_kind(request.kind, request.id, context)
+        self._check_actor(request.actor, context)
+        changed = self._kills.enable(STORED_PREFIX + kind, request.id)
+        self._changed("unrevoke", kind, request.id, "", request.actor, changed)
+        return pb.AdminResponse(changed=changed, status=self._status())
+
+    @staticmethod
+    def _revoke_kind(value: int, id_: str, context: grpc.ServicerContext) -> str:
+        kind = REVOKE_NAMES.get(value)
+        if kind is None:
+            context.abort(grpc.StatusCode.INVALID_ARGUMENT, "kind must be token, agent, user or issuer")
+        if not id_:
+            context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"an id is required to revoke a {kind}")
+        if len(id_) > MAX_ID:
+            context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"id is longer than {MAX_ID} characters")
+        assert kind is not None  # abort() raised above
+        return kind
+
+    @staticmethod
+    def _reason(text: str, context: grpc.ServicerContext) -> str:
+        reason = text.strip()
+        if not reason:
+            context.abort(grpc.StatusCode.INVALID_ARGUMENT, "a reason is required")
+        if len(reason) > MAX_REASON:
+            context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"reason is longer than {MAX_REASON} characters")
+        return reason
+
     def _kind(self, value: int, id_: str, context: grpc.ServicerContext) -> str:
         kind = KIND_NAMES.get(value)
         if kind is None:
@@ -106,7 +172,9 @@ class AdminService(pb_grpc.AdminServicer):
         if len(actor) > MAX_ACTOR:
             context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"actor is longer than {MAX_ACTOR} characters")
 
-    def _changed(self, action: str, kind: str, id_: str, reason: str, actor: str, changed: bool) -> None:
+    def _changed(
+        self, action: str, kind: str, id_: str, reason: str, actor: str, changed: bool, before: float | None = None
+    ) -> None:
         update_kill_gauge(self._metrics, self._kills, self._current())
         event = {
             "schema": 1,
@@ -119,6 +187,8 @@ class AdminService(pb_grpc.AdminServicer):
             "actor": actor,
             "changed": changed,
         }
+        if before is not None:
+            event["before"] = utc_timestamp(before)
         if not self._write_event(event):
             log.error("admin event could not be written to the decision log: %s", event)
         log.warning("kill switch: %s %s %r (%s) by %r", action, kind, id_, reason or "-", actor or "-")
@@ -135,6 +205,7 @@ class AdminService(pb_grpc.AdminServicer):
                 scope=self._kills.scope,
             )
             for e in self._kills.entries()
+            if e.kind in KINDS
         ]
         snapshot = self._current()
         if snapshot is not None:
@@ -148,4 +219,32 @@ class AdminService(pb_grpc.AdminServicer):
                     pb.KillEntry(kind=KIND_VALUES[kind], id=i, source="file", reason="killswitch.yaml", scope="local")
                     for i in sorted(ks.ids(kind))
                 ]
-        return pb.StatusResponse(entries=entries, policy_version=snapshot.version if snapshot else "")
+        version = snapshot.version if snapshot else ""
+        return pb.StatusResponse(entries=entries, policy_version=version, revocations=self._revocations(snapshot))
+
+    def _revocations(self, snapshot: Snapshot | None) -> list[pb.Revocation]:
+        out = [
+            pb.Revocation(
+                kind=REVOKE_VALUES[e.kind[len(STORED_PREFIX) :]],
+                id=e.id,
+                before=0 if e.kind == "revoked_token" else (e.before or e.since),
+                reason=e.reason,
+                source=e.source,
+                since=e.since,
+                actor=e.actor,
+                scope=self._kills.scope,
+            )
+            for e in self._kills.entries()
+            if e.kind.startswith(STORED_PREFIX) and e.kind[len(STORED_PREFIX) :] in REVOKE_VALUES
+        ]
+        if snapshot is not None:
+            rev = snapshot.killswitch.revoked
+            rows = [("token", j, 0.0) for j in sorted(rev.tokens)]
+            rows += [(k, i, t) for k in ("agent", "user", "issuer") for i, t in sorted(rev.before(k).items())]
+            out += [
+                pb.Revocation(
+                    kind=REVOKE_VALUES[k], id=i, before=t, source="file", reason="killswitch.yaml", scope="local"
+                )
+                for k, i, t in rows
+            ]
+        return out

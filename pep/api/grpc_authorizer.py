@@ -117,6 +117,7 @@ def to_response(d: Decision) -> pb.AuthorizeResponse:
         agent=d.agent,
         on_behalf_of=d.on_behalf_of,
         delegation_chain=d.delegation_chain,
+        dpop_nonce=d.dpop_nonce,
     )
 
 

@@ -74,9 +74,12 @@ def upstream_headers(
     return out
 
 
-def client_headers(headers: Iterable[tuple[str, str]], decision_id: str) -> list[tuple[str, str]]:
-    out = [(k, v) for k, v in headers if k.lower() not in _DROPPED_RESPONSE]
+def client_headers(headers: Iterable[tuple[str, str]], decision_id: str, dpop_nonce: str = "") -> list[tuple[str, str]]:
+    """The upstream's headers as the client gets them, with pep's decision id and DPoP nonce (RFC 9449 8.2)."""
+    out = [(k, v) for k, v in headers if k.lower() not in _DROPPED_RESPONSE and k.lower() != "dpop-nonce"]
     out.append((DECISION_ID_HEADER, decision_id))
+    if dpop_nonce:
+        out.append(("DPoP-Nonce", dpop_nonce))
     return out
 
 
@@ -134,6 +137,8 @@ def denial(
     """
     data = {"reason": decision.reason.value, "decision_id": decision.decision_id}
     headers = [(DECISION_ID_HEADER, decision.decision_id)]
+    if decision.dpop_nonce:  # with the use_dpop_nonce challenge, or on any other denial (RFC 9449 8.2)
+        headers.append(("DPoP-Nonce", decision.dpop_nonce))
     body = error(msg_id if has_id else None, DENIED, _message(decision), data)
     if decision.reason in TOKEN_REASONS:
         for value in challenges(decision.reason, scheme, token, realm="", dpop_algorithms=dpop_algorithms):

@@ -76,7 +76,7 @@ class Relay:
         except (aiohttp.ClientError, OSError) as e:
             return self.failed(502, f"the MCP server could not be reached: {type(e).__name__}", decision)
         try:
-            return await self.stream(request, upstream, decision.decision_id, (), rest=True)
+            return await self.stream(request, upstream, decision, (), rest=True)
         finally:
             upstream.release()
 
@@ -89,7 +89,7 @@ class Relay:
         self,
         request: web.BaseRequest,
         upstream: aiohttp.ClientResponse,
-        decision_id: str,
+        decision: Decision,
         head: Sequence[bytes],
         *,
         rest: bool,
@@ -97,7 +97,7 @@ class Relay:
         """The upstream's status and headers, then `head`, then (if `rest`) what is left of its body
         as it arrives; each write within timeout_seconds. A side that goes away ends it early."""
         out = web.StreamResponse(status=upstream.status, reason=upstream.reason)
-        for k, v in client_headers(upstream.headers.items(), decision_id):
+        for k, v in client_headers(upstream.headers.items(), decision.decision_id, decision.dpop_nonce):
             out.headers.add(k, v)
         limit = self._config.timeout_seconds
         try:
@@ -211,14 +211,14 @@ class Relay:
             if upstream is None:
                 return self.failed(502, "the MCP server was not asked", decision)
             if held.answer is None:  # not a list answer (an error status, say): relayed as it is
-                return await self.stream(request, upstream, decision.decision_id, (), rest=True)
+                return await self.stream(request, upstream, decision, (), rest=True)
             filtered = json.dumps(filter_result(held.answer, message.list_of, frozenset(decision.hidden)))
             if held.answer_event is None:  # one JSON answer, read whole
-                return await self.stream(request, upstream, decision.decision_id, (filtered.encode(),), rest=False)
+                return await self.stream(request, upstream, decision, (filtered.encode(),), rest=False)
             # SSE: the events before the answer, the answer filtered, what followed it, the rest of the stream
             rest_read = held.reader.rest() if held.reader is not None else b""
             head = (*held.prelude, held.answer_event.with_data(filtered), rest_read)
-            return await self.stream(request, upstream, decision.decision_id, head, rest=True)
+            return await self.stream(request, upstream, decision, head, rest=True)
         finally:
             if upstream is not None:
                 upstream.release()

@@ -22,6 +22,7 @@ from pep.cli import (
     inputs,
     log_commands,
     replay_commands,
+    revoke_commands,
     test_reports,
     usage_commands,
 )
@@ -165,10 +166,11 @@ def _parser() -> argparse.ArgumentParser:
     en.set_defaults(func=cmd_admin, admin_action="enable", command="pep admin enable")
     st = ad_sub.add_parser(
         "status",
-        help="what is disabled, from the admin API and killswitch.yaml",
-        description="List what is disabled (admin API and killswitch.yaml) and the served policy version.",
+        help="what is disabled or revoked, from the admin API and killswitch.yaml",
+        description="List what is disabled and revoked (admin API and killswitch.yaml) and the served policy version.",
     )
     st.set_defaults(func=cmd_admin, admin_action="status", command="pep admin status")
+    revoke_commands.add_parsers(ad_sub, os.environ.get("USER", ""))
 
     ag = sub.add_parser(
         "agents",

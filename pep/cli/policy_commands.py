@@ -112,8 +112,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
         return EXIT_FAILED
     print(
         f"ok: {_count(snap.policy_count, 'policy', 'policies')}, {_count(len(snap.registry), 'agent', 'agents')}, "
-        f"version {snap.version}"
-        + ("" if snap.schema is not None else " (no schema: policies not validated)")
+        f"version {snap.version}" + ("" if snap.schema is not None else " (no schema: policies not validated)")
     )
     if snap.schema is None:
         warn_schemaless(args.dir)

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 from pep.cli.common import DEV_ISSUER, EXIT_FAILED, EXIT_OK, EXIT_USAGE
 from pep.cli.inputs import UsageError, clip, json_object, names, read_text, utf8
+from pep.cli.revoke_commands import print_revocations, print_stored_revocations
 from pep.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -109,6 +110,7 @@ def cmd_admin(args: argparse.Namespace) -> int:
         scope = f" [{entry.scope}]" if entry.scope else ""
         what = f"{names.get(entry.kind, '?')} {entry.id or '*'}"
         print(f"disabled {what} ({entry.source}{since}{by}): {entry.reason}{scope}")
+    print_revocations(status.revocations)
     print(f"policy version: {status.policy_version or '(none loaded)'}")
     return EXIT_OK
 
@@ -141,12 +143,14 @@ def _admin_fleet(args: argparse.Namespace) -> int:
     if changed is not None:
         what = f"{args.kind} {id_}".strip()
         print(f"{action}d {what} fleet-wide" if changed else f"no change: {what} was already {action}d fleet-wide")
-    if not entries:
+    kills = [e for e in entries.values() if not e.kind.startswith("revoked_")]
+    if not kills:
         print("nothing is disabled fleet-wide (killswitch.yaml entries are each replica's own)")
-    for entry in sorted(entries.values(), key=lambda k: (k.kind, k.id)):
+    for entry in sorted(kills, key=lambda k: (k.kind, k.id)):
         by = f" by {entry.actor}" if entry.actor else ""
         what = f"{entry.kind} {entry.id or '*'}"
         print(f"disabled {what} ({entry.source}, fleet, since {_iso(entry.since)}{by}): {entry.reason}")
+    print_stored_revocations(entries.values())
     return EXIT_OK
 
 
@@ -293,6 +297,11 @@ def cmd_authorize(args: argparse.Namespace) -> int:
         stub = pb_grpc.AuthorizerStub(channel)
         try:
             resp = stub.Authorize(req, timeout=args.timeout)
+            if args.dpop and resp.reason == "dpop_nonce_required" and resp.dpop_nonce:  # RFC 9449 9: once more
+                req.dpop_proof = devtoken.mint_dpop_proof(
+                    key, jwk, htm=req.http_method, htu=req.http_uri, access_token=bare, nonce=resp.dpop_nonce
+                )
+                resp = stub.Authorize(req, timeout=args.timeout)
         except grpc.RpcError as e:
             print(json.dumps({"error": e.code().name, "details": e.details()}, indent=2))
             return EXIT_FAILED

@@ -112,6 +112,8 @@ class Decision:
     # OK when pep answered; otherwise the gRPC status of the failed call (always a deny).
     status: grpc.StatusCode = grpc.StatusCode.OK
     detail: str = ""
+    # pep's current DPoP nonce (RFC 9449 8): send it as the `nonce` claim of the next proof. "" if none.
+    dpop_nonce: str = ""
 
     @property
     def answered(self) -> bool:
@@ -188,6 +190,7 @@ def decision_of(resp: pb.AuthorizeResponse) -> Decision:
         agent=resp.agent,
         on_behalf_of=resp.on_behalf_of,
         delegation_chain=tuple(resp.delegation_chain),
+        dpop_nonce=resp.dpop_nonce,
     )
 
 

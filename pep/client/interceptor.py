@@ -37,7 +37,8 @@ class AuthorizationInterceptor(grpc.ServerInterceptor):
     resource (default `Service::"<package.Service>"`; `request` is None for client
     streaming calls). A deny aborts the call, its handler never running: UNAUTHENTICATED
     for token failures, UNAVAILABLE when pep could not answer, PERMISSION_DENIED otherwise,
-    with `x-pep-decision-id` and `x-pep-reason` in the trailing metadata.
+    with `x-pep-decision-id` and `x-pep-reason` (and pep's DPoP nonce as `dpop-nonce`, when it
+    names one) in the trailing metadata.
     """
 
     def __init__(
@@ -120,7 +121,10 @@ class AuthorizationInterceptor(grpc.ServerInterceptor):
         decision = self._authorizer.authorize(creds, str(action), resource, request_id=metadata.get("x-request-id", ""))
         if decision.allowed:
             return
-        context.set_trailing_metadata((("x-pep-decision-id", decision.decision_id), ("x-pep-reason", decision.reason)))
+        trailers = [("x-pep-decision-id", decision.decision_id), ("x-pep-reason", decision.reason)]
+        if decision.dpop_nonce:  # RFC 9449 8: the nonce the caller's next proof must carry
+            trailers.append(("dpop-nonce", decision.dpop_nonce))
+        context.set_trailing_metadata(tuple(trailers))
         if not decision.answered:
             context.abort(grpc.StatusCode.UNAVAILABLE, f"denied: pep could not answer ({decision.status.name})")
         code = (

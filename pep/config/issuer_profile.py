@@ -7,6 +7,7 @@ from typing import Any
 
 from pep.config.sections import PROFILES, IssuerClaims
 from pep.errors import ConfigError
+from pep.uids import TRUST_DOMAIN
 
 CLAIM_KEYS = ("agent", "user", "scopes", "groups")
 # typ is typing, not proof: a profile may accept at+jwt, JWT or no typ, never dpop+jwt or an ID token's.
@@ -29,8 +30,28 @@ def profile_fields(item: Mapping[str, Any], key: str) -> dict[str, Any]:
             if any(not part for part in name.split("|")):
                 raise ConfigError(f"{key}.required_claims", f"{name!r}: 'a|b' needs a claim on each side")
     if "accept_typ" in item:
+        if out.get("profile") == "txntoken":
+            raise ConfigError(f"{key}.accept_typ", "a txntoken issuer's tokens are typ txntoken+jwt, always")
         out["accept_typ"] = _typs(item["accept_typ"], f"{key}.accept_typ")
+    spiffe = out.get("profile") == "spiffe"
+    if "trust_domain" in item:
+        if not spiffe:
+            raise ConfigError(f"{key}.trust_domain", "is for profile: spiffe only")
+        out["trust_domain"] = _trust_domain(item["trust_domain"], f"{key}.trust_domain")
+    elif spiffe:
+        raise ConfigError(f"{key}.trust_domain", "is required for profile: spiffe (e.g. example.org)")
     return out
+
+
+def _trust_domain(value: Any, key: str) -> str:
+    """A SPIFFE trust domain name (SPIFFE-ID 2.1): lower-case letters, digits, '.', '-', '_'; at most 255."""
+    if isinstance(value, str) and value.startswith("spiffe://"):
+        value = value[len("spiffe://") :].rstrip("/")
+    if not isinstance(value, str) or not TRUST_DOMAIN.fullmatch(value):
+        raise ConfigError(
+            key, f"must be a SPIFFE trust domain name (lower-case letters, digits, '.', '-', '_'), got {value!r}"
+        )
+    return value
 
 
 def _claims(value: Any, key: str) -> IssuerClaims:

@@ -147,8 +147,16 @@ def _check_semantics(cfg: Config) -> None:
     for name in ("leeway_seconds", "max_token_bytes", "max_lifetime_seconds", "dpop_max_age_seconds"):
         if getattr(t, name) < 0 or (name != "leeway_seconds" and getattr(t, name) == 0):
             raise ConfigError(f"tokens.{name}", "must be a positive number")
+    if t.status_list_cache_seconds < 1:
+        raise ConfigError("tokens.status_list_cache_seconds", "must be a positive number of seconds")
     if t.leeway_seconds > 300:
         raise ConfigError("tokens.leeway_seconds", "must be at most 300 (RFC 9068: a few minutes at most)")
+    if not 0.05 <= t.jwks_file_poll_seconds <= 3600:
+        raise ConfigError("tokens.jwks_file_poll_seconds", f"must be 0.05 to 3600, got {t.jwks_file_poll_seconds}")
+    if not 1 <= t.dpop_nonce_seconds <= 86400:
+        raise ConfigError("tokens.dpop_nonce_seconds", f"must be 1 to 86400, got {t.dpop_nonce_seconds}")
+    if t.dpop_nonce_grace_seconds > t.dpop_nonce_seconds:
+        raise ConfigError("tokens.dpop_nonce_grace_seconds", "must be at most tokens.dpop_nonce_seconds")
     if cfg.delegation.max_depth < 1:
         raise ConfigError("delegation.max_depth", "must be at least 1")
     if cfg.reload.settle_seconds > 10 or cfg.reload.poll_seconds <= 0:
@@ -214,7 +222,9 @@ def _issuers(value: Any, base_dir: str) -> tuple[IssuerConfig, ...]:
             jwks_uri = _str(jwks_uri, f"{key}.jwks_uri")
             if not jwks_uri.startswith(("https://", "http://")):
                 raise ConfigError(f"{key}.jwks_uri", "must be an http(s) URL")
-        out.append(IssuerConfig(issuer, audiences, algorithms, jwks_file, jwks_uri, **profile_fields(item, key)))
+        nonce = _like(item.get("dpop_nonce", False), False, f"{key}.dpop_nonce")
+        extra = profile_fields(item, key)
+        out.append(IssuerConfig(issuer, audiences, algorithms, jwks_file, jwks_uri, **extra, dpop_nonce=nonce))
     return tuple(out)
 
 

@@ -22,6 +22,8 @@ PROFILES = (
     "hydra",
     "vault",
     "cognito",
+    "spiffe",
+    "txntoken",
 )
 
 
@@ -48,6 +50,10 @@ class IssuerConfig:
     # Per issuer, over the profile and the global tokens.required_claims / tokens.accept_jwt_typ.
     required_claims: tuple[str, ...] | None = None
     accept_typ: tuple[str, ...] | None = None
+    # DPoP-bound tokens of this issuer need a proof carrying the server's nonce (RFC 9449 8).
+    dpop_nonce: bool = False
+    # profile spiffe only (and required there): the SPIFFE trust domain of its SVIDs' `sub`.
+    trust_domain: str = ""
 
 
 @dataclass(frozen=True)
@@ -63,10 +69,18 @@ class TokenConfig:
     dpop_future_skew_seconds: int = 30
     dpop_algorithms: tuple[str, ...] = ("ES256", "ES384", "ES512", "RS256", "PS256", "EdDSA", "Ed25519")
     dpop_replay_cache_size: int = 100_000
+    # OAuth Token Status List (a `status.status_list` claim): the longest a fetched list is used
+    # before it is fetched again (its own `ttl` when shorter).
+    status_list_cache_seconds: int = 300
+    # Server nonces (issuers with dpop_nonce): one per period; the previous one valid for grace after it.
+    dpop_nonce_seconds: int = 300
+    dpop_nonce_grace_seconds: int = 60
     # jwks_uri issuers: refresh period when the JWKS response has no max-age, and the
     # least time between refetches triggered by an unknown `kid`.
     jwks_cache_seconds: int = 300
     jwks_min_refetch_seconds: int = 30
+    # jwks_file issuers: how often the file is checked for a change (mtime, size, inode) and reloaded.
+    jwks_file_poll_seconds: float = 2.0
 
 
 @dataclass(frozen=True)

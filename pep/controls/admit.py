@@ -2,9 +2,10 @@
 
 The order is part of the contract (docs/identity.md, "Risk controls"): the kill switch's
 `all` first (it stops even a request whose token is bad), then the token's own failure, the
-token's issuer, the chain rules' failure, the user and every agent of the chain with their
-groups, lifecycle; then, per check, the rate limits. The delegation grants come after, with
-the policies: they are Cedar decisions.
+token's issuer and the token's revocation (by jti, by its issuer's time), the chain rules'
+failure, the user and every agent of the chain with their groups, their revocation times,
+lifecycle; then, per check, the rate limits. The delegation grants come after, with the
+policies: they are Cedar decisions.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from dataclasses import dataclass
 from pep.controls.killswitch import RuntimeKills, check_kill
 from pep.controls.lifecycle import check_lifecycle
 from pep.controls.ratelimit import RateLimiter
+from pep.controls.revocation import check_chain_revoked, check_token_revoked
 from pep.errors import PepError
 from pep.policy.snapshot import Snapshot
 
@@ -36,6 +38,10 @@ class Who:
     agent: str = ""
     token_error: PepError | None = None
     chain_error: PepError | None = None
+    # From a verified token (revocation): its `jti` ("" without one) and `iat` (None without one).
+    token: bool = False
+    jti: str = ""
+    issued_at: float | None = None
 
 
 class Controls:
@@ -68,9 +74,13 @@ class Controls:
                 raise who.token_error
             if who.issuer is not None:
                 check_kill(file, runtime, issuer=who.issuer)
+                if who.token:
+                    check_token_revoked(file.revoked, runtime, issuer=who.issuer, jti=who.jti, issued_at=who.issued_at)
             if who.chain_error is not None:
                 raise who.chain_error
             check_kill(file, runtime, chain=who.chain, groups_of=groups_of, user=who.user)
+            if who.token:
+                check_chain_revoked(file.revoked, runtime, user=who.user, chain=who.chain, issued_at=who.issued_at)
             check_lifecycle(who.chain, registry, dt.datetime.fromtimestamp(self._clock(), dt.UTC).date())
         except PepError as e:
             return [e] * len(actions)

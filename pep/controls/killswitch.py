@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 
 from pep.errors import ControlError
 from pep.policy.killswitch_file import KINDS, KillList
+from pep.policy.revoked_file import STORED_KINDS
 from pep.reasons import Reason
 from pep.state import KillStore, StoredKill
 
@@ -22,6 +23,8 @@ SCOPES = ("local", "fleet")
 SOURCES = ("admin", "anomaly")
 # Runtime entries live in memory: bounded, so a runaway script cannot grow pep without limit.
 MAX_ENTRIES = 10_000
+# Stored kinds: the kill switch's and the revocations' (`revoked_token`, ...; pep.controls.revocation).
+_KNOWN = (*KINDS, *STORED_KINDS)
 # (action "disable" or "enable", the entry), whether it came from elsewhere (another replica, `pep admin --state`).
 OnChange = Callable[[list[tuple[str, "KillEntry"]], bool], None]
 
@@ -34,6 +37,8 @@ class KillEntry:
     since: float
     actor: str = ""
     source: str = "admin"
+    # A revocation (kind `revoked_*`): tokens issued before this time (Unix seconds).
+    before: float | None = None
 
 
 @dataclass
@@ -56,6 +61,17 @@ class RuntimeKills:
             if key in self._entries:
                 return False
             entry = self._entries[key] = KillEntry(kind, key[1], reason, self.clock(), actor, source)
+            self._view = dict(self._entries)
+        self._tell([("disable", entry)])
+        return True
+
+    def revoke(self, kind: str, id_: str, before: float, reason: str, actor: str = "") -> bool:
+        """Revoke (kind `revoked_*`) what was issued before `before`; a later time replaces an earlier one."""
+        key = (kind, id_)
+        with self._lock:
+            if _covered(self._entries.get(key), kind, before):
+                return False
+            entry = self._entries[key] = KillEntry(kind, id_, reason, self.clock(), actor, "admin", before)
             self._view = dict(self._entries)
         self._tell([("disable", entry)])
         return True
@@ -97,6 +113,12 @@ class StoredKills(RuntimeKills):
         id_ = "" if kind == "all" else id_
         return self.store.put(StoredKill(kind, id_, reason, self.clock(), actor, source))
 
+    def revoke(self, kind: str, id_: str, before: float, reason: str, actor: str = "") -> bool:
+        if _covered(self._view.get((kind, id_)), kind, before):
+            return False
+        entry = StoredKill(kind, id_, reason, self.clock(), actor, "admin", before)
+        return self.store.put(entry, replace=kind != "revoked_token")  # a later time replaces an earlier one
+
     def enable(self, kind: str, id_: str) -> bool:
         return self.store.delete(kind, "" if kind == "all" else id_)
 
@@ -104,19 +126,26 @@ class StoredKills(RuntimeKills):
         self, entries: Mapping[tuple[str, str], StoredKill], changes: list[tuple[str, StoredKill]], remote: bool
     ) -> None:
         # A kind this pep does not know (a newer writer, a stray hand edit) is left out, said once per change.
-        view = {k: _entry(e) for k, e in entries.items() if e.kind in KINDS}
+        view = {k: _entry(e) for k, e in entries.items() if e.kind in _KNOWN}
         with self._lock:
             self._entries = view
             self._view = dict(view)
-        known = [(action, _entry(e)) for action, e in changes if e.kind in KINDS]
+        known = [(action, _entry(e)) for action, e in changes if e.kind in _KNOWN]
         if len(known) < len(changes):
-            log.warning("kill switch: ignoring stored entries of unknown kinds (known: %s)", ", ".join(KINDS))
+            log.warning("kill switch: ignoring stored entries of unknown kinds (known: %s)", ", ".join(_KNOWN))
         if known:
             self._tell(known, remote)
 
 
+def _covered(held: KillEntry | None, kind: str, before: float) -> bool:
+    """Whether the revocation held already revokes all that one up to `before` would (a jti: held at all)."""
+    if held is None:
+        return False
+    return kind == "revoked_token" or (held.before if held.before is not None else held.since) >= before
+
+
 def _entry(e: StoredKill) -> KillEntry:
-    return KillEntry(e.kind, e.id, e.reason, e.since, e.actor, e.source)
+    return KillEntry(e.kind, e.id, e.reason, e.since, e.actor, e.source, e.before)
 
 
 def check_kill(

@@ -76,7 +76,11 @@ def resolve_identity(
     # The agent the subject stands for: a registered `sub`, or, in an app-only token (a
     # Keycloak service account, Auth0's `<client>@clients`, ...), the client itself: never a user.
     subject_agent: str | None = None
-    if sub in registry:
+    if profile.name == "spiffe":  # a JWT-SVID: its SPIFFE ID names the agent (`spiffe_id` in agents.yaml)
+        subject_agent = registry.agent_for_spiffe_id(sub) if isinstance(sub, str) else None
+        if subject_agent is None:
+            raise ChainError(f"SPIFFE ID {sub!r} is no agent's spiffe_id in the registry", Reason.CHAIN_UNKNOWN_AGENT)
+    elif sub in registry:
         subject_agent = sub
     elif token.app_only:
         subject_agent = token.client_id or (sub if not profile.users else None)

@@ -243,8 +243,10 @@ def mint_dpop_proof(
     now: float | None = None,
     jti: str | None = None,
     alg: str = "ES256",
+    nonce: str | None = None,
 ) -> str:
-    """A DPoP proof (RFC 9449 4.2) for one request; `ath` binds it to `access_token`."""
+    """A DPoP proof (RFC 9449 4.2) for one request; `ath` binds it to `access_token`; `nonce` is the
+    server's (RFC 9449 8), when it asks for one."""
     header = {"typ": "dpop+jwt", "alg": alg, "jwk": dict(public_jwk)}
     claims: dict[str, Any] = {
         "jti": jti or secrets.token_urlsafe(16),
@@ -254,4 +256,6 @@ def mint_dpop_proof(
     }
     if access_token:
         claims["ath"] = access_token_hash(split_scheme(access_token)[1])
+    if nonce:
+        claims["nonce"] = nonce
     return sign_jws(private_key, header, claims)

@@ -22,6 +22,7 @@ from pep.policy.request import Check, cedar_value, entity_delta
 from pep.policy.slicing import entity_refs
 from pep.policy.snapshot import Snapshot
 from pep.tokens.verifier import VerifiedToken
+from pep.tokens.workload import transaction_context
 from pep.uids import ACTION, AGENT, GROUP, USER, Uid
 
 
@@ -46,6 +47,9 @@ def base_context(identity: Identity, token: VerifiedToken) -> dict[str, Any]:
         },
         "binding": token.binding,
     }
+    transaction = transaction_context(token.claims, token.profile)  # a transaction token's tctx, rctx, purp
+    if transaction is not None:
+        ctx["token"]["transaction"] = transaction
     if identity.on_behalf_of is not None:
         ctx["on_behalf_of"] = {"__entity": _ref(USER, identity.on_behalf_of)}
     return ctx

@@ -64,7 +64,7 @@ _Step = tuple[Outcome, Identity | None, VerifiedToken | None, Caller | None]
 
 
 def _refused(e: PepError) -> Outcome:
-    return Outcome(False, e.reason, errors=(e.detail,))
+    return Outcome(False, e.reason, errors=(e.detail,), dpop_nonce=getattr(e, "dpop_nonce", ""))
 
 
 def _malformed(e: RequestError) -> Outcome:

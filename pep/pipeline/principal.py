@@ -55,19 +55,25 @@ def from_token(
     try:
         identity = resolve_identity(token, registry, delegation, identity_config)
     except PepError as e:
-        return Principal(None, None, Who(issuer=token.issuer, chain_error=e), token)
-    who = Who(token.issuer, identity.on_behalf_of, identity.chain, identity.agent)
+        return Principal(None, None, Who(issuer=token.issuer, chain_error=e, **_revocable(token)), token)
+    who = Who(token.issuer, identity.on_behalf_of, identity.chain, identity.agent, **_revocable(token))
     if expect is not None and expect != (AGENT, identity.agent):
         principal_uid = format_uid((AGENT, identity.agent))
         mismatch = PepError(
             f"{format_uid(expect)} is not the token's principal {principal_uid}", Reason.INVALID_REQUEST
         )
-        who = Who(token.issuer, chain_error=mismatch)
+        who = Who(token.issuer, chain_error=mismatch, **_revocable(token))
     if owner is not None and owner != (identity.agent, identity.on_behalf_of or ""):
         # Said without naming the owner: the caller learns only that it is someone else.
         taken = PepError("the session was opened by another agent or for another user", Reason.INVALID_REQUEST)
-        who = Who(token.issuer, chain_error=taken)
+        who = Who(token.issuer, chain_error=taken, **_revocable(token))
     return Principal((AGENT, identity.agent), identity, who, token)
+
+
+def _revocable(token: VerifiedToken) -> dict[str, Any]:
+    """What revocation judges a token by (pep.controls.revocation): its jti and its iat, None when absent."""
+    iat = token.claims.get("iat")
+    return {"token": True, "jti": token.jti, "issued_at": float(iat) if isinstance(iat, (int, float)) else None}
 
 
 def from_subject(subject: Subject, registry: Registry, delegation: DelegationConfig) -> Principal:

@@ -102,6 +102,7 @@ class Recorder:
             shadow=_shadow(outcome),
             hidden=outcome.hidden,
             inputs=inputs,
+            dpop_nonce=outcome.dpop_nonce or (token.dpop_nonce if token else ""),
         )
         ack = self._sink.submit(decision) if self._sink is not None else None
         # In required mode an allow waits until its entry has reached the log (group commit:

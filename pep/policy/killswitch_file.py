@@ -6,11 +6,12 @@ The runtime side (admin flips, the check per request) is `pep.controls.killswitc
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
 from pep.errors import SourceProblem
+from pep.policy.revoked_file import Revocations, parse_revoked
 from pep.policy.source import line_of
 
 
@@ -40,6 +41,8 @@ class KillList:
     agent_groups: frozenset[str] = frozenset()
     users: frozenset[str] = frozenset()
     issuers: frozenset[str] = frozenset()
+    # `revoked:`: tokens by jti, and tokens issued before a time (pep.controls.revocation).
+    revoked: Revocations = field(default_factory=Revocations)
 
     def ids(self, kind: str) -> frozenset[str]:
         return {"agent": self.agents, "agent_group": self.agent_groups, "user": self.users, "issuer": self.issuers}.get(
@@ -51,8 +54,9 @@ def parse_killswitch(data: Any, path: str) -> tuple[KillList, list[SourceProblem
     problems: list[SourceProblem] = []
     if data is None:
         return KillList(), problems
-    if not isinstance(data, Mapping) or set(data) - {"disabled"}:
-        return KillList(), [SourceProblem(path, "expected a mapping with one key, `disabled`", line_of(data))]
+    if not isinstance(data, Mapping) or set(data) - {"disabled", "revoked"}:
+        return KillList(), [SourceProblem(path, "expected a mapping with keys `disabled` and `revoked`", line_of(data))]
+    revoked, problems = parse_revoked(data.get("revoked"), path, line_of(data))
     disabled = data.get("disabled") or {}
     if not isinstance(disabled, Mapping):
         return KillList(), [SourceProblem(path, "`disabled` must be a mapping", line_of(data))]
@@ -71,4 +75,4 @@ def parse_killswitch(data: Any, path: str) -> tuple[KillList, list[SourceProblem
             problems.append(SourceProblem(path, f"`disabled.{key}` must be a list of ids", line))
             value = []
         lists[key] = frozenset(value)
-    return KillList(all=everything, **lists), problems
+    return KillList(all=everything, **lists, revoked=revoked), problems

@@ -4,18 +4,18 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from pep.errors import SourceProblem
 from pep.policy.source import LineDict, line_of
-from pep.uids import AGENT, AGENT_GROUP
+from pep.uids import AGENT, AGENT_GROUP, spiffe_trust_domain
 
 STATUSES = ("active", "suspended", "decommissioned")
 # The status `pep agents` shows for an entry whose `status` is none of STATUSES (a registry
 # with one never loads; were it served, anything but `active` denies).
 INVALID_STATUS = "invalid"
-_ENTRY_KEYS = {"id", "owner", "status", "expires", "groups", "attributes", "scopes"}
+_ENTRY_KEYS = {"id", "owner", "status", "expires", "groups", "attributes", "scopes", "spiffe_id"}
 _I64 = (-(2**63), 2**63 - 1)
 
 
@@ -32,6 +32,8 @@ class AgentRecord:
     # The scopes the agent may ever use (policies see the token's scopes intersected with
     # these); None when the entry lists none.
     scopes: frozenset[str] | None = None
+    # The workload's SPIFFE ID: a JWT-SVID whose `sub` is this is this agent (profile spiffe).
+    spiffe_id: str | None = None
 
     def expired(self, today: dt.date) -> bool:
         return self.expires is not None and today > self.expires
@@ -40,6 +42,11 @@ class AgentRecord:
 @dataclass(frozen=True)
 class Registry:
     agents: Mapping[str, AgentRecord]
+    # SPIFFE ID -> agent id (each `spiffe_id` names one agent).
+    spiffe_ids: Mapping[str, str] = field(default_factory=dict)
+
+    def agent_for_spiffe_id(self, spiffe_id: str) -> str | None:
+        return self.spiffe_ids.get(spiffe_id)
 
     def get(self, agent_id: str) -> AgentRecord | None:
         return self.agents.get(agent_id)
@@ -124,6 +131,10 @@ def parse_registry(data: Any, path: str) -> tuple[Registry, list[SourceProblem]]
         if "scopes" in entry and (not isinstance(scopes, list) or not all(isinstance(sc, str) and sc for sc in scopes)):
             bad("`scopes` must be a list of scope names (non-empty strings)", where=where)
             scopes = []
+        spiffe_id = entry.get("spiffe_id")
+        if spiffe_id is not None and spiffe_trust_domain(spiffe_id) is None:
+            bad(f"`spiffe_id` must be a SPIFFE ID (spiffe://<trust domain>/<path>), got {spiffe_id!r}", where=where)
+            spiffe_id = None
         agents[agent_id] = AgentRecord(
             id=agent_id,
             owner=owner,
@@ -134,8 +145,23 @@ def parse_registry(data: Any, path: str) -> tuple[Registry, list[SourceProblem]]
             attributes=attributes if isinstance(attributes, LineDict) else dict(attributes),
             line=line,
             scopes=None if scopes is None else frozenset(scopes),
+            spiffe_id=spiffe_id,
         )
-    return Registry(agents), problems
+    return Registry(agents, _spiffe_ids(agents, path, problems)), problems
+
+
+def _spiffe_ids(agents: Mapping[str, AgentRecord], path: str, problems: list[SourceProblem]) -> dict[str, str]:
+    """SPIFFE ID -> agent; a SPIFFE ID two agents claim is a problem at the second one's line."""
+    out: dict[str, str] = {}
+    for rec in agents.values():
+        if rec.spiffe_id is None:
+            continue
+        if rec.spiffe_id in out:
+            taken = f"agent {rec.id!r}: `spiffe_id` {rec.spiffe_id!r} is already agent {out[rec.spiffe_id]!r}'s"
+            problems.append(SourceProblem(path, taken, rec.line))
+            continue
+        out[rec.spiffe_id] = rec.id
+    return out
 
 
 def _well_formed(entry: Any, seen: Mapping[str, AgentRecord]) -> AgentRecord | None:
@@ -145,6 +171,9 @@ def _well_formed(entry: Any, seen: Mapping[str, AgentRecord]) -> AgentRecord | N
     which reports every problem.
     """
     if not isinstance(entry, dict) or not entry.keys() <= _ENTRY_KEYS:
+        return None
+    spiffe_id = entry.get("spiffe_id")
+    if spiffe_id is not None and spiffe_trust_domain(spiffe_id) is None:
         return None
     agent_id, owner = entry.get("id"), entry.get("owner")
     status, expires = entry.get("status", "active"), entry.get("expires")
@@ -177,7 +206,7 @@ def _well_formed(entry: Any, seen: Mapping[str, AgentRecord]) -> AgentRecord | N
                 return None
         elif type(expires) is not dt.date:
             return None
-    return AgentRecord(agent_id, owner, status, expires, tuple(groups), attributes, line_of(entry), scopes)
+    return AgentRecord(agent_id, owner, status, expires, tuple(groups), attributes, line_of(entry), scopes, spiffe_id)
 
 
 def _plain_value(value: Any, level: int = 0) -> bool:

@@ -8,7 +8,7 @@ import os
 import tempfile
 import threading
 from collections.abc import Callable, Mapping
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Any
 
 from pep.errors import ConfigError
@@ -28,6 +28,8 @@ class StoredKill:
     actor: str = ""
     # Who made it: `admin` (the admin API, `pep admin --state`) or `anomaly` (anomaly containment).
     source: str = "admin"
+    # Revocations (kinds `revoked_*`): tokens issued before this time (Unix seconds) are revoked.
+    before: float | None = None
 
     @property
     def key(self) -> Key:
@@ -43,11 +45,18 @@ class StoredKill:
             raise ValueError("reason, since and actor must be a string, a number and a string")
         if not isinstance(source, str) or not source:
             raise ValueError("source must be a non-empty string")
-        return cls(kind, id_, reason, float(since), actor, source)
+        before = data.get("before")
+        if before is not None and (isinstance(before, bool) or not isinstance(before, (int, float))):
+            raise ValueError("before must be a number")
+        return cls(kind, id_, reason, float(since), actor, source, None if before is None else float(before))
 
     def fields(self) -> dict[str, Any]:
-        """What a store keeps besides the key (the JSON `from_fields` reads back)."""
-        return {"reason": self.reason, "since": self.since, "actor": self.actor, "source": self.source}
+        """What a store keeps besides the key (the JSON `from_fields` reads back); `before` only when set,
+        so entries without it read as they always did."""
+        out: dict[str, Any] = {"reason": self.reason, "since": self.since, "actor": self.actor, "source": self.source}
+        if self.before is not None:
+            out["before"] = self.before
+        return out
 
 
 # (entries now, changes as (action, entry), whether they came from outside this process)
@@ -78,9 +87,10 @@ class KillStore:
         with self._lock:
             return dict(self._entries)
 
-    def put(self, entry: StoredKill) -> bool:
+    def put(self, entry: StoredKill, replace: bool = False) -> bool:
+        """Add `entry` (True) unless one with its key is held; `replace`: overwrite that one."""
         with self._lock:
-            if entry.key in self._entries:
+            if entry.key in self._entries and not replace:
                 return False
             self._set({**self._entries, entry.key: entry}, remote=False)
             self._persist()
@@ -103,7 +113,7 @@ class KillStore:
     def _set(self, entries: dict[Key, StoredKill], *, remote: bool) -> None:
         """Replace the entries; the listener hears what changed (call with the lock held)."""
         old = self._entries
-        changes = [("disable", e) for k, e in entries.items() if k not in old]
+        changes = [("disable", e) for k, e in entries.items() if old.get(k) != e]  # new, or replaced
         changes += [("enable", e) for k, e in old.items() if k not in entries]
         self._entries = entries
         if changes and self._listener is not None:
@@ -148,7 +158,8 @@ class FileKills(KillStore):
         log.info("state: %d admin kill-switch entries from %s", len(entries), self.path)
 
     def _persist(self) -> None:
-        body = json.dumps({"schema": 1, "entries": [asdict(e) for e in self._entries.values()]}, indent=1)
+        entries = [{"kind": e.kind, "id": e.id, **e.fields()} for e in self._entries.values()]
+        body = json.dumps({"schema": 1, "entries": entries}, indent=1)
         directory = os.path.dirname(self.path) or "."
         try:
             os.makedirs(directory, exist_ok=True)

@@ -71,11 +71,34 @@ def read_kills(client: redis.Redis, prefix: str) -> tuple[str | None, dict[Key, 
     return epoch, entries
 
 
-def write_kill(client: redis.Redis, prefix: str, entry: StoredKill) -> bool:
-    """Add `entry` unless one with its key is there (True when added), and tell the fleet."""
+# KEYS[1] the hash; ARGV field, value, before. Writes a revocation unless the one there has a `before`
+# at least as late (atomic, so two operators revoking at once never move a time back). 1 when written.
+_PUT_LATER = """
+local cur = redis.call('HGET', KEYS[1], ARGV[1])
+if cur then
+  local ok, held = pcall(cjson.decode, cur)
+  if ok and type(held) == 'table' and tonumber(held['before']) and tonumber(held['before']) >= tonumber(ARGV[3]) then
+    return 0
+  end
+end
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+return 1
+"""
+
+
+def _put_later(client: redis.Redis, hash_key: str, entry: StoredKill) -> bool:
+    field, value = f"{entry.kind}:{entry.id}", json.dumps(entry.fields())
+    return bool(client.eval(_PUT_LATER, 1, hash_key, field, value, repr(entry.before)))
+
+
+def write_kill(client: redis.Redis, prefix: str, entry: StoredKill, replace: bool = False) -> bool:
+    """Add `entry` unless one with its key is there (True when added), and tell the fleet;
+    `replace` (a revocation with a `before`): also over one there with an earlier `before`."""
     hash_key, _, channel = keys(prefix)
-    value = json.dumps(entry.fields())
-    added = bool(client.hsetnx(hash_key, f"{entry.kind}:{entry.id}", value))
+    if replace and entry.before is not None:
+        added = _put_later(client, hash_key, entry)
+    else:
+        added = bool(client.hsetnx(hash_key, f"{entry.kind}:{entry.id}", json.dumps(entry.fields())))
     client.publish(channel, json.dumps({"action": "disable", "kind": entry.kind, "id": entry.id}))
     return added
 
@@ -116,12 +139,12 @@ class RedisKills(KillStore):
             self._thread.join(timeout=CALL_TIMEOUT_SECONDS + 1)
         self._client.close()
 
-    def put(self, entry: StoredKill) -> bool:
+    def put(self, entry: StoredKill, replace: bool = False) -> bool:
         with self._lock:
-            if entry.key in self._entries:
+            if entry.key in self._entries and not replace:
                 return False
             try:
-                if not write_kill(self._client, self._prefix, entry):
+                if not write_kill(self._client, self._prefix, entry, replace):
                     # Already in force fleet-wide (a flip this replica has not heard of yet).
                     self._sync_now()
                     return False
@@ -187,7 +210,9 @@ class RedisKills(KillStore):
             if epoch is None:
                 self._client.set(epoch_key, uuid.uuid4().hex, nx=True)
         for action, entry in self._pending:
-            if action == "disable":
+            if action == "disable" and entry.before is not None:  # a revocation: the later time wins
+                wrote |= _put_later(self._client, keys(self._prefix)[0], entry)
+            elif action == "disable":
                 wrote |= bool(self._client.hsetnx(keys(self._prefix)[0], f"{entry.kind}:{entry.id}", _json(entry)))
             else:
                 wrote |= bool(self._client.hdel(keys(self._prefix)[0], f"{entry.kind}:{entry.id}"))

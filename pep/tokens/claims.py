@@ -93,9 +93,9 @@ def check_profile(claims: Mapping[str, Any], profile: Profile) -> None:
 
 
 def first_string(claims: Mapping[str, Any], names: Sequence[str]) -> str:
-    """The first of `names` present as a non-empty string, else ""."""
+    """The first of `names` present as a non-empty string, else "" (a dotted name may be a path: `rctx.req_wl`)."""
     for name in names:
-        value = claims.get(name)
+        value = claim_value(claims, name)
         if isinstance(value, str) and value:
             return value
     return ""

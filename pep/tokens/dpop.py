@@ -1,9 +1,9 @@
 """DPoP proof checks for a resource server (RFC 9449 4.3, 7.1, 11.1).
 
 Order: syntax, header (typ, alg, jwk), signature, claims
-(jti, htm, htu, iat, ath), then the key binding (thumbprint == cnf.jkt), then the
-replay cache last, so a proof that fails any other check never enters the cache.
-Server-provided nonces (RFC 9449 9) are not used.
+(jti, htm, htu, iat, ath), then the key binding (thumbprint == cnf.jkt), then the server's
+nonce when the token's issuer asks for one (RFC 9449 8, pep/tokens/nonce.py), then the replay
+cache last, so a proof that fails any other check never enters the cache.
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ from pep.reasons import Reason
 from pep.tokens.cache import ReplayCache, ReplayStore
 from pep.tokens.jwk import JWKError, key_fits_alg, public_key_from_jwk
 from pep.tokens.jws import MalformedJWS, is_forbidden_alg, parse_compact, verify_signature
+from pep.tokens.nonce import Nonces
 from pep.tokens.thumbprint import jwk_thumbprint, sha256_b64url
 
 DPOP_TYPES = ("dpop+jwt", "application/dpop+jwt")
@@ -148,6 +149,7 @@ class DPoPVerifier:
         # This process's cache unless the composition root hands in the fleet's (`use_replay`).
         self.local_replay = ReplayCache(config.dpop_replay_cache_size)
         self._replay: ReplayStore = replay if replay is not None else self.local_replay
+        self.nonces = Nonces(config.dpop_nonce_seconds, config.dpop_nonce_grace_seconds)
 
     def use_replay(self, replay: ReplayStore) -> None:
         """Remember proofs in `replay` from now on (the fleet's, in front of `local_replay`)."""
@@ -157,10 +159,21 @@ class DPoPVerifier:
     def _key(jwk: Mapping[str, Any]) -> Any:
         return _public_key(json.dumps(jwk, sort_keys=True, separators=(",", ":")))
 
-    def check(self, proof: str, *, access_token: str | None, method: str, uri: str, jkt: str, now: float) -> None:
+    def check(
+        self,
+        proof: str,
+        *,
+        access_token: str | None,
+        method: str,
+        uri: str,
+        jkt: str,
+        now: float,
+        nonce: bool = False,
+    ) -> None:
         """Raise `TokenError` unless `proof` is a fresh, valid proof for this request,
         made with the key whose thumbprint is `jkt`. With an `access_token` (always, at
-        a resource server) the proof's `ath` must be its hash; None skips that check."""
+        a resource server) the proof's `ath` must be its hash; None skips that check. With
+        `nonce` its `nonce` claim must be the server's (`NonceError` carries the current one)."""
         proof = proof.strip()
         if not proof:
             raise TokenError("DPoP-bound token presented without a DPoP proof", Reason.DPOP_PROOF_MISSING)
@@ -184,6 +197,8 @@ class DPoPVerifier:
             raise _invalid("jwk has no computable thumbprint") from None
         if not hmac.compare_digest(thumbprint.encode("ascii"), jkt.encode("ascii", errors="replace")):
             raise TokenError("DPoP proof key does not match the token's cnf.jkt", Reason.POP_BINDING_MISMATCH)
+        if nonce:
+            self.nonces.check(claims.get("nonce"), now)
         # One digest of the request URI, key and jti: also the fleet's Redis key (pep/state/shared.py).
         key_id = hashlib.sha256(f"{htu}\n{jkt}\n{jti}".encode()).digest()
         deadline = iat + self._config.dpop_max_age_seconds + 1

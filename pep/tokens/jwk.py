@@ -162,12 +162,17 @@ def alg_matches(key: VerificationKey, header_alg: str) -> bool:
     return key.crv == "Ed25519" and {header_alg, key.alg} == {"EdDSA", "Ed25519"}
 
 
-def load_verification_key(jwk: Any, allowed: Collection[str]) -> VerificationKey | None:
-    """A JWKS entry as a verification key; None for keys not meant for signatures."""
+def load_verification_key(
+    jwk: Any, allowed: Collection[str], uses: Collection[str] = ("sig",)
+) -> VerificationKey | None:
+    """A JWKS entry as a verification key; None for keys not meant for signatures.
+
+    `uses`: the `use` values that count (a SPIFFE bundle's JWT signing keys say `jwt-svid`).
+    """
     if not isinstance(jwk, Mapping):
         raise JWKError("is not a JSON object")
     use = jwk.get("use")
-    if use is not None and use != "sig":
+    if use is not None and use not in uses:
         return None
     ops = jwk.get("key_ops")
     if ops is not None and (not isinstance(ops, list) or "verify" not in ops):

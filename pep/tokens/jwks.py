@@ -25,6 +25,9 @@ log = logging.getLogger("pep.tokens.jwks")
 
 MAX_JWKS_BYTES = 1024 * 1024
 MAX_KEYS = 100
+# The JWK `use` values whose keys verify tokens: any issuer's, and a spiffe issuer's (SPIFFE bundle).
+USE_SIG = ("sig",)
+USE_SPIFFE = ("sig", "jwt-svid")
 _MAX_AGE = re.compile(r"(?:^|[,\s])max-age\s*=\s*(\d+)", re.I)
 
 # (uri, timeout) -> (body, max-age seconds or None). Raises OSError on failure.
@@ -47,11 +50,14 @@ class KeySet:
         return cls(tuple(keys), {k: tuple(v) for k, v in by_kid.items()})
 
 
-def parse_jwks(data: bytes, allowed_algs: Collection[str]) -> tuple[KeySet, list[str]]:
+def parse_jwks(data: bytes, allowed_algs: Collection[str], uses: Collection[str] = USE_SIG) -> tuple[KeySet, list[str]]:
     """Parse a JWK Set document. Returns the usable keys and one problem per bad key.
 
-    Keys not meant for signing (`use` other than `sig`, encryption algorithms, key
+    Keys not meant for signing (`use` not in `uses`, encryption algorithms, key
     types pep does not verify with) are skipped silently; malformed keys are problems.
+    A SPIFFE bundle is a JWK Set too: its `spiffe_sequence` and `spiffe_refresh_hint`
+    members are ignored, its `x509-svid` keys skipped, its `jwt-svid` keys count when
+    `uses` holds `jwt-svid` (USE_SPIFFE, spiffe issuers only).
     Raises ValueError when the document itself is unusable.
     """
     if len(data) > MAX_JWKS_BYTES:
@@ -69,7 +75,7 @@ def parse_jwks(data: bytes, allowed_algs: Collection[str]) -> tuple[KeySet, list
     problems: list[str] = []
     for i, entry in enumerate(entries):
         try:
-            key = load_verification_key(entry, allowed_algs)
+            key = load_verification_key(entry, allowed_algs, uses)
         except UnsupportedKey:
             continue
         except JWKError as e:
@@ -97,7 +103,9 @@ class StaticKeySource:
         self._keys = keys
 
     @classmethod
-    def from_file(cls, path: str, allowed_algs: Collection[str], config_key: str) -> StaticKeySource:
+    def from_file(
+        cls, path: str, allowed_algs: Collection[str], config_key: str, uses: Collection[str] = USE_SIG
+    ) -> StaticKeySource:
         """Load `path`; any problem is a `ConfigError` on `config_key`."""
         try:
             with open(path, "rb") as f:
@@ -105,7 +113,7 @@ class StaticKeySource:
         except OSError as e:
             raise ConfigError(config_key, f"cannot read {path}: {e.strerror or e}") from None
         try:
-            keys, problems = parse_jwks(data, allowed_algs)
+            keys, problems = parse_jwks(data, allowed_algs, uses)
         except ValueError as e:
             raise ConfigError(config_key, f"{path}: {e}") from None
         if problems:
@@ -169,8 +177,10 @@ class RemoteKeySource:
         on_refresh: RefreshHook | None = None,
         timeout_seconds: float = 5.0,
         background: bool = True,
+        uses: Collection[str] = USE_SIG,
     ) -> None:
         self._uri = uri
+        self._uses = tuple(uses)
         self._allowed = tuple(allowed_algs)
         self._cache_seconds = max(1.0, cache_seconds)
         self._min_refetch = max(0.0, min_refetch_seconds)
@@ -215,7 +225,7 @@ class RemoteKeySource:
         self._last_attempt = self._clock()
         try:
             body, max_age = self._fetch(self._uri, self._timeout)
-            keys, problems = parse_jwks(body, self._allowed)
+            keys, problems = parse_jwks(body, self._allowed, self._uses)
             for problem in problems:
                 log.warning("JWKS %s: skipped key: %s", self._uri, problem)
             if not keys.keys:

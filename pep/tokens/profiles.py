@@ -14,12 +14,15 @@ start-up; the request path reads the resolved `Profile` only.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from typing import Any
 
 from pep.config import PROFILES as PROFILE_NAMES
 from pep.config import IdentityConfig, IssuerConfig, TokenConfig
 from pep.errors import ConfigError
+from pep.tokens.profile_model import AppOnly, Profile
+
+__all__ = ["ID_TOKEN_CLAIMS", "PROFILES", "TYPS", "AppOnly", "Profile", "describe", "normalise_typ", "resolve"]
 
 # The `typ` values a profile may accept ("" = no typ header); the media-type form
 # (`application/at+jwt`) is the same value (RFC 7515 4.1.9).
@@ -28,52 +31,6 @@ TYPS = ("at+jwt", "jwt", "")
 ID_TOKEN_CLAIMS = ("nonce", "at_hash", "c_hash")
 # RFC 9068 section 2.2, as `tokens.required_claims` has it by default.
 _RFC9068_REQUIRED = ("iss", "sub", "aud", "exp", "iat", "jti", "client_id")
-
-
-@dataclass(frozen=True)
-class AppOnly:
-    """The token is app-only (an autonomous agent, no user) when `claim` equals `value`.
-
-    `{agent}` in `value` stands for the agent claim's value; `value=None` means "the claim is absent".
-    """
-
-    claim: str
-    value: str | None
-    # Compare with the agent lower-cased (Keycloak lower-cases usernames, not client ids).
-    lower: bool = False
-
-
-@dataclass(frozen=True)
-class Profile:
-    name: str
-    # Claims naming the OAuth client, i.e. the agent: the first present wins.
-    agent: tuple[str, ...]
-    # Claims naming the user the agent acts for: the first present wins.
-    user: tuple[str, ...]
-    # Claims holding the scopes (a space-separated string or an array): the first present wins.
-    scopes: tuple[str, ...]
-    # Claims holding the user's groups or roles (string, array, or an object whose keys are names):
-    # merged. None: `identity.user_groups_claim` (the rfc9068 profile, as before).
-    groups: tuple[str, ...] | None
-    # Claims that must be present; "a|b" is satisfied by either. None: `tokens.required_claims`.
-    required_claims: tuple[str, ...] | None
-    # Header `typ` values accepted ("" = none). None: `at+jwt`, and `JWT` if `tokens.accept_jwt_typ`.
-    accept_typ: tuple[str, ...] | None
-    # The claim matched against the issuer's `audiences` (an IdP without `aud` names its client instead).
-    audience_claim: str = "aud"
-    # "act": delegation is RFC 8693 nested `act`; "client": the IdP's on-behalf-of flow shows as the
-    # client (the agent) acting for the token's user, a chain of one. `act` is read in both cases.
-    chain: str = "act"
-    # How an app-only (client credentials) token shows, beyond `sub` being a registered agent.
-    app_only: tuple[AppOnly, ...] = ()
-    # False: the IdP's tokens never carry a user (workload identities): every token is app-only.
-    users: bool = True
-    # Claims that must hold exactly this value, else `token_type_invalid` (the IdP's own token-type claim).
-    expect: tuple[tuple[str, str], ...] = ()
-    # Refuse tokens carrying ID-token claims (`nonce`, `at_hash`, `c_hash`) with `token_type_invalid`.
-    refuse_id_tokens: bool = True
-    doc: str = ""
-    sources: tuple[str, ...] = ()
 
 
 _SUB_IS_AGENT = AppOnly("sub", "{agent}")
@@ -315,6 +272,51 @@ PROFILES: Mapping[str, Profile] = {
             sources=(
                 "https://docs.aws.amazon.com/cognito/latest/developerguide/amazon-cognito-user-pools-using-the-access-token.html",
                 "https://docs.aws.amazon.com/cognito/latest/developerguide/amazon-cognito-user-pools-using-tokens-verifying-a-jwt.html",
+            ),
+        ),
+        Profile(
+            name="spiffe",
+            agent=("sub",),
+            user=(),
+            scopes=("scope",),
+            groups=(),
+            required_claims=("sub", "aud", "exp"),
+            accept_typ=("jwt", "jose", ""),
+            chain="client",
+            users=False,
+            doc=(
+                "SPIFFE JWT-SVIDs (SPIRE and other SPIFFE issuers): typ JWT or JOSE, or none; sub = the workload's "
+                "SPIFFE ID, mapped to its agent by spiffe_id in agents.yaml; aud and exp required, iss optional (an "
+                "SVID without iss is matched to the spiffe issuer of its trust domain); sub must be in the issuer's "
+                "trust_domain. Keys from the trust domain's bundle (use jwt-svid). A workload identity: never a user."
+            ),
+            sources=(
+                "https://github.com/spiffe/spiffe/blob/main/standards/JWT-SVID.md",
+                "https://github.com/spiffe/spiffe/blob/main/standards/SPIFFE-ID.md",
+                "https://github.com/spiffe/spiffe/blob/main/standards/SPIFFE_Trust_Domain_and_Bundle.md",
+            ),
+        ),
+        Profile(
+            name="txntoken",
+            agent=("req_wl", "rctx.req_wl"),
+            user=("sub",),
+            scopes=("scope",),
+            groups=(),
+            required_claims=("sub", "aud", "exp", "iat", "txn", "scope"),
+            accept_typ=("txntoken+jwt",),
+            app_only=(_SUB_IS_AGENT,),
+            jti_claim="txn",
+            doc=(
+                "OAuth Transaction Tokens (draft-ietf-oauth-transaction-tokens): typ txntoken+jwt; txn (the "
+                "transaction id, pep's jti), sub (the transaction's principal: the user, or a registered agent "
+                "acting alone), scope, aud (the trust domain), iat, exp; iss optional (matched to the one txntoken "
+                "issuer whose audiences name aud). The agent is the requesting workload, req_wl (rctx.req_wl in "
+                "earlier drafts; claims.agent may name another claim, a dotted path such as tctx.agent). tctx, rctx "
+                "and purp reach policies as context.token.transaction."
+            ),
+            sources=(
+                "https://datatracker.ietf.org/doc/draft-ietf-oauth-transaction-tokens/",
+                "https://www.rfc-editor.org/rfc/rfc8417#section-2.2",
             ),
         ),
     )

@@ -46,7 +46,8 @@ from pep.tokens.claims import (
 )
 from pep.tokens.dpop import DPoPVerifier
 from pep.tokens.jwk import alg_matches
-from pep.tokens.jwks import Fetcher, KeySet, KeySource, RefreshHook, RemoteKeySource, StaticKeySource
+from pep.tokens.jwks import USE_SIG, USE_SPIFFE, Fetcher, KeySet, KeySource, RefreshHook, RemoteKeySource
+from pep.tokens.jwks_file import FileKeySource
 from pep.tokens.jws import (
     CompactJWS,
     MalformedJWS,
@@ -56,7 +57,10 @@ from pep.tokens.jws import (
     verify_signature,
 )
 from pep.tokens.mtls import check_certificate_binding
+from pep.tokens.nonce import Nonces
 from pep.tokens.profiles import PROFILES, Profile, normalise_typ, resolve
+from pep.tokens.status_list import StatusLists
+from pep.tokens.workload import WorkloadIssuers, check_workload_claims
 
 log = logging.getLogger("pep.tokens")
 
@@ -98,6 +102,7 @@ class VerifiedToken:
     # The profile says this is the agent acting alone (client credentials), whatever `sub` is.
     app_only: bool = False
     profile: Profile = PROFILES["rfc9068"]
+    dpop_nonce: str = ""  # the server's current DPoP nonce for the answer (a `dpop_nonce` issuer's DPoP token)
 
 
 @dataclass(frozen=True)
@@ -170,7 +175,10 @@ class TokenVerifier:
         self._clock = clock
         self._cache: ExpiringLRU[_Entry] = ExpiringLRU(cache_size)
         self._dpop = DPoPVerifier(config)
+        self.nonces: Nonces = self._dpop.nonces  # DPoP server nonces; `share` them with a fleet's secret store
+        self._status = StatusLists(config.status_list_cache_seconds, config.leeway_seconds, clock=clock)
         self._issuers: dict[str, _Issuer] = {}
+        self._workloads = WorkloadIssuers(issuers)
         profiles = []
         for i, issuer in enumerate(issuers):
             try:
@@ -182,8 +190,8 @@ class TokenVerifier:
         try:
             for i, (issuer, profile) in enumerate(zip(issuers, profiles, strict=True)):
                 source: KeySource
-                if issuer.jwks_file:
-                    source = StaticKeySource.from_file(issuer.jwks_file, issuer.algorithms, f"issuers[{i}].jwks_file")
+                if issuer.jwks_file:  # reloaded when it changes
+                    source = FileKeySource.of(issuer, i, config, on_jwks_refresh, jwks_background_refresh)
                 elif issuer.jwks_uri:
                     source = RemoteKeySource(
                         issuer.jwks_uri,
@@ -194,6 +202,7 @@ class TokenVerifier:
                         fetch=jwks_fetch,
                         on_refresh=on_jwks_refresh,
                         background=jwks_background_refresh,
+                        uses=USE_SPIFFE if issuer.profile == "spiffe" else USE_SIG,  # SPIFFE bundles: jwt-svid
                     )
                 else:
                     raise ConfigError(f"issuers[{i}]", "needs exactly one of jwks_file or jwks_uri")
@@ -203,6 +212,7 @@ class TokenVerifier:
             raise
 
     def close(self) -> None:
+        self._dpop.nonces.close()
         for issuer in self._issuers.values():
             issuer.source.close()
 
@@ -243,7 +253,10 @@ class TokenVerifier:
         profile = found.profile
         # Checked on cache hits too: one token may reach entry points that expect different audiences.
         check_audience(claims, (creds.audience,) if creds.audience else found.config.audiences, profile.audience_claim)
-        self._check_binding(scheme, token, entry.binding, creds, now)
+        nonce = found.config.dpop_nonce and entry.binding.kind == "dpop"
+        self._check_binding(scheme, token, entry.binding, creds, now, nonce)
+        # On cache hits too: a list that says revoked (or cannot be read) denies from the next call.
+        self._status.check(claims, entry.issuer, found.source, found.config.algorithms)
         client_id = first_string(claims, profile.agent)
         return VerifiedToken(
             issuer=entry.issuer,
@@ -252,12 +265,13 @@ class TokenVerifier:
             binding=entry.binding.kind,
             scopes=scopes_of(claims, profile.scopes),
             client_id=client_id,
-            jti=claims.get("jti") or "",
+            jti=claims.get(profile.jti_claim) or "",
             issued_at=int(claims.get("iat", 0)),
             expires_at=int(claims.get("exp", 0)),
             user=first_string(claims, profile.user) if profile.users else "",
             app_only=is_app_only(claims, profile, client_id),
             profile=profile,
+            dpop_nonce=self._dpop.nonces.current(now) if nonce else "",
         )
 
     def _verify_signed(self, token: str, now: float) -> _Entry:
@@ -270,6 +284,8 @@ class TokenVerifier:
             raise _error(f"token malformed: {e}", Reason.TOKEN_MALFORMED) from None
         alg, kid = self._check_header(jws.header)
         iss = jws.payload.get("iss")  # unverified: used only to choose the key set
+        if iss is None:  # SVIDs and transaction tokens may leave it out (pep/tokens/workload.py)
+            iss = self._workloads.issuer_for(jws.payload, normalise_typ(str(jws.header.get("typ", ""))))
         if iss is None:
             raise _error("required claim iss is missing", Reason.TOKEN_CLAIMS_MISSING)
         if not isinstance(iss, str) or not iss:
@@ -291,6 +307,7 @@ class TokenVerifier:
         check_types(claims)
         check_profile(claims, profile)
         check_required(claims, profile.required_claims or ())
+        check_workload_claims(claims, issuer, profile)
         check_times(claims, now, cfg.leeway_seconds)
         check_lifetime(claims, now, cfg.max_lifetime_seconds)
         binding = binding_of(claims)
@@ -344,7 +361,9 @@ class TokenVerifier:
                 return keys
         raise _error("signature does not verify", Reason.TOKEN_SIGNATURE_INVALID)
 
-    def _check_binding(self, scheme: str, token: str, binding: Binding, creds: Credentials, now: float) -> None:
+    def _check_binding(
+        self, scheme: str, token: str, binding: Binding, creds: Credentials, now: float, nonce: bool = False
+    ) -> None:
         if binding.kind == "dpop":
             if scheme == "bearer":
                 raise _error("DPoP-bound token presented as a Bearer token", Reason.POP_BINDING_MISMATCH)
@@ -355,6 +374,7 @@ class TokenVerifier:
                 uri=creds.http_uri,
                 jkt=binding.jkt,
                 now=now,
+                nonce=nonce,
             )
             return
         if scheme == "dpop":

@@ -25,13 +25,15 @@ from pep.tokens.verifier import Credentials, TokenVerifier, VerifiedToken
 from tests.harness import forge
 from tests.harness.forge import ISSUER, OMIT
 from tests.harness.tokens import Env
-from tests.tokens.vendor_tokens import AGENTS, CASES, Case, case
+from tests.tokens.vendor_tokens import AGENTS, CASES, SVID_ID, TRUST_DOMAIN, Case, case
 
-REGISTRY = Registry({a: AgentRecord(a, "owner@example.com") for a in AGENTS})
+REGISTRY = Registry({a: AgentRecord(a, "owner@example.com") for a in AGENTS}, {SVID_ID: "svid-agent"})
 APP_CASES = [c for c in CASES if c.kind == "app"]
 
 
 def _verifier(env: Env, profile: str, audiences: tuple[str, ...], tokens: TokenConfig | None = None, **kw: Any):
+    if profile == "spiffe":
+        kw.setdefault("trust_domain", TRUST_DOMAIN)
     issuer = IssuerConfig(ISSUER, audiences, ("ES256",), jwks_file=env.jwks_path, profile=profile, **kw)
     v = TokenVerifier([issuer], tokens or TokenConfig(), clock=env.clock)
     env.verifiers.append(v)

@@ -104,6 +104,14 @@ def _mtls_token(k: Kit) -> str:
     return k.tok(cnf={"x5t#S256": k.cert.x5t})
 
 
+def _nonce_verifier(k: Kit) -> TokenVerifier:
+    """The env's issuer with `dpop_nonce: true` (pep/tokens/nonce.py)."""
+    issuer = IssuerConfig(ISSUER, (AUDIENCE,), ("ES256",), jwks_file=k.env.jwks_path, dpop_nonce=True)
+    verifier = TokenVerifier([issuer], TokenConfig(), clock=k.env.clock, cache_size=10)
+    k.env.verifiers.append(verifier)
+    return verifier
+
+
 def _two_issuers(k: Kit) -> TokenVerifier:
     other_path = write_jwks(k.env.tmp, "other.json", [k.other])
     issuers = [
@@ -410,6 +418,20 @@ CASES: list[Case] = [
         lambda k: _dpop_creds(k, key=k.other, jwk=devtoken.public_jwk(k.other)),
         POP,
     ),
+    Case("DPoP-bound, nonce issuer, no nonce", lambda k: _dpop_creds(k), Reason.DPOP_NONCE_REQUIRED, _nonce_verifier),
+    Case(
+        "DPoP-bound, nonce issuer, forged nonce",
+        lambda k: _dpop_creds(k, nonce="A" * 32),
+        Reason.DPOP_NONCE_REQUIRED,
+        _nonce_verifier,
+    ),
+    # OAuth Token Status List (details, with a real list server, in test_status_list.py)
+    Case(
+        "status list unreachable (fail closed)",
+        lambda k: k.tok(status={"status_list": {"idx": 0, "uri": "http://127.0.0.1:9/list"}}),
+        Reason.TOKEN_REVOKED,
+    ),
+    Case("status claim without status_list", lambda k: k.tok(status={"idx": 0}), CLAIMS),
     Case("DPoP scheme, unbound token", lambda k: Credentials("DPoP " + k.tok(), "x", METHOD, URI), POP),
     Case(
         "DPoP scheme, certificate-bound token",

@@ -28,7 +28,12 @@ AGENTS = (
     "entity-7d3f",
     "vault-agent",
     "cog-agent",
+    "svid-agent",
+    "txn-agent",
 )
+# A workload's SPIFFE ID, registered as svid-agent's `spiffe_id` (profile spiffe, trust domain example.org).
+SVID_ID = "spiffe://example.org/ns/agents/sa/svid-agent"
+TRUST_DOMAIN = "example.org"
 
 
 @dataclass(frozen=True)
@@ -553,6 +558,49 @@ CASES = (
         ("cog-agent",),
         groups=("admin",),
         audiences=("cog-agent",),
+    ),
+    # SPIFFE JWT-SVID (SPIRE): typ JWT; sub = the SPIFFE ID, mapped by agents.yaml spiffe_id; aud, exp, iat.
+    Case(
+        "spiffe",
+        "app",
+        "JWT",
+        lambda n: _t(n, sub=SVID_ID, aud=AUDIENCE),
+        "svid-agent",
+        None,
+        frozenset(),
+        ("svid-agent",),
+    ),
+    # Transaction token (draft-ietf-oauth-transaction-tokens): typ txntoken+jwt; the requesting workload
+    # (req_wl) is the agent, sub the user; txn, scope, tctx, rctx.
+    Case(
+        "txntoken",
+        "user",
+        "txntoken+jwt",
+        lambda n: _t(
+            n,
+            aud=AUDIENCE,
+            txn="97053963-771d-49cc-a4e3-20aad399c312",
+            sub="alice@example.com",
+            req_wl="txn-agent",
+            scope="trade.stocks",
+            tctx={"action": "BUY", "ticker": "MSFT", "quantity": "100"},
+            rctx={"req_ip": "69.151.72.123", "authn": "face"},
+        ),
+        "txn-agent",
+        "alice@example.com",
+        frozenset({"trade.stocks"}),
+        ("txn-agent",),
+    ),
+    # An internally initiated transaction: the workload is its own principal (sub = a registered agent).
+    Case(
+        "txntoken",
+        "app",
+        "txntoken+jwt",
+        lambda n: _t(n, aud=AUDIENCE, txn="txn-2", sub="txn-agent", rctx={"req_wl": "txn-agent"}, scope="batch"),
+        "txn-agent",
+        None,
+        frozenset({"batch"}),
+        ("txn-agent",),
     ),
 )
 

@@ -24,27 +24,35 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x12pep/v1/admin.proto\x12\x06pep.v1\"[\n\x0e\x44isableRequest\x12\x1e\n\x04kind\x18\x01 \x01(\x0e\x32\x10.pep.v1.KillKind\x12\n\n\x02id\x18\x02 \x01(\t\x12\x0e\n\x06reason\x18\x03 \x01(\t\x12\r\n\x05\x61\x63tor\x18\x04 \x01(\t\"J\n\rEnableRequest\x12\x1e\n\x04kind\x18\x01 \x01(\x0e\x32\x10.pep.v1.KillKind\x12\n\n\x02id\x18\x02 \x01(\t\x12\r\n\x05\x61\x63tor\x18\x03 \x01(\t\"H\n\rAdminResponse\x12\x0f\n\x07\x63hanged\x18\x01 \x01(\x08\x12&\n\x06status\x18\x02 \x01(\x0b\x32\x16.pep.v1.StatusResponse\"\x0f\n\rStatusRequest\"\x84\x01\n\tKillEntry\x12\x1e\n\x04kind\x18\x01 \x01(\x0e\x32\x10.pep.v1.KillKind\x12\n\n\x02id\x18\x02 \x01(\t\x12\x0e\n\x06reason\x18\x03 \x01(\t\x12\x0e\n\x06source\x18\x04 \x01(\t\x12\r\n\x05since\x18\x05 \x01(\x01\x12\r\n\x05\x61\x63tor\x18\x06 \x01(\t\x12\r\n\x05scope\x18\x07 \x01(\t\"L\n\x0eStatusResponse\x12\"\n\x07\x65ntries\x18\x01 \x03(\x0b\x32\x11.pep.v1.KillEntry\x12\x16\n\x0epolicy_version\x18\x02 \x01(\t*\x92\x01\n\x08KillKind\x12\x19\n\x15KILL_KIND_UNSPECIFIED\x10\x00\x12\x13\n\x0fKILL_KIND_AGENT\x10\x01\x12\x19\n\x15KILL_KIND_AGENT_GROUP\x10\x02\x12\x12\n\x0eKILL_KIND_USER\x10\x03\x12\x14\n\x10KILL_KIND_ISSUER\x10\x04\x12\x11\n\rKILL_KIND_ALL\x10\x05\x32\xb2\x01\n\x05\x41\x64min\x12\x38\n\x07\x44isable\x12\x16.pep.v1.DisableRequest\x1a\x15.pep.v1.AdminResponse\x12\x36\n\x06\x45nable\x12\x15.pep.v1.EnableRequest\x1a\x15.pep.v1.AdminResponse\x12\x37\n\x06Status\x12\x15.pep.v1.StatusRequest\x1a\x16.pep.v1.StatusResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x12pep/v1/admin.proto\x12\x06pep.v1\"l\n\rRevokeRequest\x12 \n\x04kind\x18\x01 \x01(\x0e\x32\x12.pep.v1.RevokeKind\x12\n\n\x02id\x18\x02 \x01(\t\x12\x0e\n\x06\x62\x65\x66ore\x18\x03 \x01(\x01\x12\x0e\n\x06reason\x18\x04 \x01(\t\x12\r\n\x05\x61\x63tor\x18\x05 \x01(\t\"N\n\x0fUnrevokeRequest\x12 \n\x04kind\x18\x01 \x01(\x0e\x32\x12.pep.v1.RevokeKind\x12\n\n\x02id\x18\x02 \x01(\t\x12\r\n\x05\x61\x63tor\x18\x03 \x01(\t\"\x97\x01\n\nRevocation\x12 \n\x04kind\x18\x01 \x01(\x0e\x32\x12.pep.v1.RevokeKind\x12\n\n\x02id\x18\x02 \x01(\t\x12\x0e\n\x06\x62\x65\x66ore\x18\x03 \x01(\x01\x12\x0e\n\x06reason\x18\x04 \x01(\t\x12\x0e\n\x06source\x18\x05 \x01(\t\x12\r\n\x05since\x18\x06 \x01(\x01\x12\r\n\x05\x61\x63tor\x18\x07 \x01(\t\x12\r\n\x05scope\x18\x08 \x01(\t\"[\n\x0e\x44isableRequest\x12\x1e\n\x04kind\x18\x01 \x01(\x0e\x32\x10.pep.v1.KillKind\x12\n\n\x02id\x18\x02 \x01(\t\x12\x0e\n\x06reason\x18\x03 \x01(\t\x12\r\n\x05\x61\x63tor\x18\x04 \x01(\t\"J\n\rEnableRequest\x12\x1e\n\x04kind\x18\x01 \x01(\x0e\x32\x10.pep.v1.KillKind\x12\n\n\x02id\x18\x02 \x01(\t\x12\r\n\x05\x61\x63tor\x18\x03 \x01(\t\"H\n\rAdminResponse\x12\x0f\n\x07\x63hanged\x18\x01 \x01(\x08\x12&\n\x06status\x18\x02 \x01(\x0b\x32\x16.pep.v1.StatusResponse\"\x0f\n\rStatusRequest\"\x84\x01\n\tKillEntry\x12\x1e\n\x04kind\x18\x01 \x01(\x0e\x32\x10.pep.v1.KillKind\x12\n\n\x02id\x18\x02 \x01(\t\x12\x0e\n\x06reason\x18\x03 \x01(\t\x12\x0e\n\x06source\x18\x04 \x01(\t\x12\r\n\x05since\x18\x05 \x01(\x01\x12\r\n\x05\x61\x63tor\x18\x06 \x01(\t\x12\r\n\x05scope\x18\x07 \x01(\t\"u\n\x0eStatusResponse\x12\"\n\x07\x65ntries\x18\x01 \x03(\x0b\x32\x11.pep.v1.KillEntry\x12\x16\n\x0epolicy_version\x18\x02 \x01(\t\x12\'\n\x0brevocations\x18\x03 \x03(\x0b\x32\x12.pep.v1.Revocation*\x85\x01\n\nRevokeKind\x12\x1b\n\x17REVOKE_KIND_UNSPECIFIED\x10\x00\x12\x15\n\x11REVOKE_KIND_TOKEN\x10\x01\x12\x15\n\x11REVOKE_KIND_AGENT\x10\x02\x12\x14\n\x10REVOKE_KIND_USER\x10\x03\x12\x16\n\x12REVOKE_KIND_ISSUER\x10\x04*\x92\x01\n\x08KillKind\x12\x19\n\x15KILL_KIND_UNSPECIFIED\x10\x00\x12\x13\n\x0fKILL_KIND_AGENT\x10\x01\x12\x19\n\x15KILL_KIND_AGENT_GROUP\x10\x02\x12\x12\n\x0eKILL_KIND_USER\x10\x03\x12\x14\n\x10KILL_KIND_ISSUER\x10\x04\x12\x11\n\rKILL_KIND_ALL\x10\x05\x32\xa6\x02\n\x05\x41\x64min\x12\x38\n\x07\x44isable\x12\x16.pep.v1.DisableRequest\x1a\x15.pep.v1.AdminResponse\x12\x36\n\x06\x45nable\x12\x15.pep.v1.EnableRequest\x1a\x15.pep.v1.AdminResponse\x12\x37\n\x06Status\x12\x15.pep.v1.StatusRequest\x1a\x16.pep.v1.StatusResponse\x12\x36\n\x06Revoke\x12\x15.pep.v1.RevokeRequest\x1a\x15.pep.v1.AdminResponse\x12:\n\x08Unrevoke\x12\x17.pep.v1.UnrevokeRequest\x1a\x15.pep.v1.AdminResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'pep.v1.admin_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_KILLKIND']._serialized_start=504
-  _globals['_KILLKIND']._serialized_end=650
-  _globals['_DISABLEREQUEST']._serialized_start=30
-  _globals['_DISABLEREQUEST']._serialized_end=121
-  _globals['_ENABLEREQUEST']._serialized_start=123
-  _globals['_ENABLEREQUEST']._serialized_end=197
-  _globals['_ADMINRESPONSE']._serialized_start=199
-  _globals['_ADMINRESPONSE']._serialized_end=271
-  _globals['_STATUSREQUEST']._serialized_start=273
-  _globals['_STATUSREQUEST']._serialized_end=288
-  _globals['_KILLENTRY']._serialized_start=291
-  _globals['_KILLENTRY']._serialized_end=423
-  _globals['_STATUSRESPONSE']._serialized_start=425
-  _globals['_STATUSRESPONSE']._serialized_end=501
-  _globals['_ADMIN']._serialized_start=653
-  _globals['_ADMIN']._serialized_end=831
+  _globals['_REVOKEKIND']._serialized_start=889
+  _globals['_REVOKEKIND']._serialized_end=1022
+  _globals['_KILLKIND']._serialized_start=1025
+  _globals['_KILLKIND']._serialized_end=1171
+  _globals['_REVOKEREQUEST']._serialized_start=30
+  _globals['_REVOKEREQUEST']._serialized_end=138
+  _globals['_UNREVOKEREQUEST']._serialized_start=140
+  _globals['_UNREVOKEREQUEST']._serialized_end=218
+  _globals['_REVOCATION']._serialized_start=221
+  _globals['_REVOCATION']._serialized_end=372
+  _globals['_DISABLEREQUEST']._serialized_start=374
+  _globals['_DISABLEREQUEST']._serialized_end=465
+  _globals['_ENABLEREQUEST']._serialized_start=467
+  _globals['_ENABLEREQUEST']._serialized_end=541
+  _globals['_ADMINRESPONSE']._serialized_start=543
+  _globals['_ADMINRESPONSE']._serialized_end=615
+  _globals['_STATUSREQUEST']._serialized_start=617
+  _globals['_STATUSREQUEST']._serialized_end=632
+  _globals['_KILLENTRY']._serialized_start=635
+  _globals['_KILLENTRY']._serialized_end=767
+  _globals['_STATUSRESPONSE']._serialized_start=769
+  _globals['_STATUSRESPONSE']._serialized_end=886
+  _globals['_ADMIN']._serialized_start=1174
+  _globals['_ADMIN']._serialized_end=1468
 # @@protoc_insertion_point(module_scope)

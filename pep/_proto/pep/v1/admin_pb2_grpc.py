@@ -49,6 +49,16 @@ class AdminStub:
                 request_serializer=pep_dot_v1_dot_admin__pb2.StatusRequest.SerializeToString,
                 response_deserializer=pep_dot_v1_dot_admin__pb2.StatusResponse.FromString,
                 _registered_method=True)
+        self.Revoke = channel.unary_unary(
+                '/pep.v1.Admin/Revoke',
+                request_serializer=pep_dot_v1_dot_admin__pb2.RevokeRequest.SerializeToString,
+                response_deserializer=pep_dot_v1_dot_admin__pb2.AdminResponse.FromString,
+                _registered_method=True)
+        self.Unrevoke = channel.unary_unary(
+                '/pep.v1.Admin/Unrevoke',
+                request_serializer=pep_dot_v1_dot_admin__pb2.UnrevokeRequest.SerializeToString,
+                response_deserializer=pep_dot_v1_dot_admin__pb2.AdminResponse.FromString,
+                _registered_method=True)
 
 
 class AdminServicer:
@@ -76,6 +86,21 @@ class AdminServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Revoke(self, request, context):
+        """Revoke a token by jti, or every token issued before a time for an agent,
+        user or issuer (token_revoked). A later time replaces an earlier one.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Unrevoke(self, request, context):
+        """Lift a revocation made through this API.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_AdminServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -93,6 +118,16 @@ def add_AdminServicer_to_server(servicer, server):
                     servicer.Status,
                     request_deserializer=pep_dot_v1_dot_admin__pb2.StatusRequest.FromString,
                     response_serializer=pep_dot_v1_dot_admin__pb2.StatusResponse.SerializeToString,
+            ),
+            'Revoke': grpc.unary_unary_rpc_method_handler(
+                    servicer.Revoke,
+                    request_deserializer=pep_dot_v1_dot_admin__pb2.RevokeRequest.FromString,
+                    response_serializer=pep_dot_v1_dot_admin__pb2.AdminResponse.SerializeToString,
+            ),
+            'Unrevoke': grpc.unary_unary_rpc_method_handler(
+                    servicer.Unrevoke,
+                    request_deserializer=pep_dot_v1_dot_admin__pb2.UnrevokeRequest.FromString,
+                    response_serializer=pep_dot_v1_dot_admin__pb2.AdminResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -176,6 +211,60 @@ class Admin:
             '/pep.v1.Admin/Status',
             pep_dot_v1_dot_admin__pb2.StatusRequest.SerializeToString,
             pep_dot_v1_dot_admin__pb2.StatusResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Revoke(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/pep.v1.Admin/Revoke',
+            pep_dot_v1_dot_admin__pb2.RevokeRequest.SerializeToString,
+            pep_dot_v1_dot_admin__pb2.AdminResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Unrevoke(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/pep.v1.Admin/Unrevoke',
+            pep_dot_v1_dot_admin__pb2.UnrevokeRequest.SerializeToString,
+            pep_dot_v1_dot_admin__pb2.AdminResponse.FromString,
             options,
             channel_credentials,
             insecure,

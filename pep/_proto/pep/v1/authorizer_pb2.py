@@ -25,15 +25,15 @@ _sym_db = _symbol_database.Default()
 from google.protobuf import struct_pb2 as google_dot_protobuf_dot_struct__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17pep/v1/authorizer.proto\x12\x06pep.v1\x1a\x1cgoogle/protobuf/struct.proto\"%\n\tEntityRef\x12\x0c\n\x04type\x18\x01 \x01(\t\x12\n\n\x02id\x18\x02 \x01(\t\"u\n\x08Resource\x12\x0c\n\x04type\x18\x01 \x01(\t\x12\n\n\x02id\x18\x02 \x01(\t\x12+\n\nattributes\x18\x03 \x01(\x0b\x32\x17.google.protobuf.Struct\x12\"\n\x07parents\x18\x04 \x03(\x0b\x32\x11.pep.v1.EntityRef\"\xee\x01\n\x10\x41uthorizeRequest\x12\r\n\x05token\x18\x01 \x01(\t\x12\x12\n\ndpop_proof\x18\x02 \x01(\t\x12\x13\n\x0bhttp_method\x18\x03 \x01(\t\x12\x10\n\x08http_uri\x18\x04 \x01(\t\x12\x1e\n\x16\x63lient_cert_thumbprint\x18\x05 \x01(\t\x12\x0e\n\x06\x61\x63tion\x18\x06 \x01(\t\x12\"\n\x08resource\x18\x07 \x01(\x0b\x32\x10.pep.v1.Resource\x12(\n\x07\x63ontext\x18\x08 \x01(\x0b\x32\x17.google.protobuf.Struct\x12\x12\n\nrequest_id\x18\t \x01(\t\"\xd5\x01\n\x11\x41uthorizeResponse\x12\"\n\x08\x64\x65\x63ision\x18\x01 \x01(\x0e\x32\x10.pep.v1.Decision\x12\x0e\n\x06reason\x18\x02 \x01(\t\x12\x10\n\x08policies\x18\x03 \x03(\t\x12\x0e\n\x06\x65rrors\x18\x04 \x03(\t\x12\x13\n\x0b\x64\x65\x63ision_id\x18\x05 \x01(\t\x12\x16\n\x0epolicy_version\x18\x06 \x01(\t\x12\r\n\x05\x61gent\x18\x07 \x01(\t\x12\x14\n\x0con_behalf_of\x18\x08 \x01(\t\x12\x18\n\x10\x64\x65legation_chain\x18\t \x03(\t\"y\n\x05\x43heck\x12\x0e\n\x06\x61\x63tion\x18\x01 \x01(\t\x12\"\n\x08resource\x18\x02 \x01(\x0b\x32\x10.pep.v1.Resource\x12(\n\x07\x63ontext\x18\x03 \x01(\x0b\x32\x17.google.protobuf.Struct\x12\x12\n\nrequest_id\x18\x04 \x01(\t\"\xb4\x01\n\x15\x41uthorizeBatchRequest\x12\r\n\x05token\x18\x01 \x01(\t\x12\x12\n\ndpop_proof\x18\x02 \x01(\t\x12\x13\n\x0bhttp_method\x18\x03 \x01(\t\x12\x10\n\x08http_uri\x18\x04 \x01(\t\x12\x1e\n\x16\x63lient_cert_thumbprint\x18\x05 \x01(\t\x12\x1d\n\x06\x63hecks\x18\x06 \x03(\x0b\x32\r.pep.v1.Check\x12\x12\n\nrequest_id\x18\x07 \x01(\t\"F\n\x16\x41uthorizeBatchResponse\x12,\n\tresponses\x18\x01 \x03(\x0b\x32\x19.pep.v1.AuthorizeResponse*K\n\x08\x44\x65\x63ision\x12\x18\n\x14\x44\x45\x43ISION_UNSPECIFIED\x10\x00\x12\x12\n\x0e\x44\x45\x43ISION_ALLOW\x10\x01\x12\x11\n\rDECISION_DENY\x10\x02\x32\x9f\x01\n\nAuthorizer\x12@\n\tAuthorize\x12\x18.pep.v1.AuthorizeRequest\x1a\x19.pep.v1.AuthorizeResponse\x12O\n\x0e\x41uthorizeBatch\x12\x1d.pep.v1.AuthorizeBatchRequest\x1a\x1e.pep.v1.AuthorizeBatchResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17pep/v1/authorizer.proto\x12\x06pep.v1\x1a\x1cgoogle/protobuf/struct.proto\"%\n\tEntityRef\x12\x0c\n\x04type\x18\x01 \x01(\t\x12\n\n\x02id\x18\x02 \x01(\t\"u\n\x08Resource\x12\x0c\n\x04type\x18\x01 \x01(\t\x12\n\n\x02id\x18\x02 \x01(\t\x12+\n\nattributes\x18\x03 \x01(\x0b\x32\x17.google.protobuf.Struct\x12\"\n\x07parents\x18\x04 \x03(\x0b\x32\x11.pep.v1.EntityRef\"\xee\x01\n\x10\x41uthorizeRequest\x12\r\n\x05token\x18\x01 \x01(\t\x12\x12\n\ndpop_proof\x18\x02 \x01(\t\x12\x13\n\x0bhttp_method\x18\x03 \x01(\t\x12\x10\n\x08http_uri\x18\x04 \x01(\t\x12\x1e\n\x16\x63lient_cert_thumbprint\x18\x05 \x01(\t\x12\x0e\n\x06\x61\x63tion\x18\x06 \x01(\t\x12\"\n\x08resource\x18\x07 \x01(\x0b\x32\x10.pep.v1.Resource\x12(\n\x07\x63ontext\x18\x08 \x01(\x0b\x32\x17.google.protobuf.Struct\x12\x12\n\nrequest_id\x18\t \x01(\t\"\xe9\x01\n\x11\x41uthorizeResponse\x12\"\n\x08\x64\x65\x63ision\x18\x01 \x01(\x0e\x32\x10.pep.v1.Decision\x12\x0e\n\x06reason\x18\x02 \x01(\t\x12\x10\n\x08policies\x18\x03 \x03(\t\x12\x0e\n\x06\x65rrors\x18\x04 \x03(\t\x12\x13\n\x0b\x64\x65\x63ision_id\x18\x05 \x01(\t\x12\x16\n\x0epolicy_version\x18\x06 \x01(\t\x12\r\n\x05\x61gent\x18\x07 \x01(\t\x12\x14\n\x0con_behalf_of\x18\x08 \x01(\t\x12\x18\n\x10\x64\x65legation_chain\x18\t \x03(\t\x12\x12\n\ndpop_nonce\x18\n \x01(\t\"y\n\x05\x43heck\x12\x0e\n\x06\x61\x63tion\x18\x01 \x01(\t\x12\"\n\x08resource\x18\x02 \x01(\x0b\x32\x10.pep.v1.Resource\x12(\n\x07\x63ontext\x18\x03 \x01(\x0b\x32\x17.google.protobuf.Struct\x12\x12\n\nrequest_id\x18\x04 \x01(\t\"\xb4\x01\n\x15\x41uthorizeBatchRequest\x12\r\n\x05token\x18\x01 \x01(\t\x12\x12\n\ndpop_proof\x18\x02 \x01(\t\x12\x13\n\x0bhttp_method\x18\x03 \x01(\t\x12\x10\n\x08http_uri\x18\x04 \x01(\t\x12\x1e\n\x16\x63lient_cert_thumbprint\x18\x05 \x01(\t\x12\x1d\n\x06\x63hecks\x18\x06 \x03(\x0b\x32\r.pep.v1.Check\x12\x12\n\nrequest_id\x18\x07 \x01(\t\"F\n\x16\x41uthorizeBatchResponse\x12,\n\tresponses\x18\x01 \x03(\x0b\x32\x19.pep.v1.AuthorizeResponse*K\n\x08\x44\x65\x63ision\x12\x18\n\x14\x44\x45\x43ISION_UNSPECIFIED\x10\x00\x12\x12\n\x0e\x44\x45\x43ISION_ALLOW\x10\x01\x12\x11\n\rDECISION_DENY\x10\x02\x32\x9f\x01\n\nAuthorizer\x12@\n\tAuthorize\x12\x18.pep.v1.AuthorizeRequest\x1a\x19.pep.v1.AuthorizeResponse\x12O\n\x0e\x41uthorizeBatch\x12\x1d.pep.v1.AuthorizeBatchRequest\x1a\x1e.pep.v1.AuthorizeBatchResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'pep.v1.authorizer_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_DECISION']._serialized_start=1058
-  _globals['_DECISION']._serialized_end=1133
+  _globals['_DECISION']._serialized_start=1078
+  _globals['_DECISION']._serialized_end=1153
   _globals['_ENTITYREF']._serialized_start=65
   _globals['_ENTITYREF']._serialized_end=102
   _globals['_RESOURCE']._serialized_start=104
@@ -41,13 +41,13 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_AUTHORIZEREQUEST']._serialized_start=224
   _globals['_AUTHORIZEREQUEST']._serialized_end=462
   _globals['_AUTHORIZERESPONSE']._serialized_start=465
-  _globals['_AUTHORIZERESPONSE']._serialized_end=678
-  _globals['_CHECK']._serialized_start=680
-  _globals['_CHECK']._serialized_end=801
-  _globals['_AUTHORIZEBATCHREQUEST']._serialized_start=804
-  _globals['_AUTHORIZEBATCHREQUEST']._serialized_end=984
-  _globals['_AUTHORIZEBATCHRESPONSE']._serialized_start=986
-  _globals['_AUTHORIZEBATCHRESPONSE']._serialized_end=1056
-  _globals['_AUTHORIZER']._serialized_start=1136
-  _globals['_AUTHORIZER']._serialized_end=1295
+  _globals['_AUTHORIZERESPONSE']._serialized_end=698
+  _globals['_CHECK']._serialized_start=700
+  _globals['_CHECK']._serialized_end=821
+  _globals['_AUTHORIZEBATCHREQUEST']._serialized_start=824
+  _globals['_AUTHORIZEBATCHREQUEST']._serialized_end=1004
+  _globals['_AUTHORIZEBATCHRESPONSE']._serialized_start=1006
+  _globals['_AUTHORIZEBATCHRESPONSE']._serialized_end=1076
+  _globals['_AUTHORIZER']._serialized_start=1156
+  _globals['_AUTHORIZER']._serialized_end=1315
 # @@protoc_insertion_point(module_scope)

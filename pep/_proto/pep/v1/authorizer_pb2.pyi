@@ -60,7 +60,7 @@ class AuthorizeRequest(_message.Message):
     def __init__(self, token: _Optional[str] = ..., dpop_proof: _Optional[str] = ..., http_method: _Optional[str] = ..., http_uri: _Optional[str] = ..., client_cert_thumbprint: _Optional[str] = ..., action: _Optional[str] = ..., resource: _Optional[_Union[Resource, _Mapping]] = ..., context: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., request_id: _Optional[str] = ...) -> None: ...
 
 class AuthorizeResponse(_message.Message):
-    __slots__ = ("decision", "reason", "policies", "errors", "decision_id", "policy_version", "agent", "on_behalf_of", "delegation_chain")
+    __slots__ = ("decision", "reason", "policies", "errors", "decision_id", "policy_version", "agent", "on_behalf_of", "delegation_chain", "dpop_nonce")
     DECISION_FIELD_NUMBER: _ClassVar[int]
     REASON_FIELD_NUMBER: _ClassVar[int]
     POLICIES_FIELD_NUMBER: _ClassVar[int]
@@ -70,6 +70,7 @@ class AuthorizeResponse(_message.Message):
     AGENT_FIELD_NUMBER: _ClassVar[int]
     ON_BEHALF_OF_FIELD_NUMBER: _ClassVar[int]
     DELEGATION_CHAIN_FIELD_NUMBER: _ClassVar[int]
+    DPOP_NONCE_FIELD_NUMBER: _ClassVar[int]
     decision: Decision
     reason: str
     policies: _containers.RepeatedScalarFieldContainer[str]
@@ -79,7 +80,8 @@ class AuthorizeResponse(_message.Message):
     agent: str
     on_behalf_of: str
     delegation_chain: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, decision: _Optional[_Union[Decision, str]] = ..., reason: _Optional[str] = ..., policies: _Optional[_Iterable[str]] = ..., errors: _Optional[_Iterable[str]] = ..., decision_id: _Optional[str] = ..., policy_version: _Optional[str] = ..., agent: _Optional[str] = ..., on_behalf_of: _Optional[str] = ..., delegation_chain: _Optional[_Iterable[str]] = ...) -> None: ...
+    dpop_nonce: str
+    def __init__(self, decision: _Optional[_Union[Decision, str]] = ..., reason: _Optional[str] = ..., policies: _Optional[_Iterable[str]] = ..., errors: _Optional[_Iterable[str]] = ..., decision_id: _Optional[str] = ..., policy_version: _Optional[str] = ..., agent: _Optional[str] = ..., on_behalf_of: _Optional[str] = ..., delegation_chain: _Optional[_Iterable[str]] = ..., dpop_nonce: _Optional[str] = ...) -> None: ...
 
 class Check(_message.Message):
     __slots__ = ("action", "resource", "context", "request_id")
