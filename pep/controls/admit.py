@@ -63,6 +63,7 @@ class Controls:
         its rate limits (a refused check spends none).
         """
         registry, file, runtime = snapshot.registry, snapshot.killswitch, self.kills.view()
+        revoking = who.token and (self.kills.revoking or bool(file.revoked))  # read after the view
 
         def groups_of(agent: str) -> tuple[str, ...]:
             rec = registry.get(agent)
@@ -74,12 +75,12 @@ class Controls:
                 raise who.token_error
             if who.issuer is not None:
                 check_kill(file, runtime, issuer=who.issuer)
-                if who.token:
+                if revoking:
                     check_token_revoked(file.revoked, runtime, issuer=who.issuer, jti=who.jti, issued_at=who.issued_at)
             if who.chain_error is not None:
                 raise who.chain_error
             check_kill(file, runtime, chain=who.chain, groups_of=groups_of, user=who.user)
-            if who.token:
+            if revoking:
                 check_chain_revoked(file.revoked, runtime, user=who.user, chain=who.chain, issued_at=who.issued_at)
             check_lifecycle(who.chain, registry, dt.datetime.fromtimestamp(self._clock(), dt.UTC).date())
         except PepError as e:

@@ -54,6 +54,9 @@ class RuntimeKills:
     _view: Mapping[tuple[str, str], KillEntry] = field(default_factory=dict)
     scope: str = "local"
     on_change: OnChange | None = None
+    # Some revocation was ever held: set before the view that holds it, never cleared, so the
+    # request path may skip the revocation checks while it is False without missing one.
+    revoking: bool = False
 
     def disable(self, kind: str, id_: str, reason: str, actor: str = "", source: str = "admin") -> bool:
         key = (kind, "" if kind == "all" else id_)
@@ -72,6 +75,7 @@ class RuntimeKills:
             if _covered(self._entries.get(key), kind, before):
                 return False
             entry = self._entries[key] = KillEntry(kind, id_, reason, self.clock(), actor, "admin", before)
+            self.revoking = True
             self._view = dict(self._entries)
         self._tell([("disable", entry)])
         return True
@@ -129,6 +133,8 @@ class StoredKills(RuntimeKills):
         view = {k: _entry(e) for k, e in entries.items() if e.kind in _KNOWN}
         with self._lock:
             self._entries = view
+            if any(kind in STORED_KINDS for kind, _ in view):
+                self.revoking = True
             self._view = dict(view)
         known = [(action, _entry(e)) for action, e in changes if e.kind in _KNOWN]
         if len(known) < len(changes):

@@ -24,8 +24,9 @@ MAX_SHOWN_JTI = 80
 def _before(file: Revocations, runtime: Mapping[tuple[str, str], KillEntry], kind: str, id_: str) -> float | None:
     """The latest time set for (kind, id) by the file or an admin entry; None when neither sets one."""
     times = []
-    if id_ in file.before(kind):
-        times.append(file.before(kind)[id_])
+    held = file.before(kind).get(id_)
+    if held is not None:
+        times.append(held)
     entry = runtime.get((STORED_PREFIX + kind, id_))
     if entry is not None:
         # An admin entry written without a time (none pep writes) revokes up to when it was made.
