@@ -242,7 +242,7 @@ HOSTILE: list[tuple[str, list[str], int, str]] = [
     ("agents absurd soon", ["agents", "--soon", "99999999999999999999", "{mini}"], 2, "--soon"),
     ("agents non-utf8 registry", ["agents", "{latin1_agents}"], 1, "agents.yaml: not UTF-8"),
     ("agents registry is a dir", ["agents", "{dir_agents}"], 1, "agents.yaml: is a directory"),
-    ("agents string scopes", ["agents", "{bad_scopes}"], 1, "agents.yaml:2:1: agents[0] (bot): `scopes` must"),
+    ("agents string scopes", ["agents", "{bad_scopes}"], 1, "agents.yaml:4:5: agents[0] (bot): `scopes` must"),
     ("agents usage without log", ["agents", "{mini}", "--usage"], 2, "--usage needs --log"),
     ("agents log without usage", ["agents", "{mini}", "--log", "{file}"], 2, "--log goes with --usage"),
     ("agents usage missing log", ["agents", "{mini}", "--usage", "--log", "{missing}"], 2, "missing: no such file"),

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from pep.errors import SourceProblem
-from pep.policy.source import LineDict, line_of
+from pep.policy.source import LineDict, key_col, key_line, line_of
 from pep.uids import AGENT, AGENT_GROUP, spiffe_trust_domain
 
 STATUSES = ("active", "suspended", "decommissioned")
@@ -79,29 +79,31 @@ def parse_registry(data: Any, path: str) -> tuple[Registry, list[SourceProblem]]
         line = line_of(entry, line_of(data))
         where = f"agents[{i}]"
 
-        def bad(msg: str, line: int = line, where: str = where) -> None:
-            problems.append(SourceProblem(path, f"{where}: {msg}", line))
+        def bad(msg: str, line: int = line, where: str = where, key: str = "", entry: Any = entry) -> None:
+            # At the offending key when there is one: a YAML entry keeps its keys' positions.
+            at = (key_line(entry, key, line), key_col(entry, key)) if key and key in entry else (line, 1)
+            problems.append(SourceProblem(path, f"{where}: {msg}", *at))
 
         if not isinstance(entry, Mapping):
             bad("must be a mapping with id, owner, status, expires, groups, attributes, scopes")
             continue
         unknown = set(entry) - _ENTRY_KEYS
         if unknown:
-            bad(f"unknown key {sorted(unknown)[0]!r} (known: {', '.join(sorted(_ENTRY_KEYS))})")
+            bad(f"unknown key {sorted(unknown)[0]!r} (known: {', '.join(sorted(_ENTRY_KEYS))})", key=sorted(unknown)[0])
         agent_id = entry.get("id")
         if not isinstance(agent_id, str) or not agent_id:
-            bad("`id` must be a non-empty string")
+            bad("`id` must be a non-empty string", key="id")
             continue
         where = f"agents[{i}] ({agent_id})"
         if agent_id in agents:
-            bad("duplicate agent id", where=where)
+            bad("duplicate agent id", where=where, key="id")
         owner = entry.get("owner")
         if not isinstance(owner, str) or not owner.strip():
-            bad("`owner` is required: every agent has an accountable owner", where=where)
+            bad("`owner` is required: every agent has an accountable owner", where=where, key="owner")
             owner = ""
         status = entry.get("status", "active")
         if status not in STATUSES:
-            bad(f"`status` must be one of {', '.join(STATUSES)}, got {status!r}", where=where)
+            bad(f"`status` must be one of {', '.join(STATUSES)}, got {status!r}", where=where, key="status")
         expires = entry.get("expires")
         if expires is not None:
             if isinstance(expires, dt.datetime):
@@ -110,30 +112,34 @@ def parse_registry(data: Any, path: str) -> tuple[Registry, list[SourceProblem]]
                 try:
                     expires = dt.date.fromisoformat(expires)
                 except ValueError:
-                    bad(f"`expires` must be a date (YYYY-MM-DD), got {expires!r}", where=where)
+                    bad(f"`expires` must be a date (YYYY-MM-DD), got {expires!r}", where=where, key="expires")
                     expires = None
             elif not isinstance(expires, dt.date):
-                bad(f"`expires` must be a date (YYYY-MM-DD), got {expires!r}", where=where)
+                bad(f"`expires` must be a date (YYYY-MM-DD), got {expires!r}", where=where, key="expires")
                 expires = None
         groups = entry.get("groups") or []
         if not isinstance(groups, list) or not all(isinstance(g, str) and g for g in groups):
-            bad("`groups` must be a list of group names", where=where)
+            bad("`groups` must be a list of group names", where=where, key="groups")
             groups = []
         attributes = entry.get("attributes") or {}
         if not isinstance(attributes, Mapping):
-            bad("`attributes` must be a mapping", where=where)
+            bad("`attributes` must be a mapping", where=where, key="attributes")
             attributes = {}
         wrong = cedar_value_problem(attributes)
         if wrong is not None:
-            bad(f"`attributes`{wrong}", where=where)
+            bad(f"`attributes`{wrong}", where=where, key="attributes")
             attributes = {}
         scopes = entry.get("scopes")
         if "scopes" in entry and (not isinstance(scopes, list) or not all(isinstance(sc, str) and sc for sc in scopes)):
-            bad("`scopes` must be a list of scope names (non-empty strings)", where=where)
+            bad("`scopes` must be a list of scope names (non-empty strings)", where=where, key="scopes")
             scopes = []
         spiffe_id = entry.get("spiffe_id")
         if spiffe_id is not None and spiffe_trust_domain(spiffe_id) is None:
-            bad(f"`spiffe_id` must be a SPIFFE ID (spiffe://<trust domain>/<path>), got {spiffe_id!r}", where=where)
+            bad(
+                f"`spiffe_id` must be a SPIFFE ID (spiffe://<trust domain>/<path>), got {spiffe_id!r}",
+                where=where,
+                key="spiffe_id",
+            )
             spiffe_id = None
         agents[agent_id] = AgentRecord(
             id=agent_id,

@@ -458,7 +458,7 @@ def test_pep_agents_shows_an_invalid_status_as_an_error_not_suspended(tmp_path: 
     )
     assert run.returncode == 1
     assert "Traceback" not in run.stderr
-    assert f"{d}/agents.yaml:3:1: agents[1] (odd): `status` must be one of" in run.stderr
+    assert f"{d}/agents.yaml:3:25: agents[1] (odd): `status` must be one of" in run.stderr
     row = next(r for r in json.loads(run.stdout) if r["id"] == "odd")
     assert row["status"] == "invalid"
     status_error = "error: agents.yaml:3: `status` must be one of active, suspended, decommissioned, got 'paused'"

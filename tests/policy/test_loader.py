@@ -84,7 +84,7 @@ def test_every_problem_is_reported_with_file_and_line(tmp_path: Path) -> None:
     assert any(r.startswith("bad.cedar:4:44: parse error: unexpected token `;`") for r in rendered), rendered
     assert any(r.startswith("invalid.cedar:3:62: schema validation") and "nope" in r for r in rendered), rendered
     assert any(r.startswith("agents.yaml:2:") and "owner" in r for r in rendered), rendered
-    assert any(r.startswith("agents.yaml:2:") and "status" in r for r in rendered), rendered
+    assert any(r.startswith("agents.yaml:3:5:") and "status" in r for r in rendered), rendered
 
 
 def test_duplicate_ids_are_rejected(tmp_path: Path) -> None:
@@ -285,11 +285,11 @@ def test_registry_scopes_are_a_list_of_scope_names(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("scopes", ["files:read", "[files:read, '']", "[7]", "", "{read: true}", "[[a]]"])
-def test_registry_scopes_that_are_not_a_list_of_names_are_refused_at_their_entry(tmp_path: Path, scopes: str) -> None:
+def test_registry_scopes_that_are_not_a_list_of_names_are_refused_at_their_key(tmp_path: Path, scopes: str) -> None:
     agents = f"agents:\n  - id: ok\n    owner: o\n  - id: bot\n    owner: o\n    scopes: {scopes}\n"
     write(tmp_path, {"agents.yaml": agents, "p.cedar": "permit(principal, action, resource);"})
     with pytest.raises(PolicyLoadError) as info:
         load_snapshot(str(tmp_path))
     assert [str(p) for p in info.value.problems] == [
-        "agents.yaml:4:1: agents[1] (bot): `scopes` must be a list of scope names (non-empty strings)"
+        "agents.yaml:6:5: agents[1] (bot): `scopes` must be a list of scope names (non-empty strings)"
     ]
