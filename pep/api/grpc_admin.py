@@ -42,11 +42,14 @@ def update_kill_gauge(metrics: Metrics, kills: RuntimeKills, snapshot: Snapshot 
     # Anomaly containment only ever disables agents.
     counts = {(kind, source, scope): 0 for kind in KINDS for source in ("file", "admin") for scope in SCOPES}
     counts.update({("agent", "anomaly", scope): 0 for scope in SCOPES})
-    for entry in kills.entries():
-        if entry.kind not in KINDS:
-            continue  # a revocation: listed by Status, not a kill switch entry
-        key = (entry.kind, entry.source if entry.source in SOURCES else "admin", kills.scope)
-        counts[key] = counts.get(key, 0) + 1
+    revoked = {(kind, source, scope): 0 for kind in REVOKE_KINDS for source in ("file", "admin") for scope in SCOPES}
+    # From counts kept as entries change: this runs on every change, with up to MAX_ENTRIES entries.
+    for (kind, source), n in kills.counts().items():
+        if kind in KINDS:
+            key = (kind, source if source in SOURCES else "admin", kills.scope)
+            counts[key] = counts.get(key, 0) + n
+        elif kind.startswith(STORED_PREFIX) and kind[len(STORED_PREFIX) :] in REVOKE_KINDS:
+            revoked[(kind[len(STORED_PREFIX) :], "admin", kills.scope)] += n
     if snapshot is not None:
         ks = snapshot.killswitch
         counts[("all", "file", "local")] = int(ks.all)
@@ -54,10 +57,6 @@ def update_kill_gauge(metrics: Metrics, kills: RuntimeKills, snapshot: Snapshot 
             counts[(id_kind.value, "file", "local")] = len(ks.ids(id_kind))
     for (kind, source, scope), n in counts.items():
         metrics.killswitch_entries.labels(kind, source, scope).set(n)
-    revoked = {(kind, source, scope): 0 for kind in REVOKE_KINDS for source in ("file", "admin") for scope in SCOPES}
-    for entry in kills.entries():
-        if entry.kind.startswith(STORED_PREFIX) and entry.kind[len(STORED_PREFIX) :] in REVOKE_KINDS:
-            revoked[(entry.kind[len(STORED_PREFIX) :], "admin", kills.scope)] += 1
     if snapshot is not None:
         rev = snapshot.killswitch.revoked
         revoked[("token", "file", "local")] = len(rev.tokens)

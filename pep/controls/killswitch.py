@@ -57,6 +57,19 @@ class RuntimeKills:
     # Some revocation was ever held: set before the view that holds it, never cleared, so the
     # request path may skip the revocation checks while it is False without missing one.
     revoking: bool = False
+    # Entries per (kind, source), kept as they change so the gauges cost O(1) per change, not a pass
+    # over up to MAX_ENTRIES entries each time.
+    _counts: dict[tuple[str, str], int] = field(default_factory=dict)
+
+    def _bump(self, entry: KillEntry | None, by: int) -> None:
+        if entry is not None:
+            key = (entry.kind, entry.source)
+            self._counts[key] = self._counts.get(key, 0) + by
+
+    def counts(self) -> dict[tuple[str, str], int]:
+        """How many entries there are of each (kind, source)."""
+        with self._lock:
+            return {k: n for k, n in self._counts.items() if n}
 
     def disable(self, kind: str, id_: str, reason: str, actor: str = "", source: str = "admin") -> bool:
         key = (kind, "" if kind == "all" else id_)
@@ -64,6 +77,7 @@ class RuntimeKills:
             if key in self._entries:
                 return False
             entry = self._entries[key] = KillEntry(kind, key[1], reason, self.clock(), actor, source)
+            self._bump(entry, 1)
             self._view = dict(self._entries)
         self._tell([("disable", entry)])
         return True
@@ -74,7 +88,9 @@ class RuntimeKills:
         with self._lock:
             if _covered(self._entries.get(key), kind, before):
                 return False
+            self._bump(self._entries.get(key), -1)
             entry = self._entries[key] = KillEntry(kind, id_, reason, self.clock(), actor, "admin", before)
+            self._bump(entry, 1)
             self.revoking = True
             self._view = dict(self._entries)
         self._tell([("disable", entry)])
@@ -86,6 +102,7 @@ class RuntimeKills:
             entry = self._entries.pop(key, None)
             if entry is None:
                 return False
+            self._bump(entry, -1)
             self._view = dict(self._entries)
         self._tell([("enable", entry)])
         return True
@@ -133,6 +150,9 @@ class StoredKills(RuntimeKills):
         view = {k: _entry(e) for k, e in entries.items() if e.kind in _KNOWN}
         with self._lock:
             self._entries = view
+            self._counts = {}
+            for entry in view.values():
+                self._bump(entry, 1)
             if any(kind in STORED_KINDS for kind, _ in view):
                 self.revoking = True
             self._view = dict(view)

@@ -112,6 +112,6 @@ def test_links_are_checked_beside_other_problems(tmp_path: Path) -> None:
             "agents.yaml": "agents:\n  - id: bot\n    owner: o@example.com\n    status: paused\n",
         },
     )
-    assert any(p.startswith("agents.yaml:2:") for p in found) and any(
+    assert any(p.startswith("agents.yaml:4:5:") for p in found) and any(
         p.startswith("links.yaml:2:") and "no template with id 'grnt'" in p for p in found
     ), found
