@@ -72,13 +72,9 @@ def cmd_revoke(args: argparse.Namespace) -> int:
         if args.address is not None or args.config is not None:
             raise UsageError("--state talks to Redis directly: give it without --address or --config")
         return _revoke_fleet(args, before)
-    if args.key_prefix is not None:
-        raise UsageError("--key-prefix goes with --state (a pep's admin API knows its own)")
-    from pep.cli.runtime_commands import _load_config
+    from pep.cli.runtime_commands import admin_address
 
-    address = args.address
-    if address is None:
-        address = _load_config(args.config).admin_listen if args.config else "127.0.0.1:50052"
+    address = admin_address(args)
     if not address:
         print("pep admin: the admin API is turned off in this config (admin_listen is empty)", file=sys.stderr)
         return EXIT_USAGE

@@ -56,6 +56,15 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return serve_forever(config)
 
 
+def admin_address(args: argparse.Namespace) -> str:
+    """The admin API `pep admin` talks to: --address, else --config's admin_listen ("" when off)."""
+    if args.key_prefix is not None:
+        raise UsageError("--key-prefix goes with --state (a pep's admin API knows its own)")
+    if args.address is not None:
+        return str(args.address)
+    return _load_config(args.config).admin_listen if args.config else "127.0.0.1:50052"
+
+
 def cmd_admin(args: argparse.Namespace) -> int:
     action = args.admin_action
     if action != "status":
@@ -67,11 +76,7 @@ def cmd_admin(args: argparse.Namespace) -> int:
         if args.address is not None or args.config is not None:
             raise UsageError("--state talks to Redis directly: give it without --address or --config")
         return _admin_fleet(args)
-    if args.key_prefix is not None:
-        raise UsageError("--key-prefix goes with --state (a pep's admin API knows its own)")
-    address = args.address
-    if address is None:
-        address = _load_config(args.config).admin_listen if args.config else "127.0.0.1:50052"
+    address = admin_address(args)
     if not address:
         print("pep admin: the admin API is turned off in this config (admin_listen is empty)", file=sys.stderr)
         return EXIT_USAGE
