@@ -43,7 +43,7 @@ def test_validate_reports_every_problem_with_file_line_col(estate: Path, capsys:
     err = capsys.readouterr().err
     assert f"{estate}/broken.cedar:3:1: parse error" in err
     assert f"{estate}/files.cedar:" in err and "no_such_attr" in err
-    assert "2 problem(s) found" in err
+    assert "2 problems found" in err
 
 
 def test_validate_ok(capsys: pytest.CaptureFixture[str]) -> None:

@@ -105,7 +105,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
         snap = load_snapshot(args.dir)
     except PolicyLoadError as e:
         report(e, args.dir)
-        print(f"{len(e.problems)} problem(s) found", file=sys.stderr)
+        print(f"{_count(len(e.problems), 'problem', 'problems')} found", file=sys.stderr)
         return EXIT_FAILED
     except RecursionError:
         print(f"{args.dir}: a file nests too deeply to read", file=sys.stderr)

@@ -325,6 +325,7 @@ def _validate_file(
             problem = _validation_problem(rel, stmt, err.error, schema)
             if str(problem) not in {str(f) for f in found}:  # Cedar repeats some errors per request type
                 found.append(problem)
+        found.sort(key=lambda f: (f.line, f.col, f.message))  # Cedar's own order varies from run to run
     if cache is not None:
         cache[key] = found
     problems.extend(found)
