@@ -41,6 +41,7 @@ from pep.metrics import Metrics
 from pep.pipeline import Pipeline
 from pep.pipeline.memo import DecisionMemo
 from pep.pipeline.record import Recorder
+from pep.policy.revoked_file import revoke_kind
 from pep.policy.store import PolicyStore
 from pep.policy.watcher import PolicyWatcher
 from pep.state import KillStore, open_kill_store, open_shared
@@ -290,8 +291,9 @@ def _on_kill_change(
         ts = utc_timestamp(time.time())
         for action, e in changes:
             event = {"schema": 1, "ts": ts, "event": "admin", "action": action, "kind": e.kind, "id": e.id}
-            if e.kind.startswith("revoked_"):  # a revocation: logged as the admin API logs it
-                event.update(action="revoke" if action == "disable" else "unrevoke", kind=e.kind[len("revoked_") :])
+            revoked = revoke_kind(e.kind)
+            if revoked is not None:  # a revocation: logged as the admin API logs it
+                event.update(action="revoke" if action == "disable" else "unrevoke", kind=revoked)
                 if action == "disable" and e.before is not None:
                     event["before"] = utc_timestamp(e.before)
             event.update(reason=e.reason, actor=e.actor, source=e.source, changed=True, scope=kills.scope)

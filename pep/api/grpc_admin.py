@@ -19,7 +19,7 @@ from pep.audit.entry import utc_timestamp
 from pep.controls.killswitch import MAX_ENTRIES, SCOPES, SOURCES, RuntimeKills
 from pep.metrics import Metrics
 from pep.policy.killswitch_file import ID_KINDS, KINDS, KillKind
-from pep.policy.revoked_file import REVOKE_KINDS, STORED_PREFIX
+from pep.policy.revoked_file import REVOKE_KINDS, STORED_PREFIX, revoke_kind
 from pep.policy.snapshot import Snapshot
 
 log = logging.getLogger(__name__)
@@ -48,8 +48,8 @@ def update_kill_gauge(metrics: Metrics, kills: RuntimeKills, snapshot: Snapshot 
         if kind in KINDS:
             key = (kind, source if source in SOURCES else "admin", kills.scope)
             counts[key] = counts.get(key, 0) + n
-        elif kind.startswith(STORED_PREFIX) and kind[len(STORED_PREFIX) :] in REVOKE_KINDS:
-            revoked[(kind[len(STORED_PREFIX) :], "admin", kills.scope)] += n
+        elif (revoked_kind := revoke_kind(kind)) is not None:
+            revoked[(revoked_kind, "admin", kills.scope)] += n
     if snapshot is not None:
         ks = snapshot.killswitch
         counts[("all", "file", "local")] = int(ks.all)
@@ -82,16 +82,8 @@ class AdminService(pb_grpc.AdminServicer):
     def Disable(self, request: pb.DisableRequest, context: grpc.ServicerContext) -> pb.AdminResponse:
         kind = self._kind(request.kind, request.id, context)
         self._check_actor(request.actor, context)
-        reason = request.reason.strip()
-        if not reason:
-            context.abort(grpc.StatusCode.INVALID_ARGUMENT, "a reason is required")
-        if len(reason) > MAX_REASON:
-            context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"reason is longer than {MAX_REASON} characters")
-        if len(self._kills.entries()) >= MAX_ENTRIES:
-            context.abort(
-                grpc.StatusCode.FAILED_PRECONDITION,
-                f"{MAX_ENTRIES} admin disables are in force already: lift some, or list them in killswitch.yaml",
-            )
+        reason = self._reason(request.reason, context)
+        self._check_room("disables", context)
         changed = self._kills.disable(kind, request.id, reason, request.actor)
         self._changed("disable", kind, request.id, reason, request.actor, changed)
         return pb.AdminResponse(changed=changed, status=self._status())
@@ -116,11 +108,7 @@ class AdminService(pb_grpc.AdminServicer):
             before = now  # a jti is revoked whenever it was issued
         elif not 0 < before <= now + MAX_FUTURE_SECONDS:  # NaN fails too
             context.abort(grpc.StatusCode.INVALID_ARGUMENT, "before must be Unix seconds, not in the future")
-        if len(self._kills.entries()) >= MAX_ENTRIES:
-            context.abort(
-                grpc.StatusCode.FAILED_PRECONDITION,
-                f"{MAX_ENTRIES} admin entries are in force already: lift some, or list them in killswitch.yaml",
-            )
+        self._check_room("entries", context)
         changed = self._kills.revoke(STORED_PREFIX + kind, request.id, before, reason, request.actor)
         self._changed("revoke", kind, request.id, reason, request.actor, changed, None if kind == "token" else before)
         return pb.AdminResponse(changed=changed, status=self._status())
@@ -143,6 +131,14 @@ class AdminService(pb_grpc.AdminServicer):
             context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"id is longer than {MAX_ID} characters")
         assert kind is not None  # abort() raised above
         return kind
+
+    def _check_room(self, what: str, context: grpc.ServicerContext) -> None:
+        """Disables and revocations share one bound (MAX_ENTRIES) on the runtime entries."""
+        if len(self._kills.view()) >= MAX_ENTRIES:
+            context.abort(
+                grpc.StatusCode.FAILED_PRECONDITION,
+                f"{MAX_ENTRIES} admin {what} are in force already: lift some, or list them in killswitch.yaml",
+            )
 
     @staticmethod
     def _reason(text: str, context: grpc.ServicerContext) -> str:
@@ -224,9 +220,9 @@ class AdminService(pb_grpc.AdminServicer):
     def _revocations(self, snapshot: Snapshot | None) -> list[pb.Revocation]:
         out = [
             pb.Revocation(
-                kind=REVOKE_VALUES[e.kind[len(STORED_PREFIX) :]],
+                kind=REVOKE_VALUES[kind],
                 id=e.id,
-                before=0 if e.kind == "revoked_token" else (e.before or e.since),
+                before=0 if kind == "token" else e.cutoff,
                 reason=e.reason,
                 source=e.source,
                 since=e.since,
@@ -234,7 +230,7 @@ class AdminService(pb_grpc.AdminServicer):
                 scope=self._kills.scope,
             )
             for e in self._kills.entries()
-            if e.kind.startswith(STORED_PREFIX) and e.kind[len(STORED_PREFIX) :] in REVOKE_VALUES
+            if (kind := revoke_kind(e.kind)) is not None
         ]
         if snapshot is not None:
             rev = snapshot.killswitch.revoked

@@ -13,7 +13,7 @@ from typing import Any
 from pep.cli import inputs
 from pep.cli.common import EXIT_FAILED, EXIT_OK, EXIT_USAGE
 from pep.cli.inputs import UsageError, clip
-from pep.policy.revoked_file import REVOKE_KINDS, STORED_PREFIX, format_time, parse_time
+from pep.policy.revoked_file import REVOKE_KINDS, STORED_PREFIX, format_time, parse_time, revoke_kind
 
 # `--before` may lie this far ahead of this machine's clock (skew), no further: the admin API's bound.
 MAX_FUTURE_SECONDS = 300
@@ -68,13 +68,11 @@ def _before(args: argparse.Namespace) -> float:
 
 def cmd_revoke(args: argparse.Namespace) -> int:
     before = _before(args) if args.admin_action == "revoke" else 0.0
-    if args.state is not None:
-        if args.address is not None or args.config is not None:
-            raise UsageError("--state talks to Redis directly: give it without --address or --config")
-        return _revoke_fleet(args, before)
     from pep.cli.runtime_commands import admin_address
 
     address = admin_address(args)
+    if address is None:
+        return _revoke_fleet(args, before)
     if not address:
         print("pep admin: the admin API is turned off in this config (admin_listen is empty)", file=sys.stderr)
         return EXIT_USAGE
@@ -155,9 +153,9 @@ def print_revocations(revocations: Iterable[Any]) -> None:
 def print_stored_revocations(entries: Iterable[Any]) -> None:
     """`pep admin --state status` lines for the revocations in Redis (StoredKill)."""
     for e in sorted(entries, key=lambda k: (k.kind, k.id)):
-        if not e.kind.startswith(STORED_PREFIX) or e.kind[len(STORED_PREFIX) :] not in REVOKE_KINDS:
+        kind = revoke_kind(e.kind)
+        if kind is None:
             continue
-        kind = e.kind[len(STORED_PREFIX) :]
         by = f" by {e.actor}" if e.actor else ""
         before = e.before if e.before is not None else e.since
         print(f"revoked {_what(kind, e.id, before)} ({e.source}, fleet, since {format_time(e.since)}{by}): {e.reason}")

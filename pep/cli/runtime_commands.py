@@ -13,6 +13,7 @@ from pep.cli.common import DEV_ISSUER, EXIT_FAILED, EXIT_OK, EXIT_USAGE
 from pep.cli.inputs import UsageError, clip, json_object, names, read_text, utf8
 from pep.cli.revoke_commands import print_revocations, print_stored_revocations
 from pep.errors import ConfigError
+from pep.policy.revoked_file import format_time
 
 if TYPE_CHECKING:
     from pep.config import Config
@@ -56,8 +57,13 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return serve_forever(config)
 
 
-def admin_address(args: argparse.Namespace) -> str:
-    """The admin API `pep admin` talks to: --address, else --config's admin_listen ("" when off)."""
+def admin_address(args: argparse.Namespace) -> str | None:
+    """The admin API `pep admin` talks to: --address, else --config's admin_listen ("" when off);
+    None with --state, which talks to the fleet's Redis instead."""
+    if args.state is not None:
+        if args.address is not None or args.config is not None:
+            raise UsageError("--state talks to Redis directly: give it without --address or --config")
+        return None
     if args.key_prefix is not None:
         raise UsageError("--key-prefix goes with --state (a pep's admin API knows its own)")
     if args.address is not None:
@@ -72,11 +78,9 @@ def cmd_admin(args: argparse.Namespace) -> int:
             raise UsageError(f"{action} all takes no id (got {clip(args.id, 80)!r}): it applies to everything")
         if args.kind != "all" and not args.id:
             raise UsageError(f"{action} {args.kind} needs an id")
-    if args.state is not None:
-        if args.address is not None or args.config is not None:
-            raise UsageError("--state talks to Redis directly: give it without --address or --config")
-        return _admin_fleet(args)
     address = admin_address(args)
+    if address is None:
+        return _admin_fleet(args)
     if not address:
         print("pep admin: the admin API is turned off in this config (admin_listen is empty)", file=sys.stderr)
         return EXIT_USAGE
@@ -110,7 +114,7 @@ def cmd_admin(args: argparse.Namespace) -> int:
     if not status.entries:
         print("nothing is disabled")
     for entry in status.entries:
-        since = f" since {_iso(entry.since)}" if entry.since else ""
+        since = f" since {format_time(entry.since)}" if entry.since else ""
         by = f" by {entry.actor}" if entry.actor else ""
         scope = f" [{entry.scope}]" if entry.scope else ""
         what = f"{names.get(entry.kind, '?')} {entry.id or '*'}"
@@ -154,15 +158,9 @@ def _admin_fleet(args: argparse.Namespace) -> int:
     for entry in sorted(kills, key=lambda k: (k.kind, k.id)):
         by = f" by {entry.actor}" if entry.actor else ""
         what = f"{entry.kind} {entry.id or '*'}"
-        print(f"disabled {what} ({entry.source}, fleet, since {_iso(entry.since)}{by}): {entry.reason}")
+        print(f"disabled {what} ({entry.source}, fleet, since {format_time(entry.since)}{by}): {entry.reason}")
     print_stored_revocations(entries.values())
     return EXIT_OK
-
-
-def _iso(ts: float) -> str:
-    import datetime as dt
-
-    return dt.datetime.fromtimestamp(ts, dt.UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
 
 
 def cmd_token(args: argparse.Namespace) -> int:

@@ -40,6 +40,11 @@ class KillEntry:
     # A revocation (kind `revoked_*`): tokens issued before this time (Unix seconds).
     before: float | None = None
 
+    @property
+    def cutoff(self) -> float:
+        """A revocation's time; an entry written without one (none pep writes) revokes up to when it was made."""
+        return self.before if self.before is not None else self.since
+
 
 @dataclass
 class RuntimeKills:
@@ -167,7 +172,7 @@ def _covered(held: KillEntry | None, kind: str, before: float) -> bool:
     """Whether the revocation held already revokes all that one up to `before` would (a jti: held at all)."""
     if held is None:
         return False
-    return kind == "revoked_token" or (held.before if held.before is not None else held.since) >= before
+    return kind == "revoked_token" or held.cutoff >= before
 
 
 def _entry(e: StoredKill) -> KillEntry:

@@ -29,8 +29,7 @@ def _before(file: Revocations, runtime: Mapping[tuple[str, str], KillEntry], kin
         times.append(held)
     entry = runtime.get((STORED_PREFIX + kind, id_))
     if entry is not None:
-        # An admin entry written without a time (none pep writes) revokes up to when it was made.
-        times.append(entry.before if entry.before is not None else entry.since)
+        times.append(entry.cutoff)
     return max(times) if times else None
 
 

@@ -26,6 +26,7 @@ from pep.policy.source import key_line, line_of
 REVOKE_KINDS: tuple[str, ...] = ("token", "agent", "user", "issuer")
 STORED_PREFIX = "revoked_"
 STORED_KINDS: tuple[str, ...] = tuple(STORED_PREFIX + k for k in REVOKE_KINDS)
+_REVOKE_KIND_OF = {STORED_PREFIX + k: k for k in REVOKE_KINDS}
 # killswitch.yaml `issued_before` key for each kind that takes a time.
 _BEFORE_KEYS = {"agents": "agent", "users": "user", "issuers": "issuer"}
 MAX_JTI = 1024
@@ -65,6 +66,11 @@ def parse_time(value: Any) -> float:
     if value.tzinfo is None or value.utcoffset() is None:
         raise ValueError(f"{value.isoformat()} has no time zone: add Z or an offset such as +02:00")
     return value.timestamp()
+
+
+def revoke_kind(stored_kind: str) -> str | None:
+    """`agent` for the kill store's kind `revoked_agent`; None for a kind that is no revocation."""
+    return _REVOKE_KIND_OF.get(stored_kind)
 
 
 def format_time(ts: float) -> str:
