@@ -18,13 +18,15 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from pep.errors import ConfigError
-from pep.tokens.jwk import JWKError, UnsupportedKey, VerificationKey, load_verification_key
-from pep.tokens.jws import MalformedJWS, parse_json_object
+from pep.tokens.jwk import JWKError, UnsupportedKey, VerificationKey, alg_matches, load_verification_key
+from pep.tokens.jws import CompactJWS, MalformedJWS, parse_json_object, verify_signature
 
 log = logging.getLogger("pep.tokens.jwks")
 
 MAX_JWKS_BYTES = 1024 * 1024
 MAX_KEYS = 100
+# Signature attempts for a JWS without `kid` (bounds the work a garbage token costs).
+MAX_KEY_CANDIDATES = 8
 # The JWK `use` values whose keys verify tokens: any issuer's, and a spiffe issuer's (SPIFFE bundle).
 USE_SIG = ("sig",)
 USE_SPIFFE = ("sig", "jwt-svid")
@@ -142,17 +144,54 @@ class _NoDowngradeRedirect(urllib.request.HTTPRedirectHandler):
 _OPENER = urllib.request.build_opener(_NoDowngradeRedirect)
 
 
+def http_get(uri: str, timeout: float, *, accept: str, agent: str, limit: int) -> tuple[bytes, str]:
+    """GET over http(s): at most `limit + 1` bytes of the body and its Cache-Control; https is
+    never redirected to http. Raises OSError (urllib's errors) or http.client.HTTPException."""
+    headers = {"Accept": accept, "User-Agent": agent}
+    request = urllib.request.Request(uri, headers=headers)  # noqa: S310 - callers check the scheme
+    with _OPENER.open(request, timeout=timeout) as response:
+        return response.read(limit + 1), response.headers.get("Cache-Control", "") or ""
+
+
 def http_fetch(uri: str, timeout: float) -> tuple[bytes, float | None]:
     """GET a JWK Set over HTTP(S). Returns the body and the Cache-Control max-age."""
     if not uri.startswith(("https://", "http://")):
         raise ValueError("jwks_uri must be an http(s) URL")
-    headers = {"Accept": "application/jwk-set+json, application/json", "User-Agent": "pep-jwks"}
-    request = urllib.request.Request(uri, headers=headers)  # noqa: S310 - scheme checked above
-    with _OPENER.open(request, timeout=timeout) as response:
-        body = response.read(MAX_JWKS_BYTES + 1)
-        cache_control = response.headers.get("Cache-Control", "")
-    match = _MAX_AGE.search(cache_control or "")
+    accept = "application/jwk-set+json, application/json"
+    body, cache_control = http_get(uri, timeout, accept=accept, agent="pep-jwks", limit=MAX_JWKS_BYTES)
+    match = _MAX_AGE.search(cache_control)
     return body, float(match.group(1)) if match else None
+
+
+# Why `verifying_keys` found no key that verifies a JWS ("" when one does).
+NO_KEY_FOR_KID, NO_KEYS, ALG_MISMATCH, BAD_SIGNATURE = "no key for kid", "no keys", "alg mismatch", "bad signature"
+
+
+def verifying_keys(source: KeySource, jws: CompactJWS, alg: str, kid: str | None) -> tuple[KeySet, str]:
+    """The key set one of whose keys (by `kid`, else any) verifies `jws` with `alg`, and "" or
+    why none does. An unknown `kid`, or an empty set, refreshes the source once."""
+    keys = source.current()
+    if kid is not None:
+        candidates = keys.by_kid.get(kid)
+        if not candidates:
+            keys = source.refresh_for_unknown_kid()
+            candidates = keys.by_kid.get(kid)
+        if not candidates:
+            return keys, NO_KEY_FOR_KID
+    else:
+        if not keys.keys:
+            keys = source.refresh_for_unknown_kid()
+        if not keys.keys:
+            return keys, NO_KEYS
+        candidates = keys.keys
+    matching = [k for k in candidates if alg_matches(k, alg)]
+    if not matching:
+        return keys, ALG_MISMATCH
+    for key in matching[:MAX_KEY_CANDIDATES]:
+        # Pinned to the key's bound algorithm (the header may only name its Ed25519 alias).
+        if verify_signature(key.alg, key.key, jws.signing_input, jws.signature):
+            return keys, ""
+    return keys, BAD_SIGNATURE
 
 
 class RemoteKeySource:
@@ -243,11 +282,21 @@ class RemoteKeySource:
         return min(max(lifetime, self._min_refetch, 1.0), 86400.0)
 
     def _notify(self, result: str) -> None:
-        if self._on_refresh is not None:
-            try:
-                self._on_refresh(result)
-            except Exception:  # metrics must never break key refresh
-                log.exception("JWKS refresh hook failed")
+        notify(self._on_refresh, result)
+
+
+def notify(hook: RefreshHook | None, result: str) -> None:
+    """Tell a refresh hook "success" or "failure"; a failing hook (metrics) never breaks key refresh."""
+    if hook is not None:
+        try:
+            hook(result)
+        except Exception:
+            log.exception("JWKS refresh hook failed")
+
+
+def key_uses(profile: str) -> tuple[str, ...]:
+    """The JWK `use` values that count for an issuer of `profile` (a SPIFFE bundle's say `jwt-svid`)."""
+    return USE_SPIFFE if profile == "spiffe" else USE_SIG
 
 
 def _describe(error: BaseException) -> str:

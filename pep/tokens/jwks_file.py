@@ -22,7 +22,7 @@ from collections.abc import Collection
 
 from pep.config import IssuerConfig, TokenConfig
 from pep.errors import ConfigError
-from pep.tokens.jwks import MAX_JWKS_BYTES, USE_SIG, USE_SPIFFE, KeySet, RefreshHook, StaticKeySource
+from pep.tokens.jwks import MAX_JWKS_BYTES, USE_SIG, KeySet, RefreshHook, StaticKeySource, key_uses, notify
 
 log = logging.getLogger("pep.tokens.jwks")
 
@@ -77,16 +77,13 @@ class FileKeySource:
     ) -> FileKeySource:
         """`issuers[index]`'s file source (a spiffe issuer's bundle counts its jwt-svid keys)."""
         assert issuer.jwks_file is not None
-        uses = USE_SPIFFE if issuer.profile == "spiffe" else USE_SIG
-        key = f"issuers[{index}].jwks_file"
-        poll = tokens.jwks_file_poll_seconds
         return cls(
             issuer.jwks_file,
             issuer.algorithms,
-            key,
-            poll_seconds=poll,
+            f"issuers[{index}].jwks_file",
+            poll_seconds=tokens.jwks_file_poll_seconds,
             on_refresh=on_refresh,
-            uses=uses,
+            uses=key_uses(issuer.profile),
             background=background,
         )
 
@@ -163,8 +160,4 @@ class FileKeySource:
         self._notify("failure")
 
     def _notify(self, result: str) -> None:
-        if self._on_refresh is not None:
-            try:
-                self._on_refresh(result)
-            except Exception:  # metrics must never break key reloads
-                log.exception("JWKS refresh hook failed")
+        notify(self._on_refresh, result)

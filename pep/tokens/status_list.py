@@ -23,7 +23,6 @@ import logging
 import threading
 import time
 import urllib.error
-import urllib.request
 import zlib
 from collections import OrderedDict
 from collections.abc import Callable, Collection, Mapping
@@ -32,9 +31,9 @@ from typing import Any
 
 from pep.errors import TokenError
 from pep.reasons import Reason
-from pep.tokens.jwk import alg_matches
-from pep.tokens.jwks import _OPENER, KeySource
-from pep.tokens.jws import MalformedJWS, b64url_decode, is_forbidden_alg, parse_compact, verify_signature
+from pep.tokens.jwks import KeySource, verifying_keys
+from pep.tokens.jwks import http_get as get_over_http
+from pep.tokens.jws import MalformedJWS, b64url_decode, is_forbidden_alg, parse_compact
 from pep.tokens.profiles import normalise_typ
 
 log = logging.getLogger("pep.tokens")
@@ -44,7 +43,6 @@ MAX_LIST_BYTES = 1024 * 1024
 MAX_DECOMPRESSED_BYTES = 16 * 1024 * 1024  # 134 million entries at one bit each
 FETCH_TIMEOUT_SECONDS = 5.0
 RETRY_SECONDS = 5.0
-MAX_KEY_CANDIDATES = 8
 STATUS_NAMES = {1: "INVALID", 2: "SUSPENDED"}
 # uri -> the list token's bytes; raises on any failure (tests may pass their own).
 Fetch = Callable[[str, float], bytes]
@@ -58,11 +56,10 @@ def http_get(uri: str, timeout: float) -> bytes:
     """GET a status list token over http(s), at most MAX_LIST_BYTES (https never redirected to http)."""
     if not uri.startswith(("https://", "http://")):
         raise StatusListError("its uri is not an http(s) URL")
-    headers = {"Accept": "application/statuslist+jwt", "User-Agent": "pep-status-list"}
-    request = urllib.request.Request(uri, headers=headers)  # noqa: S310 - scheme checked above
     try:
-        with _OPENER.open(request, timeout=timeout) as response:
-            body: bytes = response.read(MAX_LIST_BYTES + 1)
+        body, _ = get_over_http(
+            uri, timeout, accept="application/statuslist+jwt", agent="pep-status-list", limit=MAX_LIST_BYTES
+        )
     except urllib.error.HTTPError as e:
         raise StatusListError(f"HTTP {e.code}") from None
     except (OSError, ValueError, http.client.HTTPException) as e:
@@ -144,12 +141,7 @@ def parse_list(
         raise StatusListError("its alg is not one the issuer allows")
     if kid is not None and not isinstance(kid, str):
         raise StatusListError("its kid is not a string")
-    keys = source.current()
-    candidates = keys.by_kid.get(kid, ()) if kid is not None else keys.keys
-    if kid is not None and not candidates:
-        candidates = source.refresh_for_unknown_kid().by_kid.get(kid, ())
-    matching = [k for k in candidates if alg_matches(k, alg)][:MAX_KEY_CANDIDATES]
-    if not any(verify_signature(k.alg, k.key, jws.signing_input, jws.signature) for k in matching):
+    if verifying_keys(source, jws, alg, kid)[1]:
         raise StatusListError("its signature does not verify with the issuer's keys")
     claims = jws.payload
     if claims.get("sub") != uri:

@@ -45,8 +45,19 @@ from pep.tokens.claims import (
     scopes_of,
 )
 from pep.tokens.dpop import DPoPVerifier
-from pep.tokens.jwk import alg_matches
-from pep.tokens.jwks import USE_SIG, USE_SPIFFE, Fetcher, KeySet, KeySource, RefreshHook, RemoteKeySource
+from pep.tokens.jwks import (
+    ALG_MISMATCH,
+    BAD_SIGNATURE,
+    NO_KEY_FOR_KID,
+    NO_KEYS,
+    Fetcher,
+    KeySet,
+    KeySource,
+    RefreshHook,
+    RemoteKeySource,
+    key_uses,
+    verifying_keys,
+)
 from pep.tokens.jwks_file import FileKeySource
 from pep.tokens.jws import (
     CompactJWS,
@@ -54,7 +65,6 @@ from pep.tokens.jws import (
     is_forbidden_alg,
     parse_compact,
     unsecured_alg,
-    verify_signature,
 )
 from pep.tokens.mtls import check_certificate_binding
 from pep.tokens.nonce import Nonces
@@ -68,8 +78,6 @@ _SCHEME = re.compile(r"^(bearer|dpop)(?:[ \t]+|$)", re.I)
 # PyJWT ignores these; a key the token points to or carries itself proves nothing.
 _FORBIDDEN_HEADERS = ("jku", "x5u", "x5c", "jwk")
 MAX_KID_LENGTH = 256
-# Signature attempts for a token without `kid` (bounds the work a garbage token costs).
-MAX_KEY_CANDIDATES = 8
 # Tokens without `exp` (only possible if `exp` is dropped from required_claims).
 NO_EXP_CACHE_SECONDS = 60.0
 DEFAULT_CACHE_SIZE = 10_000
@@ -202,7 +210,7 @@ class TokenVerifier:
                         fetch=jwks_fetch,
                         on_refresh=on_jwks_refresh,
                         background=jwks_background_refresh,
-                        uses=USE_SPIFFE if issuer.profile == "spiffe" else USE_SIG,  # SPIFFE bundles: jwt-svid
+                        uses=key_uses(issuer.profile),  # SPIFFE bundles: jwt-svid
                     )
                 else:
                     raise ConfigError(f"issuers[{i}]", "needs exactly one of jwks_file or jwks_uri")
@@ -338,28 +346,10 @@ class TokenVerifier:
 
     def _check_signature(self, jws: CompactJWS, alg: str, kid: str | None, source: KeySource) -> KeySet:
         """Verify with the issuer's key; return the key set that verified it."""
-        keys = source.current()
-        if kid is not None:
-            candidates = keys.by_kid.get(kid)
-            if not candidates:
-                keys = source.refresh_for_unknown_kid()
-                candidates = keys.by_kid.get(kid)
-            if not candidates:
-                raise _error("no key of this issuer has the token's kid", Reason.TOKEN_SIGNATURE_INVALID)
-        else:
-            if not keys.keys:
-                keys = source.refresh_for_unknown_kid()
-            if not keys.keys:
-                raise _error("no keys available for this issuer", Reason.TOKEN_SIGNATURE_INVALID)
-            candidates = keys.keys
-        matching = [k for k in candidates if alg_matches(k, alg)]
-        if not matching:
-            raise _error("alg does not match the key's algorithm", Reason.TOKEN_ALGORITHM_REJECTED)
-        for key in matching[:MAX_KEY_CANDIDATES]:
-            # Pinned to the key's bound algorithm (the header may only name its Ed25519 alias).
-            if verify_signature(key.alg, key.key, jws.signing_input, jws.signature):
-                return keys
-        raise _error("signature does not verify", Reason.TOKEN_SIGNATURE_INVALID)
+        keys, problem = verifying_keys(source, jws, alg, kid)
+        if problem:
+            raise _error(*_SIGNATURE_PROBLEMS[problem])
+        return keys
 
     def _check_binding(
         self, scheme: str, token: str, binding: Binding, creds: Credentials, now: float, nonce: bool = False
@@ -381,6 +371,14 @@ class TokenVerifier:
             raise _error("token presented with the DPoP scheme is not DPoP-bound", Reason.POP_BINDING_MISMATCH)
         if binding.kind == "mtls":
             check_certificate_binding(binding.x5t_digest, creds.client_cert_thumbprint)
+
+
+_SIGNATURE_PROBLEMS = {
+    NO_KEY_FOR_KID: ("no key of this issuer has the token's kid", Reason.TOKEN_SIGNATURE_INVALID),
+    NO_KEYS: ("no keys available for this issuer", Reason.TOKEN_SIGNATURE_INVALID),
+    ALG_MISMATCH: ("alg does not match the key's algorithm", Reason.TOKEN_ALGORITHM_REJECTED),
+    BAD_SIGNATURE: ("signature does not verify", Reason.TOKEN_SIGNATURE_INVALID),
+}
 
 
 def _typ_list(profile: Profile) -> str:

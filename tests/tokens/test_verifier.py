@@ -11,6 +11,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from pep.dev import tokens as devtoken
 from pep.errors import TokenError
 from pep.reasons import Reason
+from pep.tokens import jwks as jwks_module
 from pep.tokens import verifier as verifier_module
 from pep.tokens.cache import ExpiringLRU, ReplayCache
 from pep.tokens.verifier import Credentials, split_scheme
@@ -88,13 +89,13 @@ def test_split_scheme(raw: str, scheme: str, token: str) -> None:
 @pytest.fixture
 def signature_calls(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     calls: list[str] = []
-    real = verifier_module.verify_signature
+    real = jwks_module.verify_signature  # the verifier's signature checks run in jwks.verifying_keys
 
     def counting(alg: str, *args: Any) -> bool:
         calls.append(alg)
         return real(alg, *args)
 
-    monkeypatch.setattr(verifier_module, "verify_signature", counting)
+    monkeypatch.setattr(jwks_module, "verify_signature", counting)
     return calls
 
 
